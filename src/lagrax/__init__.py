@@ -1,0 +1,26 @@
+import importlib.metadata
+
+from . import systems as systems
+
+from ._lagrangian import (
+    AbstractJetLagrangian as AbstractJetLagrangian,
+    AbstractLagrangian as AbstractLagrangian,
+    MLPLagrangian as MLPLagrangian,
+)
+from ._mechanics import (
+    acceleration as acceleration,
+    energy as energy,
+    generalized_force as generalized_force,
+    mass_matrix as mass_matrix,
+    mass_matrix_info as mass_matrix_info,
+    MassMatrixInfo as MassMatrixInfo,
+    momentum as momentum,
+)
+from ._simulate import (
+    LagrangianTerm as LagrangianTerm,
+    simulate as simulate,
+    Trajectory as Trajectory,
+)
+
+
+__version__ = importlib.metadata.version("lagrax")

@@ -1,0 +1,278 @@
+"""The Euler–Lagrange equations of a Lagrangian `L(q, q̇)`, for one state.
+
+    H q̈ = ∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q,      H = ∂²L/∂q̇²
+
+`(∂²L/∂q̇∂q) q̇` is the derivative of `∂L/∂q̇` in the direction `(q̇, 0)`, and the
+columns of `H` are its derivatives in the directions `(0, e_i)`: all `n + 1` come
+from one forward-over-reverse pass with a batch of `n + 1` tangents. The full
+`2n × 2n` Hessian of `L` is never formed and nothing is pseudo-inverted.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jaxtyping import Array, Bool, Float
+
+from ._custom_types import (
+    Acceleration,
+    LagrangianLike,
+    MassMatrix,
+    Position,
+    Scalar,
+    Velocity,
+)
+from ._lagrangian import AbstractJetLagrangian
+from ._misc import check_like, check_state
+
+
+def _directions(qdot: Velocity) -> Float[Array, "2*dof dof+1"]:
+    """The input directions `[(0, e_1) … (0, e_n), (q̇, 0)]` as columns."""
+    n = qdot.shape[0]
+    velocity_dirs = jnp.concatenate([jnp.zeros((n, n), qdot.dtype), jnp.eye(n, dtype=qdot.dtype)])
+    qdot_dir = jnp.concatenate([qdot, jnp.zeros_like(qdot)])
+    return jnp.concatenate([velocity_dirs, qdot_dir[:, None]], axis=1)
+
+
+def _euler_lagrange_parts(
+    lagrangian: LagrangianLike, q: Position, qdot: Velocity
+) -> tuple[Float[Array, "dof"], MassMatrix, Float[Array, "dof"]]:
+    """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state."""
+    n = q.shape[0]
+    directions = _directions(qdot)
+    if isinstance(lagrangian, AbstractJetLagrangian):
+        grad, block = lagrangian.jet(q, qdot, directions)
+        return grad[:n], block[:n, :n], block[:n, n]
+
+    grad_fn = jax.grad(lambda x: lagrangian(x[:n], x[n:]))
+    x = jnp.concatenate([q, qdot])
+    # vmap over tangents only: the primal forward and backward passes run once.
+    grad, hvps = jax.vmap(lambda u: jax.jvp(grad_fn, (x,), (u,)), out_axes=(None, 0))(
+        directions.T
+    )
+    # H is symmetric, so the rows we hold are its columns.
+    return grad[:n], hvps[:n, n:], hvps[n, n:]
+
+
+class MassMatrixInfo(eqx.Module):
+    """Diagnostics of the mass matrix `H = ∂²L/∂q̇²` at one state.
+
+    **Fields:**
+
+    - `eigenvalues`: eigenvalues of `H`, ascending.
+    - `condition_number`: `max |λ| / min |λ|` (`inf` when `H` is singular).
+    - `positive_definite`: whether `acceleration` solves with Cholesky (otherwise it
+        falls back to LU with partial pivoting).
+    - `singular`: whether `acceleration` would report the state as singular.
+    """
+
+    eigenvalues: Float[Array, "dof"]
+    condition_number: Float[Array, ""]
+    positive_definite: Bool[Array, ""]
+    singular: Bool[Array, ""]
+
+
+def _solve_mass_matrix(
+    h: MassMatrix, rhs: Float[Array, "dof"]
+) -> tuple[Float[Array, "dof"], Bool[Array, ""], Bool[Array, ""]]:
+    """Solve `H x = rhs`: Cholesky where `H` is positive definite, else LU.
+
+    Returns `(x, positive_definite, singular)`. `singular` is set when the
+    factorization's reciprocal condition estimate falls below `n·eps` or the result
+    is not finite.
+    """
+    n = h.shape[0]
+    eye = jnp.eye(n, dtype=h.dtype)
+    positive_definite = jnp.all(jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(h))))
+    # Each factorization sees a harmless matrix when its branch is not taken, so
+    # neither the value nor the gradient of the discarded branch can be NaN.
+    chol = jnp.linalg.cholesky(jnp.where(positive_definite, h, eye))
+    lu, piv = jsl.lu_factor(jnp.where(positive_definite, eye, h))
+    x = jnp.where(
+        positive_definite,
+        jsl.cho_solve((chol, True), rhs),
+        jsl.lu_solve((lu, piv), rhs),
+    )
+    chol_diag = jnp.diag(chol)
+    lu_diag = jnp.abs(jnp.diag(lu))
+    rcond = jnp.where(
+        positive_definite,
+        (jnp.min(chol_diag) / jnp.max(chol_diag)) ** 2,
+        jnp.min(lu_diag) / jnp.max(lu_diag),
+    )
+    tolerance = n * jnp.finfo(h.dtype).eps
+    singular = ~(rcond > tolerance) | ~jnp.all(jnp.isfinite(x))
+    return x, positive_definite, singular
+
+
+def acceleration(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    *,
+    force: Float[Array, "dof"] | None = None,
+    throw: bool = True,
+) -> Acceleration:
+    r"""The acceleration `q̈` from the Euler–Lagrange equations of `lagrangian`.
+
+    Solves `H q̈ = ∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q` with `H = ∂²L/∂q̇²`. The right-hand
+    side and `H` cost one forward-over-reverse pass with `dof + 1` tangents (or a
+    structured pass for an `AbstractJetLagrangian` such as `MLPLagrangian`). `H` is
+    factorized with Cholesky where it is positive definite; otherwise (a learned
+    Lagrangian need not be convex in `q̇`) with LU and partial pivoting. A singular
+    `H` (reciprocal condition estimate below `dof·eps`, or a non-finite solve) has
+    no acceleration: with `throw=True` this raises a runtime error, also under
+    `jit`; with `throw=False` the result is explicitly NaN, for callers (such as
+    training loops) that count and skip such states. `mass_matrix_info` reports the
+    conditioning.
+
+    Works under `jax.jit`, `jax.vmap` and `jax.grad`, in float32 and float64.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state, such as an
+        `AbstractLagrangian`.
+    - `q`, `qdot`: the state, each of shape `(dof,)`.
+    - `force`: an optional generalized (non-conservative) force `Q`, shape `(dof,)`.
+    - `throw`: whether a singular mass matrix raises (default) or gives NaN.
+
+    **Returns:**
+
+    `q̈`, of shape `(dof,)`.
+
+    ??? cite "Reference"
+
+        ```bibtex
+        @article{cranmer2020lagrangian,
+            title={Lagrangian Neural Networks},
+            author={Cranmer, Miles and Greydanus, Sam and Hoyer, Stephan and
+                    Battaglia, Peter and Spergel, David and Ho, Shirley},
+            journal={arXiv:2003.04630},
+            year={2020}
+        }
+        ```
+    """
+    check_state(q, qdot)
+    if force is not None:
+        check_like(force, "force", q, "q")
+    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    rhs = dl_dq - mixed
+    if force is not None:
+        rhs = rhs + force
+    qddot, _, singular = _solve_mass_matrix(h, rhs)
+    if throw:
+        return eqx.error_if(
+            qddot,
+            singular,
+            "lagrax.acceleration: the mass matrix ∂²L/∂q̇² is singular (or not "
+            "finite) at this state, so the Euler–Lagrange equations do not determine "
+            "q̈. Inspect it with lagrax.mass_matrix_info.",
+        )
+    return jnp.where(singular, jnp.nan, qddot)
+
+
+def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> MassMatrix:
+    """The mass matrix `H = ∂²L/∂q̇²` at one state.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+    **Returns:**
+
+    `H`, of shape `(dof, dof)`.
+    """
+    check_state(q, qdot)
+    return _euler_lagrange_parts(lagrangian, q, qdot)[1]
+
+
+def mass_matrix_info(
+    lagrangian: LagrangianLike, q: Position, qdot: Velocity
+) -> MassMatrixInfo:
+    """Conditioning of the mass matrix `H = ∂²L/∂q̇²` at one state.
+
+    Use it to see why `acceleration` raised or returned NaN, or to monitor a learned
+    Lagrangian's convexity in `q̇` during training. Costs an eigendecomposition on
+    top of `mass_matrix`.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+    **Returns:**
+
+    A `MassMatrixInfo`.
+    """
+    check_state(q, qdot)
+    h = mass_matrix(lagrangian, q, qdot)
+    eigenvalues = jnp.linalg.eigvalsh(h)
+    magnitudes = jnp.abs(eigenvalues)
+    _, positive_definite, singular = _solve_mass_matrix(h, jnp.zeros_like(q))
+    return MassMatrixInfo(
+        eigenvalues=eigenvalues,
+        condition_number=jnp.max(magnitudes) / jnp.min(magnitudes),
+        positive_definite=positive_definite,
+        singular=singular,
+    )
+
+
+def momentum(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Velocity:
+    """The canonical momentum `p = ∂L/∂q̇` at one state.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+    **Returns:**
+
+    `p`, of shape `(dof,)`.
+    """
+    check_state(q, qdot)
+    return jax.grad(lagrangian, argnums=1)(q, qdot)
+
+
+def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:
+    """The energy `E = q̇·∂L/∂q̇ − L` (the Hamiltonian) at one state.
+
+    Conserved along the motion when `L` does not depend on time and no force acts.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+    **Returns:**
+
+    `E`, a scalar.
+    """
+    check_state(q, qdot)
+    value, p = jax.value_and_grad(lagrangian, argnums=1)(q, qdot)
+    return jnp.dot(qdot, p) - value
+
+
+def generalized_force(
+    lagrangian: LagrangianLike, q: Position, qdot: Velocity, qddot: Acceleration
+) -> Float[Array, "dof"]:
+    """Inverse dynamics: the force `Q = d/dt ∂L/∂q̇ − ∂L/∂q` along `(q, q̇, q̈)`.
+
+    `d/dt ∂L/∂q̇` is one JVP of `∂L/∂q̇` in the direction `(q̇, q̈)`; no mass matrix
+    is formed. `Q` vanishes exactly when `q̈` satisfies the free Euler–Lagrange
+    equations, and `acceleration(L, q, qdot, force=Q)` inverts this map.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`, `qddot`: the state and acceleration, each of shape `(dof,)`.
+
+    **Returns:**
+
+    `Q`, of shape `(dof,)`.
+    """
+    check_state(q, qdot)
+    check_like(qddot, "qddot", q, "q")
+    grad_fn = jax.grad(lagrangian, argnums=(0, 1))
+    (dl_dq, _), (_, dp_dt) = jax.jvp(grad_fn, (q, qdot), (qdot, qddot))
+    return dp_dt - dl_dq

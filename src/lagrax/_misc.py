@@ -1,0 +1,51 @@
+import jax.numpy as jnp
+
+
+def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
+    """Raise a clear error, at trace time, unless `q` and `qdot` are one state."""
+    for name, x in ((q_name, q), (qdot_name, qdot)):
+        shape = jnp.shape(x)
+        if len(shape) != 1:
+            raise ValueError(
+                f"`{name}` must be a 1-D array of shape (dof,) for one state (batch "
+                f"with jax.vmap), got shape {shape}."
+            )
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(
+                f"`{name}` must be a floating-point array, got dtype "
+                f"{jnp.result_type(x)}."
+            )
+    if jnp.shape(q) != jnp.shape(qdot):
+        raise ValueError(
+            f"`{qdot_name}` must have the same shape as `{q_name}`, "
+            f"{jnp.shape(q)}; got {jnp.shape(qdot)}."
+        )
+
+
+def check_like(x, name: str, like, like_name: str) -> None:
+    """Raise unless `x` has the shape of `like`."""
+    if jnp.shape(x) != jnp.shape(like):
+        raise ValueError(
+            f"`{name}` must have the same shape as `{like_name}`, {jnp.shape(like)}; "
+            f"got {jnp.shape(x)}."
+        )
+
+
+def check_dof(q, qdot, dof: int, system: str) -> None:
+    """Raise unless `(q, qdot)` is one state of a system with `dof` coordinates."""
+    check_state(q, qdot)
+    if jnp.shape(q) != (dof,):
+        raise ValueError(
+            f"{system} has {dof} degree(s) of freedom: `q` and `qdot` must have "
+            f"shape ({dof},), got {jnp.shape(q)}."
+        )
+
+
+def check_positive(system, *names: str) -> None:
+    """Raise unless the named float attributes of `system` are positive."""
+    for name in names:
+        value = getattr(system, name)
+        if not value > 0:
+            raise ValueError(
+                f"{type(system).__name__}: `{name}` must be positive, got {value!r}."
+            )
