@@ -16,6 +16,10 @@ from ._mechanics import (
     MassMatrixInfo as MassMatrixInfo,
     momentum as momentum,
 )
+from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
+from ._solver.variational import VariationalMidpoint as VariationalMidpoint
+from ._solver.verlet import VelocityVerlet as VelocityVerlet
+from ._solver.yoshida import Yoshida4 as Yoshida4
 from ._simulate import (
     LagrangianTerm as LagrangianTerm,
     simulate as simulate,
