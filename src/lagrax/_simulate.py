@@ -63,7 +63,7 @@ class LagrangianTerm(diffrax.AbstractTerm):
     def contr(self, t0, t1, **kwargs):
         return t1 - t0
 
-    def prod(self, vf: State, control) -> State:
+    def prod(self, vf: PyTree[Array], control) -> PyTree[Array]:
         return jtu.tree_map(lambda v: jnp.asarray(control, v.dtype) * v, vf)
 
 

@@ -68,12 +68,15 @@ def newton_root(
         init = (x0, jnp.full_like(x0, jnp.inf), jnp.array(0))
         x, dx, _ = jax.lax.while_loop(cond, body, init)
         ok = converged(x, dx) & jnp.all(jnp.isfinite(x))
-        return x, ok
+        # custom_root gives its auxiliary output a tangent of the output's dtype,
+        # which a boolean cannot have: pass the flag as a float.
+        return x, ok.astype(x.dtype)
 
     def tangent_solve(g, y):
         return jnp.linalg.solve(jax.jacfwd(g)(y), y)
 
-    return jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
+    x, ok = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
+    return x, jax.lax.stop_gradient(ok) > 0.5
 
 
 def default_tolerance(tol: float | None, dtype) -> float:

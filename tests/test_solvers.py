@@ -1,0 +1,278 @@
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import lagrax
+import numpy as np
+import pytest
+from lagrax.systems import ChargedParticle, DoublePendulum, HarmonicOscillator, Pendulum
+
+from .helpers import dot, finite_difference_directional, random_like, translation_invariant
+
+
+SYMPLECTIC = {
+    "VariationalMidpoint": lagrax.VariationalMidpoint(),
+    "Yoshida4": lagrax.Yoshida4(),
+}
+ALL = {
+    "VelocityVerlet": (lagrax.VelocityVerlet(), 2),
+    "VariationalMidpoint": (lagrax.VariationalMidpoint(), 2),
+    "Yoshida4": (lagrax.Yoshida4(), 4),
+    "Yoshida4[Verlet]": (lagrax.Yoshida4(base=lagrax.VelocityVerlet()), 4),
+}
+
+
+def _solve(lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, **kwargs):
+    return diffrax.diffeqsolve(
+        lagrax.LagrangianTerm(lagrangian),
+        solver,
+        t0=t0,
+        t1=t1,
+        dt0=dt,
+        y0=y0,
+        saveat=saveat or diffrax.SaveAt(t1=True),
+        max_steps=kwargs.pop("max_steps", 200_000),
+        **kwargs,
+    )
+
+
+def _slope(dts, errors):
+    return np.polyfit(np.log(dts), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_order_harmonic_oscillator(name):
+    solver, order = ALL[name]
+    system = HarmonicOscillator(mass=1.0, stiffness=4.0)  # ω = 2
+    y0 = (jnp.array([1.0]), jnp.array([0.5]))
+    t1 = 3.0
+    exact = np.cos(2 * t1) + 0.25 * np.sin(2 * t1)
+    dts = np.array([0.1, 0.05, 0.025, 0.0125]) * (2 if order == 4 else 1)
+    errors = [abs(float(_solve(system, solver, y0, t1, dt).ys[0][-1, 0]) - exact) for dt in dts]
+    assert abs(_slope(dts, errors) - order) < 0.2, errors
+
+
+@pytest.mark.parametrize("name", ["VelocityVerlet", "VariationalMidpoint", "Yoshida4"])
+def test_order_velocity_dependent(name):
+    # A charged particle: q̈ depends on q̇, so Verlet loses symplecticity, but
+    # every solver keeps its order.
+    solver, order = ALL[name]
+    system = ChargedParticle(magnetic_field=(0.2, -0.5, 1.5), electric_field=(0.3, 0.0, 0.1))
+    y0 = (jnp.array([0.1, 0.2, 0.0]), jnp.array([0.5, -0.3, 0.2]))
+    t1 = 2.0
+    ref = _solve(
+        system, diffrax.Dopri8(), y0, t1, 0.01,
+        stepsize_controller=diffrax.PIDController(rtol=1e-13, atol=1e-13),
+    ).ys[0][-1]
+    dts = np.array([0.1, 0.05, 0.025]) * (2 if order == 4 else 1)
+    errors = [
+        float(jnp.max(jnp.abs(_solve(system, solver, y0, t1, dt).ys[0][-1] - ref)))
+        for dt in dts
+    ]
+    assert abs(_slope(dts, errors) - order) < 0.2, errors
+
+
+def _qp_step_jacobian(solver, lagrangian, h, q, v):
+    """Jacobian of one step as a map (q, p) → (q, p), p = ∂L/∂q̇."""
+    term = lagrax.LagrangianTerm(lagrangian)
+    n = q.shape[0]
+
+    def step(y):
+        y0 = (y[:n], y[n:])
+        state = solver.init(term, 0.0, h, y0, None)
+        (q1, v1), *_ = solver.step(term, 0.0, h, y0, None, state, False)
+        return jnp.concatenate([q1, v1])
+
+    def legendre(y):
+        return jnp.concatenate([y[:n], lagrax.momentum(lagrangian, y[:n], y[n:])])
+
+    y0 = jnp.concatenate([q, v])
+    y1 = step(y0)
+    return jax.jacfwd(legendre)(y1) @ jax.jacrev(step)(y0) @ jnp.linalg.inv(
+        jax.jacfwd(legendre)(y0)
+    )
+
+
+@pytest.mark.parametrize("name", [*SYMPLECTIC, "Tsit5"])
+def test_symplectic_one_step_map(name):
+    # The double pendulum is non-separable: its mass matrix depends on q.
+    system = DoublePendulum()
+    q, v = jnp.array([1.3, -0.4]), jnp.array([0.7, 2.1])
+    solver = SYMPLECTIC.get(name, diffrax.Tsit5())
+    jac = _qp_step_jacobian(solver, system, 0.1, q, v)
+    omega = jnp.block([[jnp.zeros((2, 2)), jnp.eye(2)], [-jnp.eye(2), jnp.zeros((2, 2))]])
+    defect = float(jnp.max(jnp.abs(jac.T @ omega @ jac - omega)))
+    if name == "Tsit5":
+        assert defect > 1e-6  # the check can fail: Runge–Kutta is not symplectic
+    else:
+        assert defect < 1e-11
+
+
+def test_verlet_symplectic_when_separable():
+    system = Pendulum()
+    jac = _qp_step_jacobian(lagrax.VelocityVerlet(), system, 0.1, jnp.array([1.0]), jnp.array([0.5]))
+    # In one dimension symplectic means area preserving: det = 1.
+    np.testing.assert_allclose(jnp.linalg.det(jac), 1.0, atol=1e-13)
+
+
+def _energy_drift(system, solver, y0, dt, steps, samples=201):
+    ts = jnp.linspace(0.0, dt * steps, samples)
+    sol = jax.jit(
+        lambda: _solve(system, solver, y0, ts[-1], dt, saveat=diffrax.SaveAt(ts=ts),
+                       max_steps=steps + 1)
+    )()
+    energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(system, *sol.ys)
+    err = np.abs(np.asarray(energies - lagrax.energy(system, *y0)))
+    tenth = samples // 10
+    return err[:tenth].max(), err[-tenth:].max()
+
+
+@pytest.mark.slow
+def test_long_run_energy_double_pendulum():
+    system = DoublePendulum()
+    y0 = (jnp.array([1.0, 0.5]), jnp.array([0.0, 0.0]))
+    dt, steps = 0.05, 100_000
+    rk_first, rk_last = _energy_drift(system, diffrax.Tsit5(), y0, dt, steps)
+    assert rk_last > 5 * rk_first  # explicit Runge–Kutta drifts ...
+    for name, solver in SYMPLECTIC.items():
+        first, last = _energy_drift(system, solver, y0, dt, steps)
+        assert last < 2 * first, name  # ... symplectic solvers do not
+        assert last < 1e-3 * 29.4, name
+
+
+@pytest.mark.slow
+def test_long_run_energy_verlet_separable():
+    system = Pendulum()
+    y0 = (jnp.array([2.5]), jnp.array([0.0]))
+    first, last = _energy_drift(system, lagrax.VelocityVerlet(), y0, 0.05, 100_000)
+    assert last < 2 * first
+    assert last < 0.02 * 9.8  # m g l
+
+
+def test_noether_momentum_exact():
+    y0 = (jnp.array([0.0, 0.0, 1.2, 0.3]), jnp.array([0.4, -0.1, -0.2, 0.5]))
+    ts = jnp.linspace(0.0, 20.0, 41)
+    total = {}
+    for name, solver in [("vm", lagrax.VariationalMidpoint()), ("rk", diffrax.Tsit5())]:
+        sol = _solve(translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts))
+        p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(translation_invariant, *sol.ys)
+        total[name] = np.asarray(p[:, :2] + p[:, 2:])
+    vm_error = np.abs(total["vm"] - total["vm"][0]).max()
+    rk_error = np.abs(total["rk"] - total["rk"][0]).max()
+    assert vm_error < 1e-12
+    assert rk_error > 1e3 * vm_error  # a momentum-agnostic method does drift
+
+
+@pytest.mark.parametrize("name", ["VariationalMidpoint", "Yoshida4", "Verlet-separable"])
+def test_time_reversibility(name):
+    if name == "Verlet-separable":
+        system, solver = Pendulum(), lagrax.VelocityVerlet()
+        y0 = (jnp.array([1.0]), jnp.array([0.3]))
+    else:
+        system, solver = DoublePendulum(), SYMPLECTIC[name]
+        y0 = (jnp.array([1.0, -0.5]), jnp.array([0.3, 1.2]))
+    forward = _solve(system, solver, y0, 5.0, 0.05)
+    y1 = jax.tree_util.tree_map(lambda x: x[-1], forward.ys)
+    backward = _solve(system, solver, y1, 0.0, -0.05, t0=5.0)
+    for a, b in zip(backward.ys, y0):
+        np.testing.assert_allclose(a[-1], b, atol=1e-10)
+    # ... and the state did move.
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(y1, y0)) > 0.1
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_gradient_through_solve(name, getkey):
+    solver, _ = ALL[name]
+    model = lagrax.MLPLagrangian(2, width=16, depth=2, dtype=jnp.float64, key=getkey())
+    ts = jnp.linspace(0.0, 0.5, 6)  # save times on the step grid (dt = 0.05)
+
+    @eqx.filter_jit
+    def loss(params, q0):
+        # A kinetic term keeps the small learned Lagrangian comfortably regular.
+        def lagrangian(q, v):
+            return 2.0 * jnp.dot(v, v) + 0.1 * params(q, v)
+
+        traj = lagrax.simulate(
+            lagrangian, q0, jnp.array([0.1, -0.2]), ts,
+            solver=solver, dt0=0.05, adjoint=diffrax.RecursiveCheckpointAdjoint(),
+        )
+        return jnp.sum(traj.q**2) + jnp.sum(jnp.sin(traj.qdot))
+
+    q0 = jnp.array([0.5, -0.3])
+    grad_q0 = jax.grad(loss, argnums=1)(model, q0)
+    dq = jnp.array([0.3, 0.8])
+    fd = finite_difference_directional(lambda x: loss(model, x), q0, dq)
+    np.testing.assert_allclose(jnp.dot(grad_q0, dq), fd, rtol=1e-6)
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    grads = eqx.filter(eqx.filter_grad(loss)(model, q0), eqx.is_inexact_array)
+    direction = random_like(getkey(), params)
+    fd_params = finite_difference_directional(
+        lambda p: loss(eqx.combine(p, static), q0), params, direction
+    )
+    np.testing.assert_allclose(dot(grads, direction), fd_params, rtol=1e-6)
+
+
+def test_vmap_over_initial_conditions():
+    system = DoublePendulum()
+    ts = jnp.linspace(0.0, 1.0, 11)
+    q0s = jnp.array([[0.5, 0.1], [1.0, -0.2], [2.0, 0.3]])
+
+    @jax.jit
+    @jax.vmap
+    def run(q0):
+        return lagrax.simulate(
+            system, q0, jnp.zeros(2), ts, solver=lagrax.VariationalMidpoint(), dt0=0.01
+        ).q
+
+    batched = run(q0s)
+    for i in range(3):
+        single = lagrax.simulate(
+            system, q0s[i], jnp.zeros(2), ts, solver=lagrax.VariationalMidpoint(), dt0=0.01
+        ).q
+        np.testing.assert_allclose(batched[i], single, atol=1e-12)
+
+
+def test_newton_failure_reports_result_code():
+    system = DoublePendulum()
+    y0 = (jnp.array([1.0, 0.5]), jnp.array([0.0, 3.0]))
+    # One Newton iteration cannot converge on a nonlinear problem.
+    solver = lagrax.VariationalMidpoint(max_steps=1)
+    sol = _solve(system, solver, y0, 1.0, 0.1, throw=False)
+    assert sol.result == diffrax.RESULTS.nonlinear_max_steps_reached
+    with pytest.raises(Exception, match="[Nn]onlinear"):
+        _solve(system, solver, y0, 1.0, 0.1)
+
+
+def test_float32_variational():
+    system = DoublePendulum()
+    y0 = (jnp.array([1.0, 0.5], jnp.float32), jnp.array([0.0, 0.0], jnp.float32))
+    ts = jnp.linspace(0.0, 2.0, 5, dtype=jnp.float32)
+    for solver in (lagrax.VariationalMidpoint(), lagrax.Yoshida4(), lagrax.VelocityVerlet()):
+        traj = lagrax.simulate(system, *y0, ts, solver=solver, dt0=0.01)
+        assert traj.q.dtype == jnp.float32
+        ref = lagrax.simulate(
+            system, *(x.astype(jnp.float64) for x in y0), ts.astype(jnp.float64),
+            solver=solver, dt0=0.01,
+        )
+        np.testing.assert_allclose(traj.q, ref.q, atol=1e-4)
+
+
+def test_solver_errors():
+    with pytest.raises(TypeError, match="base"):
+        lagrax.Yoshida4(base=diffrax.Tsit5())
+    with pytest.raises(ValueError, match="max_steps"):
+        lagrax.VariationalMidpoint(max_steps=0)
+    term = diffrax.ODETerm(lambda t, y, args: (y[1], -y[0]))
+    y0 = (jnp.array([1.0]), jnp.array([0.0]))
+    with pytest.raises(ValueError, match="LagrangianTerm"):
+        diffrax.diffeqsolve(term, lagrax.VariationalMidpoint(), 0.0, 1.0, 0.1, y0)
+    # Verlet works with any (q̇, q̈) term
+    sol = diffrax.diffeqsolve(term, lagrax.VelocityVerlet(), 0.0, 1.0, 0.001, y0)
+    np.testing.assert_allclose(sol.ys[0][-1], [np.cos(1.0)], atol=1e-6)
+    with pytest.raises((ValueError, RuntimeError), match="adaptive"):
+        diffrax.diffeqsolve(
+            lagrax.LagrangianTerm(HarmonicOscillator()), lagrax.VariationalMidpoint(),
+            0.0, 1.0, 0.1, y0, stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+        )
