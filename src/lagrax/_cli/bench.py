@@ -1,0 +1,52 @@
+"""`lagrax bench`: run the benchmark scripts."""
+
+import pathlib
+import runpy
+import sys
+
+
+BENCHMARKS = ("acceleration", "train_step", "solvers")
+
+
+def benchmark_dir() -> pathlib.Path | None:
+    """The benchmark scripts: shipped in the wheel, or in a source checkout."""
+    package = pathlib.Path(__file__).resolve().parent.parent
+    for candidate in (package / "_benchmarks", package.parent.parent / "benchmarks"):
+        if (candidate / "_common.py").exists():
+            return candidate
+    return None
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run the benchmarks (acceleration, train_step, solvers)",
+        description="Run lagrax's benchmark scripts and print their tables. Options "
+        "after the name go to the script, e.g. `lagrax bench solvers --quick`.",
+    )
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.set_defaults(run=run, parser=parser)
+
+
+def run(args, parser) -> int:
+    folder = benchmark_dir()
+    if folder is None:
+        parser.error("the benchmark scripts are not installed with this copy of lagrax")
+    names = BENCHMARKS if args.name == "all" else (args.name,)
+    sys.path.insert(0, str(folder))
+    try:
+        for name in names:
+            script = folder / f"{name}.py"
+            if not script.exists():
+                parser.error(f"benchmark {name!r} is not available in {folder}")
+            print(f"== lagrax bench {name} ==", flush=True)
+            argv = sys.argv
+            sys.argv = [str(script), *(["--quick"] if args.quick else [])]
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            finally:
+                sys.argv = argv
+    finally:
+        sys.path.remove(str(folder))
+    return 0
