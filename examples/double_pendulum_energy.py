@@ -10,13 +10,16 @@ import time
 import diffrax
 import jax
 import jax.numpy as jnp
+
 import lagrax
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t1", type=float, default=100.0, help="final time")
-    parser.add_argument("--dt", type=float, default=0.01, help="step of fixed-step solvers")
+    parser.add_argument(
+        "--dt", type=float, default=0.01, help="step of fixed-step solvers"
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
 
@@ -30,7 +33,10 @@ def main(argv=None):
     runs = [
         ("Tsit5 rtol=atol=1e-6", dict(solver=diffrax.Tsit5())),
         ("Tsit5 rtol=atol=1e-10", dict(solver=diffrax.Tsit5(), rtol=1e-10, atol=1e-10)),
-        ("Dopri8 rtol=atol=1e-10", dict(solver=diffrax.Dopri8(), rtol=1e-10, atol=1e-10)),
+        (
+            "Dopri8 rtol=atol=1e-10",
+            dict(solver=diffrax.Dopri8(), rtol=1e-10, atol=1e-10),
+        ),
     ]
     runs += [
         (f"{name} dt={args.dt}", dict(solver=solver, dt0=args.dt))
@@ -45,8 +51,14 @@ def main(argv=None):
         start = time.perf_counter()
         traj = jax.block_until_ready(run())
         wall = time.perf_counter() - start
-        drift = jnp.abs(energy(system, traj.q, traj.qdot) - lagrax.energy(system, q0, qdot0)) / e_scale
-        print(f"{name:<28} {float(drift.max()):>14.3e} {float(drift[-1]):>16.3e} {wall:>8.3f}")
+        drift = (
+            jnp.abs(
+                energy(system, traj.q, traj.qdot) - lagrax.energy(system, q0, qdot0)
+            )
+            / e_scale
+        )
+        max_drift, final_drift = float(drift.max()), float(drift[-1])
+        print(f"{name:<28} {max_drift:>14.3e} {final_drift:>16.3e} {wall:>8.3f}")
 
 
 def lagrax_fixed_step_solvers():

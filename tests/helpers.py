@@ -44,7 +44,11 @@ def double_pendulum_qddot(q, qdot, m1=1.0, m2=1.0, l1=1.0, l2=1.0, g=9.8):
     a2 = (
         2
         * np.sin(d)
-        * (w1**2 * l1 * (m1 + m2) + g * (m1 + m2) * np.cos(t1) + w2**2 * l2 * m2 * np.cos(d))
+        * (
+            w1**2 * l1 * (m1 + m2)
+            + g * (m1 + m2) * np.cos(t1)
+            + w2**2 * l2 * m2 * np.cos(d)
+        )
     ) / (l2 * den)
     return np.array([a1, a2])
 

@@ -1,9 +1,9 @@
 import jax
 import jax.numpy as jnp
-import jax.random as jr
-import lagrax
 import numpy as np
 import pytest
+
+import lagrax
 
 
 def test_lnn_init_statistics(getkey):
@@ -12,7 +12,12 @@ def test_lnn_init_statistics(getkey):
     assert len(model.layers) == depth + 1
     stds = [np.std(np.asarray(layer.weight)) for layer in model.layers]
     n = width  # every layer's larger dimension
-    expected = [2.2 / np.sqrt(n), 0.58 * 1 / np.sqrt(n), 0.58 * 2 / np.sqrt(n), np.sqrt(n)]
+    expected = [
+        2.2 / np.sqrt(n),
+        0.58 * 1 / np.sqrt(n),
+        0.58 * 2 / np.sqrt(n),
+        np.sqrt(n),
+    ]
     # The output layer has only 600 weights: allow for its sampling error.
     np.testing.assert_allclose(stds[:3], expected[:3], rtol=0.02)
     np.testing.assert_allclose(stds[3], expected[3], rtol=0.1)

@@ -2,9 +2,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import lagrax
 import numpy as np
 import pytest
+
+import lagrax
 from lagrax.systems import (
     ChargedParticle,
     DoublePendulum,
@@ -51,7 +52,9 @@ def test_relativistic_particle_matches_closed_form():
     for v in (0.0, 0.5, -0.9, 0.99):
         qdot = jnp.array([v])
         expected = 2.0 * (1 - v**2) ** 2.5 / (1 + 2 * v**2)
-        np.testing.assert_allclose(lagrax.acceleration(system, q, qdot), [expected], rtol=1e-10)
+        np.testing.assert_allclose(
+            lagrax.acceleration(system, q, qdot), [expected], rtol=1e-10
+        )
         p = v * (1 - v**2) ** -1.5
         np.testing.assert_allclose(lagrax.momentum(system, q, qdot), [p], rtol=1e-12)
 
@@ -63,7 +66,9 @@ def test_lorentz_force(getkey):
     q = jr.normal(getkey(), (3,), jnp.float64)
     qdot = jr.normal(getkey(), (3,), jnp.float64)
     expected = -0.8 * (e + np.cross(np.asarray(qdot), b)) / 1.7
-    np.testing.assert_allclose(lagrax.acceleration(system, q, qdot), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        lagrax.acceleration(system, q, qdot), expected, rtol=1e-10
+    )
     # The canonical momentum carries the vector potential: p = m v + e A(r).
     p = 1.7 * np.asarray(qdot) - 0.8 * 0.5 * np.cross(b, np.asarray(q))
     np.testing.assert_allclose(lagrax.momentum(system, q, qdot), p, rtol=1e-12)
@@ -73,7 +78,9 @@ def test_one_dof_systems():
     q = jnp.array([0.7])
     qdot = jnp.array([-0.4])
     osc = HarmonicOscillator(mass=2.0, stiffness=3.0)
-    np.testing.assert_allclose(lagrax.acceleration(osc, q, qdot), [-1.5 * 0.7], rtol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.acceleration(osc, q, qdot), [-1.5 * 0.7], rtol=1e-12
+    )
     np.testing.assert_allclose(
         lagrax.energy(osc, q, qdot), 0.5 * 2.0 * 0.16 + 0.5 * 3.0 * 0.49, rtol=1e-12
     )
@@ -91,14 +98,20 @@ def test_energy_is_kinetic_plus_potential(getkey):
     w1, w2 = np.asarray(qdot)
     kinetic = w1**2 + 0.5 * w2**2 + w1 * w2 * np.cos(t1 - t2)
     potential = -2 * 9.8 * np.cos(t1) - 9.8 * np.cos(t2)
-    np.testing.assert_allclose(lagrax.energy(system, q, qdot), kinetic + potential, rtol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.energy(system, q, qdot), kinetic + potential, rtol=1e-12
+    )
     expected_h = np.array([[2.0, np.cos(t1 - t2)], [np.cos(t1 - t2), 1.0]])
-    np.testing.assert_allclose(lagrax.mass_matrix(system, q, qdot), expected_h, rtol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.mass_matrix(system, q, qdot), expected_h, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3])
 def test_mlp_fast_path_matches_autodiff_and_paper_formula(dof, getkey):
-    model = lagrax.MLPLagrangian(dof, width=48, depth=3, dtype=jnp.float64, key=getkey())
+    model = lagrax.MLPLagrangian(
+        dof, width=48, depth=3, dtype=jnp.float64, key=getkey()
+    )
     q = jr.normal(getkey(), (dof,), jnp.float64)
     qdot = jr.normal(getkey(), (dof,), jnp.float64)
     plain = lambda q, qdot: model(q, qdot)  # noqa: E731 (not an AbstractJetLagrangian)
@@ -107,12 +120,19 @@ def test_mlp_fast_path_matches_autodiff_and_paper_formula(dof, getkey):
     np.testing.assert_allclose(fast, generic, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(fast, _paper_acceleration(model, q, qdot), rtol=1e-7)
     hess = jax.hessian(lambda v: model(q, v))(qdot)
-    np.testing.assert_allclose(lagrax.mass_matrix(model, q, qdot), hess, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.mass_matrix(model, q, qdot), hess, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_mlp_fast_path_other_activation(getkey):
     model = lagrax.MLPLagrangian(
-        2, width=16, depth=2, activation=jnp.tanh, init="default", dtype=jnp.float64,
+        2,
+        width=16,
+        depth=2,
+        activation=jnp.tanh,
+        init="default",
+        dtype=jnp.float64,
         key=getkey(),
     )
     q = jr.normal(getkey(), (2,), jnp.float64)
@@ -174,7 +194,9 @@ def test_generalized_force_inverts_acceleration(getkey):
     q = jr.normal(getkey(), (2,), jnp.float64)
     qdot = jr.normal(getkey(), (2,), jnp.float64)
     free = lagrax.acceleration(model, q, qdot, throw=False)
-    np.testing.assert_allclose(lagrax.generalized_force(model, q, qdot, free), 0.0, atol=1e-9)
+    np.testing.assert_allclose(
+        lagrax.generalized_force(model, q, qdot, free), 0.0, atol=1e-9
+    )
     force = jr.normal(getkey(), (2,), jnp.float64)
     forced = lagrax.acceleration(model, q, qdot, force=force, throw=False)
     np.testing.assert_allclose(
@@ -188,7 +210,9 @@ def test_translation_invariance_gives_zero_total_force(getkey):
     qddot = lagrax.acceleration(translation_invariant, q, qdot)
     # dP/dt = d/dt (p₁ + p₂) = Σ ∂L/∂x = 0 for a translation-invariant L.
     dp_dt = jax.jvp(
-        lambda q, qdot: lagrax.momentum(translation_invariant, q, qdot), (q, qdot), (qdot, qddot)
+        lambda q, qdot: lagrax.momentum(translation_invariant, q, qdot),
+        (q, qdot),
+        (qdot, qddot),
     )[1]
     np.testing.assert_allclose(dp_dt[:2] + dp_dt[2:], 0.0, atol=1e-12)
 
@@ -236,15 +260,21 @@ def test_gradients_match_finite_differences(getkey):
 
 
 def test_float32(getkey):
-    model64 = lagrax.MLPLagrangian(2, width=32, depth=3, dtype=jnp.float64, key=getkey())
+    model64 = lagrax.MLPLagrangian(
+        2, width=32, depth=3, dtype=jnp.float64, key=getkey()
+    )
     model32 = jax.tree_util.tree_map(
         lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, model64
     )
     q = jr.normal(getkey(), (2,), jnp.float64)
     qdot = jr.normal(getkey(), (2,), jnp.float64)
     a64 = lagrax.acceleration(model64, q, qdot, throw=False)
-    a32 = lagrax.acceleration(model32, q.astype(jnp.float32), qdot.astype(jnp.float32), throw=False)
+    a32 = lagrax.acceleration(
+        model32, q.astype(jnp.float32), qdot.astype(jnp.float32), throw=False
+    )
     assert a32.dtype == jnp.float32
     np.testing.assert_allclose(a32, a64, rtol=1e-3, atol=1e-3)
-    e32 = lagrax.energy(DoublePendulum(), q.astype(jnp.float32), qdot.astype(jnp.float32))
+    e32 = lagrax.energy(
+        DoublePendulum(), q.astype(jnp.float32), qdot.astype(jnp.float32)
+    )
     assert e32.dtype == jnp.float32

@@ -1,9 +1,10 @@
 import diffrax
 import jax
 import jax.numpy as jnp
-import lagrax
 import numpy as np
 import pytest
+
+import lagrax
 from lagrax.systems import DoublePendulum, HarmonicOscillator
 
 from .helpers import finite_difference_directional, translation_invariant
@@ -18,7 +19,13 @@ def test_harmonic_oscillator_closed_form(solver):
     system = HarmonicOscillator(mass=2.0, stiffness=8.0)  # ω = 2
     ts = jnp.linspace(0.0, 5.0, 11)
     traj = lagrax.simulate(
-        system, jnp.array([1.0]), jnp.array([0.5]), ts, solver=solver, rtol=1e-9, atol=1e-9
+        system,
+        jnp.array([1.0]),
+        jnp.array([0.5]),
+        ts,
+        solver=solver,
+        rtol=1e-9,
+        atol=1e-9,
     )
     expected_q = np.cos(2 * ts) + 0.25 * np.sin(2 * ts)
     expected_qdot = -2 * np.sin(2 * ts) + 0.5 * np.cos(2 * ts)
@@ -61,9 +68,13 @@ def test_translation_invariant_conserves_momentum():
     qdot0 = jnp.array([0.4, -0.1, -0.2, 0.5])
     ts = jnp.linspace(0.0, 5.0, 51)
     traj = lagrax.simulate(translation_invariant, q0, qdot0, ts, rtol=1e-11, atol=1e-11)
-    p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(translation_invariant, traj.q, traj.qdot)
+    p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(
+        translation_invariant, traj.q, traj.qdot
+    )
     total = p[:, :2] + p[:, 2:]
-    np.testing.assert_allclose(total, jnp.broadcast_to(total[0], total.shape), atol=1e-9)
+    np.testing.assert_allclose(
+        total, jnp.broadcast_to(total[0], total.shape), atol=1e-9
+    )
     assert jnp.max(jnp.abs(p[:, 0] - p[0, 0])) > 1e-2  # the parts do exchange momentum
 
 
@@ -81,7 +92,9 @@ def test_force_damped_oscillator():
         rtol=1e-10,
         atol=1e-10,
     )
-    expected = np.exp(-zeta * ts) * (np.cos(omega * ts) + zeta / omega * np.sin(omega * ts))
+    expected = np.exp(-zeta * ts) * (
+        np.cos(omega * ts) + zeta / omega * np.sin(omega * ts)
+    )
     np.testing.assert_allclose(traj.q[:, 0], expected, atol=1e-7)
 
 
@@ -97,7 +110,9 @@ def test_time_dependent_force():
         rtol=1e-10,
         atol=1e-10,
     )
-    np.testing.assert_allclose(traj.q[:, 0], (np.cos(ts) - np.cos(2 * ts)) / 3, atol=1e-7)
+    np.testing.assert_allclose(
+        traj.q[:, 0], (np.cos(ts) - np.cos(2 * ts)) / 3, atol=1e-7
+    )
 
 
 def test_vmap_and_gradient_through_simulate():
@@ -110,8 +125,12 @@ def test_vmap_and_gradient_through_simulate():
         return traj.q[-1, 0]
 
     q0s = jnp.array([[0.5], [1.0], [2.0]])
-    np.testing.assert_allclose(jax.vmap(final_q)(q0s), q0s[:, 0] * np.cos(1.0), rtol=1e-8)
-    np.testing.assert_allclose(jax.grad(final_q)(jnp.array([1.0])), [np.cos(1.0)], rtol=1e-7)
+    np.testing.assert_allclose(
+        jax.vmap(final_q)(q0s), q0s[:, 0] * np.cos(1.0), rtol=1e-8
+    )
+    np.testing.assert_allclose(
+        jax.grad(final_q)(jnp.array([1.0])), [np.cos(1.0)], rtol=1e-7
+    )
     fd = finite_difference_directional(final_q, jnp.array([1.0]), jnp.array([1.0]))
     np.testing.assert_allclose(jax.grad(final_q)(jnp.array([1.0]))[0], fd, rtol=1e-6)
 
@@ -126,7 +145,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dt0"):
         lagrax.simulate(system, jnp.zeros(1), jnp.zeros(1), ts, solver=diffrax.Euler())
     with pytest.raises(ValueError, match="dt0"):
-        lagrax.simulate(system, jnp.zeros(1), jnp.zeros(1), ts, solver=diffrax.Euler(), dt0=-0.1)
+        lagrax.simulate(
+            system, jnp.zeros(1), jnp.zeros(1), ts, solver=diffrax.Euler(), dt0=-0.1
+        )
     with pytest.raises(TypeError, match="lagrangian"):
         lagrax.LagrangianTerm(3.0)
     with pytest.raises(ValueError, match="positive"):
@@ -136,7 +157,12 @@ def test_bad_arguments():
 def test_fixed_step_diffrax_solver():
     ts = jnp.linspace(0.0, 1.0, 11)
     traj = lagrax.simulate(
-        HarmonicOscillator(), jnp.array([1.0]), jnp.array([0.0]), ts,
-        solver=diffrax.Tsit5(), dt0=0.01, stepsize_controller=diffrax.ConstantStepSize(),
+        HarmonicOscillator(),
+        jnp.array([1.0]),
+        jnp.array([0.0]),
+        ts,
+        solver=diffrax.Tsit5(),
+        dt0=0.01,
+        stepsize_controller=diffrax.ConstantStepSize(),
     )
     np.testing.assert_allclose(traj.q[:, 0], np.cos(ts), atol=1e-9)

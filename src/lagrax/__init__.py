@@ -1,7 +1,6 @@
 import importlib.metadata
 
 from . import systems as systems
-
 from ._lagrangian import (
     AbstractJetLagrangian as AbstractJetLagrangian,
     AbstractLagrangian as AbstractLagrangian,
@@ -16,15 +15,15 @@ from ._mechanics import (
     MassMatrixInfo as MassMatrixInfo,
     momentum as momentum,
 )
-from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
-from ._solver.variational import VariationalMidpoint as VariationalMidpoint
-from ._solver.verlet import VelocityVerlet as VelocityVerlet
-from ._solver.yoshida import Yoshida4 as Yoshida4
 from ._simulate import (
     LagrangianTerm as LagrangianTerm,
     simulate as simulate,
     Trajectory as Trajectory,
 )
+from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
+from ._solver.variational import VariationalMidpoint as VariationalMidpoint
+from ._solver.verlet import VelocityVerlet as VelocityVerlet
+from ._solver.yoshida import Yoshida4 as Yoshida4
 
 
 __version__ = importlib.metadata.version("lagrax")

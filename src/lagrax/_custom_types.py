@@ -3,9 +3,9 @@ from collections.abc import Callable
 from jaxtyping import Array, Bool, Float
 
 
-Position = Float[Array, "dof"]
-Velocity = Float[Array, "dof"]
-Acceleration = Float[Array, "dof"]
+Position = Float[Array, " dof"]
+Velocity = Float[Array, " dof"]
+Acceleration = Float[Array, " dof"]
 Scalar = Float[Array, ""]
 BoolScalar = Bool[Array, ""]
 MassMatrix = Float[Array, "dof dof"]
@@ -14,4 +14,4 @@ MassMatrix = Float[Array, "dof dof"]
 #: an `AbstractLagrangian`, or a plain function.
 LagrangianLike = Callable[[Position, Velocity], Scalar]
 #: A generalized (non-conservative) force `Q(t, q, qdot)`.
-ForceFn = Callable[[Float[Array, ""], Position, Velocity], Float[Array, "dof"]]
+ForceFn = Callable[[Float[Array, ""], Position, Velocity], Float[Array, " dof"]]

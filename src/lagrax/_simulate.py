@@ -137,7 +137,8 @@ def simulate(
     check_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
     if jnp.ndim(ts) != 1 or jnp.shape(ts)[0] < 2:
         raise ValueError(
-            f"`ts` must be a 1-D array of at least two times, got shape {jnp.shape(ts)}."
+            "`ts` must be a 1-D array of at least two times, got shape "
+            f"{jnp.shape(ts)}."
         )
     if solver is None:
         solver = diffrax.Tsit5()

@@ -19,7 +19,12 @@ SYSTEMS = {
     "pendulum": (systems.Pendulum, [2.0], [0.0], 9.8),
     "double-pendulum": (systems.DoublePendulum, [2.0, 1.0], [0.0, 0.0], 29.4),
     "relativistic-particle": (systems.RelativisticParticle, [0.0], [0.5], 1.0),
-    "charged-particle": (systems.ChargedParticle, [1.0, 0.0, 0.0], [0.0, 1.0, 0.1], 0.5),
+    "charged-particle": (
+        systems.ChargedParticle,
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.1],
+        0.5,
+    ),
 }
 
 SOLVERS = {
@@ -36,7 +41,9 @@ def floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        )
 
 
 def positive(text: str) -> float:
@@ -59,16 +66,28 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("system", choices=sorted(SYSTEMS))
     parser.add_argument("--solver", choices=sorted(SOLVERS), default="tsit5")
-    parser.add_argument("--t1", type=positive, default=10.0, help="final time (default 10)")
     parser.add_argument(
-        "--dt", type=positive, default=0.01,
-        help="step for fixed-step solvers; initial step for adaptive ones (default 0.01)",
+        "--t1", type=positive, default=10.0, help="final time (default 10)"
     )
-    parser.add_argument("--rtol", type=positive, default=1e-8, help="adaptive tolerance")
-    parser.add_argument("--samples", type=int, default=201, help="saved times (default 201)")
+    parser.add_argument(
+        "--dt",
+        type=positive,
+        default=0.01,
+        help="fixed step, or initial step of adaptive solvers (default 0.01)",
+    )
+    parser.add_argument(
+        "--rtol", type=positive, default=1e-8, help="adaptive tolerance"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=201, help="saved times (default 201)"
+    )
     parser.add_argument("--q0", type=floats, help="initial positions, comma-separated")
-    parser.add_argument("--qdot0", type=floats, help="initial velocities, comma-separated")
-    parser.add_argument("--out", type=pathlib.Path, help="folder for trajectory.json/png")
+    parser.add_argument(
+        "--qdot0", type=floats, help="initial velocities, comma-separated"
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, help="folder for trajectory.json/png"
+    )
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -86,7 +105,10 @@ def run(args, parser) -> int:
     dof = len(SYSTEMS[args.system][1])
     for name, value in (("--q0", q0), ("--qdot0", qdot0)):
         if len(value) != dof:
-            parser.error(f"{name}: {args.system} has {dof} degree(s) of freedom, got {len(value)} values")
+            parser.error(
+                f"{name}: {args.system} has {dof} degree(s) of freedom, "
+                f"got {len(value)} values"
+            )
     if args.samples < 2:
         parser.error("--samples must be at least 2")
     system = constructor()
@@ -95,8 +117,15 @@ def run(args, parser) -> int:
     steps = int(args.t1 / args.dt) + 2
     run_once = jax.jit(
         lambda: simulate(
-            system, jnp.asarray(q0), jnp.asarray(qdot0), ts, solver=solver, dt0=args.dt,
-            rtol=args.rtol, atol=args.rtol, max_steps=max(steps, 4096) * 4,
+            system,
+            jnp.asarray(q0),
+            jnp.asarray(qdot0),
+            ts,
+            solver=solver,
+            dt0=args.dt,
+            rtol=args.rtol,
+            atol=args.rtol,
+            max_steps=max(steps, 4096) * 4,
         )
     )
     traj = jax.block_until_ready(run_once())
@@ -108,13 +137,19 @@ def run(args, parser) -> int:
     print(f"{args.system} with {args.solver}, t in [0, {args.t1}], float64")
     print(f"  final q     = {[round(float(x), 6) for x in traj.q[-1]]}")
     print(f"  final qdot  = {[round(float(x), 6) for x in traj.qdot[-1]]}")
-    print(f"  max |ΔE|/{scale} = {float(drift.max()):.3e}   final = {float(drift[-1]):.3e}")
+    print(f"  max |ΔE|/{scale} = {float(drift.max()):.3e}", end="")
+    print(f"   final = {float(drift[-1]):.3e}")
     print(f"  wall time   = {wall:.3f} s (compiled)")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         record = dict(
-            system=args.system, solver=args.solver, dt=args.dt, rtol=args.rtol,
-            ts=traj.ts.tolist(), q=traj.q.tolist(), qdot=traj.qdot.tolist(),
+            system=args.system,
+            solver=args.solver,
+            dt=args.dt,
+            rtol=args.rtol,
+            ts=traj.ts.tolist(),
+            q=traj.q.tolist(),
+            qdot=traj.qdot.tolist(),
             energy=energies.tolist(),
         )
         (args.out / "trajectory.json").write_text(json.dumps(record))

@@ -43,7 +43,9 @@ class ChargedParticle(AbstractLagrangian):
     def __check_init__(self):
         check_positive(self, "mass")
 
-    def __call__(self, q: Float[Array, "3"], qdot: Float[Array, "3"]) -> Float[Array, ""]:
+    def __call__(
+        self, q: Float[Array, "3"], qdot: Float[Array, "3"]
+    ) -> Float[Array, ""]:
         check_dof(q, qdot, 3, "ChargedParticle")
         b = jnp.asarray(self.magnetic_field, dtype=q.dtype)
         e = jnp.asarray(self.electric_field, dtype=q.dtype)

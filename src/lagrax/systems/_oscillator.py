@@ -24,6 +24,8 @@ class HarmonicOscillator(AbstractLagrangian):
     def __check_init__(self):
         check_positive(self, "mass", "stiffness")
 
-    def __call__(self, q: Float[Array, "1"], qdot: Float[Array, "1"]) -> Float[Array, ""]:
+    def __call__(
+        self, q: Float[Array, "1"], qdot: Float[Array, "1"]
+    ) -> Float[Array, ""]:
         check_dof(q, qdot, 1, "HarmonicOscillator")
         return 0.5 * self.mass * jnp.sum(qdot**2) - 0.5 * self.stiffness * jnp.sum(q**2)

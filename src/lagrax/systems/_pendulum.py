@@ -26,7 +26,9 @@ class Pendulum(AbstractLagrangian):
     def __check_init__(self):
         check_positive(self, "mass", "length")
 
-    def __call__(self, q: Float[Array, "1"], qdot: Float[Array, "1"]) -> Float[Array, ""]:
+    def __call__(
+        self, q: Float[Array, "1"], qdot: Float[Array, "1"]
+    ) -> Float[Array, ""]:
         check_dof(q, qdot, 1, "Pendulum")
         kinetic = 0.5 * self.mass * self.length**2 * qdot[0] ** 2
         potential = -self.mass * self.g * self.length * jnp.cos(q[0])
@@ -62,7 +64,9 @@ class DoublePendulum(AbstractLagrangian):
     def __check_init__(self):
         check_positive(self, "m1", "m2", "l1", "l2")
 
-    def __call__(self, q: Float[Array, "2"], qdot: Float[Array, "2"]) -> Float[Array, ""]:
+    def __call__(
+        self, q: Float[Array, "2"], qdot: Float[Array, "2"]
+    ) -> Float[Array, ""]:
         check_dof(q, qdot, 2, "DoublePendulum")
         t1, t2 = q[0], q[1]
         w1, w2 = qdot[0], qdot[1]

@@ -23,6 +23,8 @@ class RelativisticParticle(AbstractLagrangian):
 
     g: float = eqx.field(default=1.0, converter=float)
 
-    def __call__(self, q: Float[Array, "1"], qdot: Float[Array, "1"]) -> Float[Array, ""]:
+    def __call__(
+        self, q: Float[Array, "1"], qdot: Float[Array, "1"]
+    ) -> Float[Array, ""]:
         check_dof(q, qdot, 1, "RelativisticParticle")
         return (1 - qdot[0] ** 2) ** -0.5 - 1 + self.g * q[0]
