@@ -31,4 +31,4 @@ def benchmarks(session):
 def examples(session):
     session.install(".[plot]")
     session.run("python", "examples/double_pendulum_energy.py", "--t1", "10")
-    session.run("python", "examples/train_double_pendulum.py", "--quick")
+    session.run("python", "examples/train_double_pendulum.py", "--steps", "500")

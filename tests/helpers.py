@@ -9,7 +9,7 @@ import numpy as np
 
 
 def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
-    return eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol) is True
+    return bool(eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol))
 
 
 def finite_difference_directional(f, x, direction, eps=1e-6):

@@ -24,6 +24,32 @@ from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4
+from ._train.baselines import (
+    AbstractDynamics as AbstractDynamics,
+    HamiltonianNN as HamiltonianNN,
+    NeuralODEBaseline as NeuralODEBaseline,
+)
+from ._train.data import (
+    acceleration_data as acceleration_data,
+    AccelerationData as AccelerationData,
+    sample_states as sample_states,
+    train_test_split as train_test_split,
+    trajectory_data as trajectory_data,
+    TrajectoryData as TrajectoryData,
+)
+from ._train.fit import fit as fit, History as History, train_step as train_step
+from ._train.losses import (
+    acceleration_loss as acceleration_loss,
+    rollout_loss as rollout_loss,
+)
+from ._train.metrics import (
+    acceleration_error as acceleration_error,
+    energy_discrepancy as energy_discrepancy,
+    integrated_log_rollout_error as integrated_log_rollout_error,
+    rollout_error as rollout_error,
+)
+from ._train.rollout import rollout as rollout
+from ._train.serialisation import load as load, save as save
 
 
 __version__ = importlib.metadata.version("lagrax")

@@ -36,7 +36,7 @@ def _directions(qdot: Velocity) -> Float[Array, "2*dof dof+1"]:
 
 def _euler_lagrange_parts(
     lagrangian: LagrangianLike, q: Position, qdot: Velocity
-) -> tuple[Float[Array, "dof"], MassMatrix, Float[Array, "dof"]]:
+) -> tuple[Float[Array, " dof"], MassMatrix, Float[Array, " dof"]]:
     """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state."""
     n = q.shape[0]
     directions = _directions(qdot)
@@ -66,15 +66,15 @@ class MassMatrixInfo(eqx.Module):
     - `singular`: whether `acceleration` would report the state as singular.
     """
 
-    eigenvalues: Float[Array, "dof"]
+    eigenvalues: Float[Array, " dof"]
     condition_number: Float[Array, ""]
     positive_definite: Bool[Array, ""]
     singular: Bool[Array, ""]
 
 
 def _solve_mass_matrix(
-    h: MassMatrix, rhs: Float[Array, "dof"]
-) -> tuple[Float[Array, "dof"], Bool[Array, ""], Bool[Array, ""]]:
+    h: MassMatrix, rhs: Float[Array, " dof"]
+) -> tuple[Float[Array, " dof"], Bool[Array, ""], Bool[Array, ""]]:
     """Solve `H x = rhs`: Cholesky where `H` is positive definite, else LU.
 
     Returns `(x, positive_definite, singular)`. `singular` is set when the
@@ -110,7 +110,7 @@ def acceleration(
     q: Position,
     qdot: Velocity,
     *,
-    force: Float[Array, "dof"] | None = None,
+    force: Float[Array, " dof"] | None = None,
     throw: bool = True,
 ) -> Acceleration:
     r"""The acceleration `q̈` from the Euler–Lagrange equations of `lagrangian`.
@@ -255,7 +255,7 @@ def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:
 
 def generalized_force(
     lagrangian: LagrangianLike, q: Position, qdot: Velocity, qddot: Acceleration
-) -> Float[Array, "dof"]:
+) -> Float[Array, " dof"]:
     """Inverse dynamics: the force `Q = d/dt ∂L/∂q̇ − ∂L/∂q` along `(q, q̇, q̈)`.
 
     `d/dt ∂L/∂q̇` is one JVP of `∂L/∂q̇` in the direction `(q̇, q̈)`; no mass matrix

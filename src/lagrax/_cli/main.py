@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import bench, simulate_cmd
+from . import bench, reproduce, simulate_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run the benchmarks, reproduce the paper.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (simulate_cmd, bench):
+    for module in (reproduce, simulate_cmd, bench):
         module.add_parser(subparsers)
     return parser
 

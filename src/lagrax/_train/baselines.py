@@ -1,0 +1,273 @@
+"""Non-Lagrangian models of `q̈(q, q̇)`, the baselines of Cranmer et al."""
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.typing import DTypeLike
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._misc import check_state
+
+
+class AbstractDynamics(eqx.Module):
+    """A model that predicts the acceleration `q̈(q, q̇)` of a second-order system
+    directly, rather than through the Euler–Lagrange equations of a Lagrangian.
+
+    The training losses, `lagrax.rollout` and the metrics accept these and
+    Lagrangians alike: a Lagrangian's acceleration comes from `lagrax.acceleration`,
+    an `AbstractDynamics`' from its `acceleration` method. Subclass it to train your
+    own baseline with `lagrax.fit`.
+    """
+
+    @abc.abstractmethod
+    def acceleration(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Arguments:**
+
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        The predicted `q̈`, of shape `(dof,)`.
+        """
+
+    @abc.abstractmethod
+    def velocity(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """The rate of change of `q` that the model's equations give at `(q, q̇)`.
+
+        `q̇` itself for a model of `q̈` alone; a Hamiltonian network's `∂H/∂p`, which
+        its training must make agree with the observed `q̇`. `acceleration_loss`
+        penalizes the mismatch and rollouts integrate `(velocity, acceleration)`.
+
+        **Arguments:**
+
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        The predicted `q̇`, of shape `(dof,)`.
+        """
+
+
+def _check_sizes(**sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+
+
+def _check_input(model, q, qdot) -> None:
+    check_state(q, qdot)
+    if q.shape != (model.dof,):
+        raise ValueError(
+            f"This {type(model).__name__} has dof={model.dof}: `q` and `qdot` must "
+            f"have shape ({model.dof},), got {q.shape}."
+        )
+
+
+class NeuralODEBaseline(AbstractDynamics):
+    """The black-box baseline of Cranmer et al.: an MLP maps `concat(q, q̇)` to `q̈`.
+
+    It can fit any dynamics but has no built-in conservation law, so its rollouts
+    drift in energy; it is what a Lagrangian Neural Network is compared against.
+    One MLP evaluation per acceleration.
+
+    ??? cite "Reference"
+
+        ```bibtex
+        @article{cranmer2020lagrangian,
+            title={Lagrangian Neural Networks},
+            author={Cranmer, Miles and Greydanus, Sam and Hoyer, Stephan and
+                    Battaglia, Peter and Spergel, David and Ho, Shirley},
+            journal={arXiv:2003.04630},
+            year={2020}
+        }
+        ```
+    """
+
+    mlp: eqx.nn.MLP
+    dof: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dof: int,
+        *,
+        width: int = 128,
+        depth: int = 3,
+        activation: Callable[[Array], Array] = jax.nn.softplus,
+        dtype: DTypeLike | None = None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `dof`: number of degrees of freedom `n`: the MLP maps `2n` inputs to `n`.
+        - `width`: units per hidden layer.
+        - `depth`: number of hidden layers.
+        - `activation`: elementwise activation.
+        - `dtype`: parameter dtype; defaults to JAX's default float dtype.
+        - `key`: a JAX PRNG key.
+        """
+        _check_sizes(dof=dof, width=width, depth=depth)
+        if not callable(activation):
+            raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        self.mlp = eqx.nn.MLP(
+            2 * dof, dof, width, depth, activation=activation, dtype=dtype, key=key
+        )
+        self.dof = dof
+
+    def acceleration(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Arguments:**
+
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        `q̈ = MLP(concat(q, q̇))`, of shape `(dof,)`.
+        """
+        _check_input(self, q, qdot)
+        return self.mlp(jnp.concatenate([q, qdot]))
+
+    def velocity(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Returns:** `qdot`: the baseline models `q̈` only."""
+        return qdot
+
+
+class HamiltonianNN(AbstractDynamics):
+    r"""A Hamiltonian Neural Network: an MLP `H(q, p)` and Hamilton's equations
+    `q̇ = ∂H/∂p`, `ṗ = −∂H/∂q`.
+
+    Data come as `(q, q̇)`, so the network is told how to form the momentum `p`:
+
+    - `momentum=None` (non-canonical, `p := q̇`): `q̈ = ṗ = −∂H/∂q(q, q̇)`. This is
+        the baseline of Cranmer et al. that fails when `q̇` is not the canonical
+        momentum (the relativistic particle, the double pendulum in angles).
+    - `momentum=P`, a callable `(q, q̇) -> p` giving the canonical momentum (for
+        instance `functools.partial(lagrax.momentum, system)` when the true system
+        is known, as Greydanus et al. assume): `p = P(q, q̇)`, `ṗ = −∂H/∂q(q, p)`
+        and, differentiating `p = P(q, q̇)` in time,
+
+            (∂P/∂q̇) q̈ = ṗ − (∂P/∂q) ∂H/∂p.
+
+    Both of Hamilton's equations are used, as by Greydanus et al.: `velocity`
+    returns `∂H/∂p`, `lagrax.acceleration_loss` fits it to the observed `q̇` as well
+    as `q̈` to the observed acceleration, and rollouts integrate both. This is what
+    makes the non-canonical network fail where `q̇` is not the momentum: fitting
+    `∂H/∂p = q̇` forces `H = ½q̇² + V(q)`, whose `q̈ = −V'(q)` cannot depend on `q̇`.
+    Cost per evaluation: one gradient of `H`; canonical momenta add a `dof × dof`
+    Jacobian of `P` and a linear solve.
+
+    ??? cite "Reference"
+
+        ```bibtex
+        @inproceedings{greydanus2019hamiltonian,
+            title={Hamiltonian Neural Networks},
+            author={Greydanus, Samuel and Dzamba, Misko and Yosinski, Jason},
+            booktitle={Advances in Neural Information Processing Systems},
+            year={2019}
+        }
+        ```
+    """
+
+    mlp: eqx.nn.MLP
+    momentum: Callable[[Array, Array], Array] | None
+    dof: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dof: int,
+        *,
+        width: int = 128,
+        depth: int = 3,
+        activation: Callable[[Array], Array] = jax.nn.softplus,
+        momentum: Callable[[Array, Array], Array] | None = None,
+        dtype: DTypeLike | None = None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `dof`: number of degrees of freedom `n`: `H` is an MLP of `2n` inputs.
+        - `width`: units per hidden layer.
+        - `depth`: number of hidden layers.
+        - `activation`: a smooth elementwise activation (training differentiates
+            `∂H/∂q` again, so ReLU will not do).
+        - `momentum`: `None` for `p := q̇`, or a callable `(q, qdot) -> p` giving
+            canonical momenta.
+        - `dtype`: parameter dtype; defaults to JAX's default float dtype.
+        - `key`: a JAX PRNG key.
+        """
+        _check_sizes(dof=dof, width=width, depth=depth)
+        if not callable(activation):
+            raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        if momentum is not None and not callable(momentum):
+            raise TypeError(
+                "`momentum` must be None or a callable (q, qdot) -> p, got "
+                f"{momentum!r}."
+            )
+        self.mlp = eqx.nn.MLP(
+            2 * dof, "scalar", width, depth, activation=activation, dtype=dtype, key=key
+        )
+        self.momentum = momentum
+        self.dof = dof
+
+    def hamiltonian(
+        self, q: Float[Array, " dof"], p: Float[Array, " dof"]
+    ) -> Float[Array, ""]:
+        """**Arguments:**
+
+        - `q`: positions, shape `(dof,)`.
+        - `p`: momenta (or velocities, when `momentum=None`), shape `(dof,)`.
+
+        **Returns:**
+
+        The scalar `H(q, p)`.
+        """
+        return self.mlp(jnp.concatenate([q, p]))
+
+    def acceleration(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Arguments:**
+
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        The `q̈` implied by Hamilton's equations, of shape `(dof,)`.
+        """
+        _check_input(self, q, qdot)
+        if self.momentum is None:
+            return -jax.grad(self.hamiltonian)(q, qdot)
+        momentum = self.momentum
+        p = momentum(q, qdot)
+        # d/dt P(q, q̇) = (∂P/∂q) q̇_H + (∂P/∂q̇) q̈ with q̇_H = ∂H/∂p, Hamilton's
+        # velocity.
+        _, dp_dq_velocity = jax.jvp(
+            lambda x: momentum(x, qdot), (q,), (jax.grad(self.hamiltonian, 1)(q, p),)
+        )
+        pdot = -jax.grad(self.hamiltonian)(q, p)
+        dp_dqdot = jax.jacfwd(lambda v: momentum(q, v))(qdot)
+        return jnp.linalg.solve(dp_dqdot, pdot - dp_dq_velocity)
+
+    def velocity(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Arguments:**
+
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        Hamilton's `q̇ = ∂H/∂p` at `p = qdot` (non-canonical) or `p = P(q, qdot)`.
+        """
+        _check_input(self, q, qdot)
+        p = qdot if self.momentum is None else self.momentum(q, qdot)
+        return jax.grad(self.hamiltonian, argnums=1)(q, p)

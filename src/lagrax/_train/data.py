@@ -1,0 +1,337 @@
+"""Datasets: states sampled from boxes, exact accelerations, simulated trajectories."""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jax.typing import ArrayLike, DTypeLike
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._custom_types import LagrangianLike
+from .._mechanics import acceleration
+from .._simulate import simulate
+
+
+#: One end of a box: an array of shape `(dof,)` or a sequence of floats.
+BoxBound = ArrayLike | Sequence[float]
+
+
+def _as_float_array(x, name: str, ndim: int, dims: str) -> Array:
+    x = jnp.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError(f"`{name}` must have shape ({dims}), got shape {x.shape}.")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must be a floating-point array, got dtype {x.dtype}."
+        )
+    return x
+
+
+def _check_same(x: Array, name: str, like: Array, like_name: str) -> None:
+    if x.shape != like.shape or x.dtype != like.dtype:
+        raise ValueError(
+            f"`{name}` must have the shape and dtype of `{like_name}`, "
+            f"{like.shape} {like.dtype}; got {x.shape} {x.dtype}."
+        )
+
+
+class AccelerationData(eqx.Module):
+    """Observed states and their accelerations: the paper's training data.
+
+    `len(data)` is the number of samples and `data[index]` selects samples (as
+    `fit` does to form minibatches), also under `jit`.
+
+    **Fields:**
+
+    - `q`: positions, shape `(samples, dof)`.
+    - `qdot`: velocities, shape `(samples, dof)`.
+    - `qddot`: accelerations, shape `(samples, dof)`.
+    """
+
+    q: Float[Array, "samples dof"]
+    qdot: Float[Array, "samples dof"]
+    qddot: Float[Array, "samples dof"]
+
+    def __init__(self, q: ArrayLike, qdot: ArrayLike, qddot: ArrayLike):
+        """**Arguments:**
+
+        - `q`, `qdot`, `qddot`: floating-point arrays of one shape `(samples, dof)`
+            and one dtype.
+        """
+        q = _as_float_array(q, "q", 2, "samples, dof")
+        qdot = _as_float_array(qdot, "qdot", 2, "samples, dof")
+        qddot = _as_float_array(qddot, "qddot", 2, "samples, dof")
+        _check_same(qdot, "qdot", q, "q")
+        _check_same(qddot, "qddot", q, "q")
+        self.q = q
+        self.qdot = qdot
+        self.qddot = qddot
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+    def __getitem__(self, index) -> "AccelerationData":
+        return AccelerationData(self.q[index], self.qdot[index], self.qddot[index])
+
+
+class TrajectoryData(eqx.Module):
+    """Trajectories observed at common times.
+
+    `len(data)` is the number of trajectories and `data[index]` selects
+    trajectories (all keep the common `ts`), also under `jit`.
+
+    **Fields:**
+
+    - `ts`: the observation times, increasing, shape `(times,)`.
+    - `q`: positions, shape `(trajectories, times, dof)`.
+    - `qdot`: velocities, shape `(trajectories, times, dof)`.
+    """
+
+    ts: Float[Array, " times"]
+    q: Float[Array, "trajectories times dof"]
+    qdot: Float[Array, "trajectories times dof"]
+
+    def __init__(self, ts: ArrayLike, q: ArrayLike, qdot: ArrayLike):
+        """**Arguments:**
+
+        - `ts`: increasing times, shape `(times,)` with at least two entries.
+        - `q`, `qdot`: floating-point arrays of one shape `(trajectories, times,
+            dof)` and the dtype of `ts`.
+        """
+        ts = _as_float_array(ts, "ts", 1, "times,")
+        q = _as_float_array(q, "q", 3, "trajectories, times, dof")
+        qdot = _as_float_array(qdot, "qdot", 3, "trajectories, times, dof")
+        if ts.shape[0] < 2:
+            raise ValueError(f"`ts` must hold at least two times, got {ts.shape[0]}.")
+        if q.shape[1] != ts.shape[0] or q.dtype != ts.dtype:
+            raise ValueError(
+                f"`q` must have shape (trajectories, {ts.shape[0]}, dof) and dtype "
+                f"{ts.dtype} to match `ts`, got {q.shape} {q.dtype}."
+            )
+        _check_same(qdot, "qdot", q, "q")
+        self.ts = ts
+        self.q = q
+        self.qdot = qdot
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+    def __getitem__(self, index) -> "TrajectoryData":
+        return TrajectoryData(self.ts, self.q[index], self.qdot[index])
+
+
+def _box(box, name: str, dtype) -> tuple[Array, Array]:
+    try:
+        low, high = box
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a pair (low, high) of arrays of shape (dof,), got "
+            f"{box!r}."
+        ) from None
+    low = jnp.asarray(low, dtype=dtype)
+    high = jnp.asarray(high, dtype=dtype)
+    if low.ndim != 1 or low.shape != high.shape:
+        raise ValueError(
+            f"`{name}` must be a pair (low, high) of arrays of shape (dof,), got "
+            f"shapes {low.shape} and {high.shape}."
+        )
+    if not bool(jnp.all(high > low)):
+        raise ValueError(f"`{name}`: every `high` must exceed its `low`, got {box!r}.")
+    return low, high
+
+
+def sample_states(
+    num: int,
+    *,
+    q_box: tuple[BoxBound, BoxBound],
+    qdot_box: tuple[BoxBound, BoxBound],
+    key: PRNGKeyArray,
+    dtype: DTypeLike | None = None,
+) -> tuple[Float[Array, "samples dof"], Float[Array, "samples dof"]]:
+    """States drawn uniformly from a box, `q ∈ [q_low, q_high)`,
+    `q̇ ∈ [qdot_low, qdot_high)`, independently per coordinate.
+
+    The paper's double-pendulum box is
+    `q_box=([0, 0], [2π, 2π])`, `qdot_box=([-10, -10], [10, 10])`. The same key
+    gives the same states.
+
+    **Arguments:**
+
+    - `num`: number of states.
+    - `q_box`: `(low, high)`, each of shape `(dof,)`.
+    - `qdot_box`: `(low, high)`, each of shape `(dof,)`.
+    - `key`: a JAX PRNG key.
+    - `dtype`: a floating dtype; defaults to JAX's default float dtype.
+
+    **Returns:**
+
+    `(q, qdot)`, each of shape `(num, dof)`.
+    """
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"`num` must be a positive int, got {num!r}.")
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
+    q_low, q_high = _box(q_box, "q_box", dtype)
+    v_low, v_high = _box(qdot_box, "qdot_box", dtype)
+    if q_low.shape != v_low.shape:
+        raise ValueError(
+            f"`q_box` and `qdot_box` must have the same dof, got {q_low.shape[0]} and "
+            f"{v_low.shape[0]}."
+        )
+    shape = (num, q_low.shape[0])
+    q_key, v_key = jr.split(key)
+    q = jr.uniform(q_key, shape, dtype, q_low[None, :], q_high[None, :])
+    qdot = jr.uniform(v_key, shape, dtype, v_low[None, :], v_high[None, :])
+    return q, qdot
+
+
+def _noisy(arrays: tuple[Array, ...], noise: float, key: PRNGKeyArray | None):
+    if not noise >= 0:
+        raise ValueError(f"`noise` must be non-negative, got {noise!r}.")
+    if noise == 0:
+        return arrays
+    if key is None:
+        raise ValueError("`key` is required when `noise` is positive.")
+    keys = jr.split(key, len(arrays))
+    return tuple(
+        x + jnp.asarray(noise, x.dtype) * jr.normal(k, x.shape, x.dtype)
+        for x, k in zip(arrays, keys)
+    )
+
+
+@eqx.filter_jit
+def _accelerations(system, q, qdot):
+    return jax.vmap(lambda a, b: acceleration(system, a, b))(q, qdot)
+
+
+@eqx.filter_jit
+def _simulate_all(system, q0, qdot0, ts, rtol, atol):
+    def one(a, b):
+        traj = simulate(system, a, b, ts, rtol=rtol, atol=atol)
+        return traj.q, traj.qdot
+
+    return jax.vmap(one)(q0, qdot0)
+
+
+def acceleration_data(
+    system: LagrangianLike,
+    q: Float[Array, "samples dof"],
+    qdot: Float[Array, "samples dof"],
+    *,
+    noise: float = 0.0,
+    key: PRNGKeyArray | None = None,
+) -> AccelerationData:
+    """Exact accelerations of a Lagrangian at given states, optionally noisy.
+
+    The targets come from `lagrax.acceleration` (which raises if the mass matrix
+    is singular at a sample). With `noise > 0`, independent Gaussian noise of
+    standard deviation `noise` is then added to every observed array: `q`, `q̇`
+    and `q̈`.
+
+    **Arguments:**
+
+    - `system`: the true Lagrangian, such as a `lagrax.systems` system.
+    - `q`, `qdot`: states, each of shape `(samples, dof)` (see `sample_states`).
+    - `noise`: standard deviation of the observation noise.
+    - `key`: a JAX PRNG key, required when `noise > 0`.
+
+    **Returns:**
+
+    An `AccelerationData`.
+    """
+    q = _as_float_array(q, "q", 2, "samples, dof")
+    qdot = _as_float_array(qdot, "qdot", 2, "samples, dof")
+    _check_same(qdot, "qdot", q, "q")
+    qddot = _accelerations(system, q, qdot)
+    return AccelerationData(*_noisy((q, qdot, qddot), noise, key))
+
+
+def trajectory_data(
+    system: LagrangianLike,
+    q0: Float[Array, "trajectories dof"],
+    qdot0: Float[Array, "trajectories dof"],
+    ts: Float[Array, " times"],
+    *,
+    noise: float = 0.0,
+    key: PRNGKeyArray | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> TrajectoryData:
+    """Trajectories of a Lagrangian from given initial states, optionally noisy.
+
+    Each trajectory is `lagrax.simulate` with the adaptive `Tsit5` at a tight
+    tolerance (by default `1e-10` in float64, `1e-6` in float32), so the data are
+    the exact motion up to round-off. With `noise > 0`, independent Gaussian noise
+    of standard deviation `noise` is then added to the observed `q` and `q̇`.
+
+    **Arguments:**
+
+    - `system`: the true Lagrangian.
+    - `q0`, `qdot0`: initial states, each of shape `(trajectories, dof)`.
+    - `ts`: increasing observation times, shape `(times,)`, in the dtype of `q0`.
+    - `noise`: standard deviation of the observation noise.
+    - `key`: a JAX PRNG key, required when `noise > 0`.
+    - `rtol`, `atol`: override the solver tolerances.
+
+    **Returns:**
+
+    A `TrajectoryData`.
+    """
+    q0 = _as_float_array(q0, "q0", 2, "trajectories, dof")
+    qdot0 = _as_float_array(qdot0, "qdot0", 2, "trajectories, dof")
+    _check_same(qdot0, "qdot0", q0, "q0")
+    ts = _as_float_array(ts, "ts", 1, "times,")
+    if ts.dtype != q0.dtype:
+        raise ValueError(
+            f"`ts` must have the dtype of `q0`, {q0.dtype}; got {ts.dtype}."
+        )
+    tight = 1e-10 if q0.dtype == jnp.float64 else 1e-6
+    rtol = tight if rtol is None else rtol
+    atol = tight if atol is None else atol
+
+    q, qdot = _simulate_all(system, q0, qdot0, ts, rtol, atol)
+    q, qdot = _noisy((q, qdot), noise, key)
+    return TrajectoryData(ts, q, qdot)
+
+
+def train_test_split(
+    data: AccelerationData | TrajectoryData,
+    *,
+    test_fraction: float = 0.2,
+    key: PRNGKeyArray,
+) -> tuple[AccelerationData | TrajectoryData, AccelerationData | TrajectoryData]:
+    """Split a dataset at random into training and held-out parts.
+
+    Samples (for `AccelerationData`) or whole trajectories (for `TrajectoryData`)
+    are shuffled with `key` and the last `round(test_fraction · len(data))` are
+    held out. The same key gives the same split.
+
+    **Arguments:**
+
+    - `data`: an `AccelerationData` or `TrajectoryData`.
+    - `test_fraction`: the held-out fraction, in `(0, 1)`.
+    - `key`: a JAX PRNG key.
+
+    **Returns:**
+
+    `(train, test)`, each of the type of `data`.
+    """
+    if not isinstance(data, AccelerationData | TrajectoryData):
+        raise TypeError(
+            "`data` must be an AccelerationData or a TrajectoryData, got "
+            f"{type(data).__name__}."
+        )
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction!r}.")
+    num = len(data)
+    num_test = round(test_fraction * num)
+    if not 0 < num_test < num:
+        raise ValueError(
+            f"`test_fraction={test_fraction}` of {num} items leaves an empty part; "
+            "use more data or another fraction."
+        )
+    order = jr.permutation(key, num)
+    return data[order[: num - num_test]], data[order[num - num_test :]]

@@ -1,0 +1,378 @@
+"""The training loop: a jitted step that users can call themselves, and `fit`."""
+
+import math
+import os
+import pathlib
+import warnings
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import numpy as np
+import optax
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
+
+from .serialisation import key_fingerprint, read_checkpoint, write_checkpoint
+
+
+class History(eqx.Module):
+    """What happened during `lagrax.fit`.
+
+    **Fields:**
+
+    - `loss`: the training loss of each step, on that step's minibatch, before its
+        update; not finite where the step was skipped.
+    - `skipped`: whether each step was skipped because its loss or gradient was not
+        finite (the model and optimizer state were left unchanged).
+    - `eval_step`: the number of steps completed at each evaluation.
+    - `eval_loss`: the loss on the held-out data at each evaluation.
+    - `metrics`: for each metric name, its value on the held-out data at each
+        evaluation.
+    """
+
+    loss: Float[np.ndarray, " steps"]
+    skipped: Bool[np.ndarray, " steps"]
+    eval_step: Int[np.ndarray, " evals"]
+    eval_loss: Float[np.ndarray, " evals"]
+    metrics: dict[str, Float[np.ndarray, " evals"]]
+
+    @property
+    def num_skipped(self) -> int:
+        """The number of skipped steps."""
+        return int(np.sum(self.skipped))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """`history["loss"]` is `history.loss`; a metric's name gives its values."""
+        if name in self.metrics:
+            return self.metrics[name]
+        if name in ("loss", "skipped", "eval_step", "eval_loss"):
+            return getattr(self, name)
+        raise KeyError(name)
+
+
+@eqx.filter_jit
+def train_step(
+    model: PyTree,
+    opt_state: optax.OptState,
+    batch: PyTree,
+    *,
+    loss: Callable[[PyTree, PyTree], Float[Array, ""]],
+    optimizer: optax.GradientTransformation,
+) -> tuple[PyTree, optax.OptState, Float[Array, ""], Bool[Array, ""]]:
+    """One optimization step: the loss and its gradient, then an Optax update.
+
+    The gradient is taken with respect to the model's floating-point arrays
+    (`eqx.filter(model, eqx.is_inexact_array)`, which is also what the optimizer
+    state must be initialized from). If the loss or any gradient entry is not finite
+    (a NaN in the batch, a singular mass matrix, a diverging rollout) the step is
+    skipped: the model and the optimizer state (including a schedule's step count)
+    are returned unchanged and `skipped` is true. Compiled with `eqx.filter_jit`;
+    `lagrax.fit` is a loop over this function.
+
+    !!! example
+
+        ```python
+        optimizer = optax.adam(1e-3)
+        opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+        for batch in batches:
+            model, opt_state, value, skipped = lagrax.train_step(
+                model, opt_state, batch,
+                loss=lagrax.acceleration_loss, optimizer=optimizer,
+            )
+        ```
+
+    **Arguments:**
+
+    - `model`: the model, a pytree.
+    - `opt_state`: the optimizer's state.
+    - `batch`: the data the loss is evaluated on.
+    - `loss`: a function `(model, batch) -> scalar`, such as
+        `lagrax.acceleration_loss`.
+    - `optimizer`: an Optax gradient transformation.
+
+    **Returns:**
+
+    `(model, opt_state, loss_value, skipped)`: the updated model and optimizer
+    state, the loss before the update and whether the step was skipped.
+    """
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def objective(p):
+        return loss(eqx.combine(p, static), batch)
+
+    value, grads = jax.value_and_grad(objective)(params)
+    # Optax mixes Python scalars with integer step counts (Adam's bias correction,
+    # schedules), which JAX's strict dtype promotion rejects.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(value)
+    for g in jtu.tree_leaves(grads):
+        finite = finite & jnp.all(jnp.isfinite(g))
+
+    def keep(new, old):
+        return jnp.where(finite, new, old) if eqx.is_array(new) else new
+
+    params = jtu.tree_map(keep, new_params, params)
+    opt_state = jtu.tree_map(keep, new_opt_state, opt_state)
+    return eqx.combine(params, static), opt_state, value, ~finite
+
+
+@eqx.filter_jit
+def _minibatch_step(
+    model, opt_state, data, order, batch_index, *, batch_size, loss, optimizer
+):
+    indices = lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
+    return train_step(model, opt_state, data[indices], loss=loss, optimizer=optimizer)
+
+
+@eqx.filter_jit
+def _evaluate(model, data, loss, metrics):
+    return loss(model, data), {name: fn(model, data) for name, fn in metrics.items()}
+
+
+def _positive_int(value, name: str, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{name}` must be {kind} int, got {value!r}.")
+
+
+def _check_data(data, name: str) -> int:
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(
+            f"`{name}` must be a dataset with `len()` and indexing by an array of "
+            f"indices (such as lagrax.AccelerationData), got {type(data).__name__}."
+        )
+    return len(data)
+
+
+def fit(
+    model: PyTree,
+    loss: Callable[[PyTree, PyTree], Float[Array, ""]],
+    data: PyTree,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    batch_size: int,
+    key: PRNGKeyArray,
+    test_data: PyTree | None = None,
+    metrics: dict[str, Callable[[PyTree, PyTree], Float[Array, ""]]] | None = None,
+    eval_every: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    max_consecutive_skips: int | None = 100,
+    progress: bool = True,
+) -> tuple[PyTree, History]:
+    """Train a model by minibatch gradient descent with Optax.
+
+    A convenience loop over `lagrax.train_step`: the optimizer state is initialized
+    from `eqx.filter(model, eqx.is_inexact_array)`; each epoch shuffles the data
+    with `jr.fold_in(key, epoch)` and walks through it in minibatches of
+    `batch_size` (dropping the remainder); steps whose loss or gradient is not
+    finite are skipped and counted (with a warning at the end); the held-out loss
+    and metrics are recorded every `eval_every` steps; a progress bar shows the
+    running loss. Any Optax schedule works: the paper used Adam with a one-cycle
+    schedule, `optax.adam(optax.cosine_onecycle_schedule(steps, 1e-3))`.
+
+    With `checkpoint`, the model, optimizer state, step count and history are
+    written there (atomically) every `checkpoint_every` steps and at the end.
+    With `resume=True` and an existing checkpoint, training continues from it up to
+    `steps` in total. Minibatches depend only on `key` and the step number, so a
+    run that is stopped and resumed ends bit-identical to one that was not.
+
+    **Arguments:**
+
+    - `model`: the model, such as an `MLPLagrangian` or a baseline.
+    - `loss`: a function `(model, batch) -> scalar`, such as
+        `lagrax.acceleration_loss` or
+        `functools.partial(lagrax.rollout_loss, window=5, ...)`.
+    - `data`: the training set: an `AccelerationData`, a `TrajectoryData` (whose
+        trajectories are the samples) or any dataset with `len()` and indexing
+        by an integer array.
+    - `optimizer`: an Optax gradient transformation.
+    - `steps`: the total number of optimization steps.
+    - `batch_size`: samples per minibatch, at most `len(data)`.
+    - `key`: a JAX PRNG key for the shuffling.
+    - `test_data`: held-out data for `loss` and `metrics`, optional.
+    - `metrics`: named functions `(model, test_data) -> scalar`, such as
+        `{"acceleration": lagrax.acceleration_error}`.
+    - `eval_every`: evaluate on `test_data` every this many steps (and at the
+        end); default a tenth of `steps`.
+    - `checkpoint`: a file to write checkpoints to, optional.
+    - `checkpoint_every`: steps between checkpoints; default a tenth of `steps`.
+    - `resume`: continue from `checkpoint` if it exists.
+    - `max_consecutive_skips`: raise a `RuntimeError` once this many steps in a row
+        were skipped (the model is stuck: look for NaNs in the data, a solver
+        running out of `max_steps`, a Lagrangian with a singular mass matrix
+        everywhere); `None` never raises.
+    - `progress`: show a progress bar.
+
+    **Returns:**
+
+    `(model, history)`: the trained model and a `lagrax.History`.
+    """
+    _positive_int(steps, "steps", allow_zero=True)
+    _positive_int(batch_size, "batch_size")
+    if not callable(loss):
+        raise TypeError(
+            f"`loss` must be a function (model, batch) -> scalar, got {loss!r}."
+        )
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"`optimizer` must be an optax.GradientTransformation, got {optimizer!r}."
+        )
+    num_samples = _check_data(data, "data")
+    if batch_size > num_samples:
+        raise ValueError(
+            f"`batch_size` ({batch_size}) must not exceed the number of samples in "
+            f"`data` ({num_samples})."
+        )
+    metrics = {} if metrics is None else dict(metrics)
+    for name, fn in metrics.items():
+        if not (isinstance(name, str) and callable(fn)):
+            raise TypeError(
+                "`metrics` must map names to functions (model, data) -> scalar."
+            )
+    if test_data is not None:
+        _check_data(test_data, "test_data")
+    elif metrics:
+        raise ValueError("`metrics` are evaluated on `test_data`, which is missing.")
+    default_every = max(1, steps // 10)
+    eval_every = default_every if eval_every is None else eval_every
+    checkpoint_every = default_every if checkpoint_every is None else checkpoint_every
+    _positive_int(eval_every, "eval_every")
+    _positive_int(checkpoint_every, "checkpoint_every")
+    if max_consecutive_skips is not None:
+        _positive_int(max_consecutive_skips, "max_consecutive_skips")
+    if resume and checkpoint is None:
+        raise ValueError("`resume=True` needs a `checkpoint` file to resume from.")
+    fingerprint = key_fingerprint(key)
+
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    losses: list[float] = []
+    skipped: list[bool] = []
+    eval_steps: list[int] = []
+    eval_losses: list[float] = []
+    metric_values: dict[str, list[float]] = {name: [] for name in metrics}
+    start = 0
+    run = dict(batch_size=batch_size, num_samples=num_samples, key=fingerprint)
+    if resume and pathlib.Path(checkpoint).exists():  # pyright: ignore
+        (model, opt_state), info = read_checkpoint(checkpoint, (model, opt_state))
+        for name, value in run.items():
+            if info[name] != value:
+                raise ValueError(
+                    f"The checkpoint {os.fspath(checkpoint)!r} was written by a run "
+                    f"with a different `{name}`: cannot resume it exactly."
+                )
+        start = info["step"]
+        saved = info["history"]
+        losses, skipped = saved["loss"], saved["skipped"]
+        eval_steps, eval_losses = saved["eval_step"], saved["eval_loss"]
+        if set(saved["metrics"]) != set(metrics):
+            raise ValueError(
+                f"The checkpoint {os.fspath(checkpoint)!r} recorded the metrics "
+                f"{sorted(saved['metrics'])}, this run asks for {sorted(metrics)}."
+            )
+        metric_values = saved["metrics"]
+
+    def history_dict():
+        return dict(
+            loss=losses,
+            skipped=skipped,
+            eval_step=eval_steps,
+            eval_loss=eval_losses,
+            metrics=metric_values,
+        )
+
+    batches_per_epoch = num_samples // batch_size
+    order, order_epoch = None, None
+    pending = []
+    running = math.nan
+    consecutive = 0
+    bar = tqdm(total=steps, initial=min(start, steps), disable=not progress, desc="fit")
+
+    def flush():
+        nonlocal running, consecutive
+        for value, skip in pending:
+            value, skip = float(value), bool(skip)
+            losses.append(value)
+            skipped.append(skip)
+            consecutive = consecutive + 1 if skip else 0
+            if not skip:
+                running = (
+                    value if math.isnan(running) else 0.95 * running + 0.05 * value
+                )
+        bar.update(len(pending))
+        pending.clear()
+        bar.set_postfix(loss=f"{running:.4g}", skipped=sum(skipped), refresh=False)
+        if max_consecutive_skips is not None and consecutive >= max_consecutive_skips:
+            raise RuntimeError(
+                f"lagrax.fit: the last {consecutive} steps were all skipped because "
+                "their loss or gradient was not finite, so the model has stopped "
+                "changing. Look for NaNs in the data, a rollout exceeding its "
+                "`max_steps`, or a mass matrix singular on the data."
+            )
+
+    try:
+        for step in range(start, steps):
+            epoch, batch_index = divmod(step, batches_per_epoch)
+            if epoch != order_epoch:
+                order = jr.permutation(jr.fold_in(key, epoch), num_samples)
+                order_epoch = epoch
+            model, opt_state, value, skip = _minibatch_step(
+                model,
+                opt_state,
+                data,
+                order,
+                jnp.asarray(batch_index),
+                batch_size=batch_size,
+                loss=loss,
+                optimizer=optimizer,
+            )
+            pending.append((value, skip))
+            done = step + 1
+            evaluate = test_data is not None and (
+                done % eval_every == 0 or done == steps
+            )
+            save_now = checkpoint is not None and (
+                done % checkpoint_every == 0 or done == steps
+            )
+            if evaluate or save_now or len(pending) >= 32 or done == steps:
+                flush()
+            if evaluate:
+                test_loss, test_metrics = _evaluate(model, test_data, loss, metrics)
+                eval_steps.append(done)
+                eval_losses.append(float(test_loss))
+                for name, value in test_metrics.items():
+                    metric_values[name].append(float(value))
+            if save_now:
+                info = dict(run, step=done, history=history_dict())
+                write_checkpoint(checkpoint, (model, opt_state), info)
+    finally:
+        bar.close()
+
+    history = History(
+        loss=np.asarray(losses, dtype=np.float64).reshape(-1),
+        skipped=np.asarray(skipped, dtype=bool).reshape(-1),
+        eval_step=np.asarray(eval_steps, dtype=np.int64).reshape(-1),
+        eval_loss=np.asarray(eval_losses, dtype=np.float64).reshape(-1),
+        metrics={
+            k: np.asarray(v, dtype=np.float64).reshape(-1)
+            for k, v in metric_values.items()
+        },
+    )
+    if history.num_skipped:
+        warnings.warn(
+            f"lagrax.fit skipped {history.num_skipped} of {len(losses)} steps whose "
+            "loss or gradient was not finite (see history.skipped).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return model, history

@@ -1,0 +1,144 @@
+"""The specialised code paths that make `lagrax.acceleration` fast must agree with
+plain autodiff: values, derivatives (training differentiates through them), and
+every transformation a user may apply."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import lagrax
+from lagrax._lagrangian import _softplus_derivatives
+
+
+def _autodiff_softplus_derivatives(z):
+    ones = jnp.ones_like(z)
+
+    def first(z):
+        return jax.jvp(jax.nn.softplus, (z,), (ones,))
+
+    (s, ds), (_, dds) = jax.jvp(first, (z,), (ones,))
+    return s, ds, dds
+
+
+def _reference_softplus_derivatives(z):
+    """σ, σ', σ'' in extended precision, from formulas without cancellation."""
+    z = np.asarray(z, np.longdouble)
+    e = np.exp(-np.abs(z))
+    return (
+        np.maximum(z, 0) + np.log1p(e),
+        np.where(z >= 0, 1, e) / (1 + e),
+        e / (1 + e) ** 2,
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_softplus_derivatives_match_autodiff(dtype):
+    z = jnp.concatenate(
+        [
+            jnp.linspace(-60, 60, 2001, dtype=dtype),
+            jnp.array([0.0, -0.0, 1e-8, -1e-8], dtype),
+        ]
+    )
+    closed = _softplus_derivatives(z)
+    autodiff = _autodiff_softplus_derivatives(z)
+    reference = _reference_softplus_derivatives(z)
+    eps = float(jnp.finfo(dtype).eps)
+    for mine, theirs, exact in zip(closed, autodiff, reference):
+        assert mine.dtype == dtype
+        np.testing.assert_allclose(mine, exact.astype(np.float64), rtol=8 * eps, atol=0)
+        # Autodiff's σ'' = σ'·(1 − σ') cancels for z > 0, so it agrees to round-off
+        # relative to the scale of each quantity, not entrywise.
+        np.testing.assert_allclose(mine, theirs, rtol=8 * eps, atol=32 * eps)
+
+
+def test_softplus_derivatives_at_extremes():
+    z = jnp.array([-jnp.inf, -1e4, 1e4, jnp.inf])
+    s, ds, dds = _softplus_derivatives(z)
+    np.testing.assert_array_equal(s, [0.0, 0.0, 1e4, jnp.inf])
+    np.testing.assert_array_equal(ds, [0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(dds, [0.0, 0.0, 0.0, 0.0])
+    assert np.all(np.isnan(_softplus_derivatives(jnp.array([jnp.nan]))))
+
+
+@pytest.mark.parametrize("z", [0.0, -0.0, 0.3, -2.5, 40.0])
+def test_softplus_derivatives_are_differentiable(z):
+    # Derivatives of σ, σ', σ'' must be σ', σ'', σ''', also at the branch point 0.
+    z = jnp.asarray(z, jnp.float64)
+    sig = jax.nn.sigmoid(z)
+    expected = (sig, sig * (1 - sig), sig * (1 - sig) * (1 - 2 * sig))
+    for i, want in enumerate(expected):
+        got = jax.grad(lambda z: _softplus_derivatives(z)[i])(z)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        fwd = jax.jvp(lambda z: _softplus_derivatives(z)[i], (z,), (jnp.ones_like(z),))[
+            1
+        ]
+        np.testing.assert_allclose(fwd, want, rtol=1e-12, atol=1e-15)
+
+
+def _generic(model):
+    # A plain function is not an AbstractJetLagrangian: autodiff path.
+    return lambda q, qdot: model(q, qdot)
+
+
+@pytest.mark.parametrize("activation", [jax.nn.softplus, jnp.tanh])
+@pytest.mark.parametrize("dof", [1, 3])
+def test_jet_matches_autodiff(activation, dof, getkey):
+    model = lagrax.MLPLagrangian(
+        dof, width=20, depth=3, activation=activation, dtype=jnp.float64, key=getkey()
+    )
+    q = jr.normal(getkey(), (dof,), jnp.float64)
+    qdot = jr.normal(getkey(), (dof,), jnp.float64)
+    directions = jr.normal(getkey(), (2 * dof, dof + 2), jnp.float64)
+    grad, block = model.jet(q, qdot, directions)
+    x = jnp.concatenate([q, qdot])
+    full = lambda x: model(x[:dof], x[dof:])  # noqa: E731
+    np.testing.assert_allclose(grad, jax.grad(full)(x), rtol=1e-10, atol=1e-12)
+    expected = directions.T @ jax.hessian(full)(x) @ directions
+    np.testing.assert_allclose(block, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_parameter_gradients_match_autodiff(getkey):
+    """Training differentiates through `jet`: its parameter gradients must agree."""
+    model = lagrax.MLPLagrangian(2, width=24, depth=2, dtype=jnp.float64, key=getkey())
+    qs = jr.normal(getkey(), (6, 2), jnp.float64)
+    qdots = jr.normal(getkey(), (6, 2), jnp.float64)
+    targets = jr.normal(getkey(), (6, 2), jnp.float64)
+
+    def loss(model, as_function):
+        lagrangian = _generic(model) if as_function else model
+        pred = jax.vmap(lagrax.acceleration, in_axes=(None, 0, 0))(
+            lagrangian, qs, qdots
+        )
+        return jnp.mean(jnp.abs(pred - targets))
+
+    fast = eqx.filter_grad(loss)(model, False)
+    slow = eqx.filter_grad(loss)(model, True)
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(slow)):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_forward_and_reverse_mode_agree(getkey):
+    """Implicit solvers take forward-mode Jacobians of the vector field."""
+    model = lagrax.MLPLagrangian(2, width=16, depth=2, dtype=jnp.float64, key=getkey())
+    q = jr.normal(getkey(), (2,), jnp.float64)
+    qdot = jr.normal(getkey(), (2,), jnp.float64)
+    fwd = jax.jacfwd(lagrax.acceleration, argnums=(1, 2))(model, q, qdot)
+    rev = jax.jacrev(lagrax.acceleration, argnums=(1, 2))(model, q, qdot)
+    ref = jax.jacrev(lagrax.acceleration, argnums=(1, 2))(_generic(model), q, qdot)
+    for a, b, c in zip(fwd, rev, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a, c, rtol=1e-8, atol=1e-10)
+
+
+def test_float32_large_preactivations_stay_finite(getkey):
+    # Inputs of size 1e3 push pre-activations far into softplus's tails.
+    model = lagrax.MLPLagrangian(2, width=32, depth=2, dtype=jnp.float32, key=getkey())
+    q = jnp.array([1e3, -1e3], jnp.float32)
+    qdot = jnp.array([-1e3, 1e3], jnp.float32)
+    n = 2
+    directions = jnp.eye(2 * n, dtype=jnp.float32)
+    grad, block = model.jet(q, qdot, directions)
+    assert np.all(np.isfinite(grad)) and np.all(np.isfinite(block))
