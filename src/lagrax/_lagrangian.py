@@ -48,7 +48,7 @@ class AbstractJetLagrangian(AbstractLagrangian):
     @abc.abstractmethod
     def jet(
         self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
-    ) -> tuple[Float[Array, "2*dof"], Float[Array, "k k"]]:
+    ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
         """Gradient of `L` and its Hessian restricted to a few input directions.
 
         **Arguments:**
@@ -185,7 +185,7 @@ class MLPLagrangian(AbstractJetLagrangian):
 
     def jet(
         self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
-    ) -> tuple[Float[Array, "2*dof"], Float[Array, "k k"]]:
+    ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
         """Gradient of `L` and its Hessian restricted to a few input directions.
 
         For an MLP the Hessian of the scalar output is exactly

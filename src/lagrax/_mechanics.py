@@ -29,7 +29,9 @@ from ._misc import check_like, check_state
 def _directions(qdot: Velocity) -> Float[Array, "2*dof dof+1"]:
     """The input directions `[(0, e_1) … (0, e_n), (q̇, 0)]` as columns."""
     n = qdot.shape[0]
-    velocity_dirs = jnp.concatenate([jnp.zeros((n, n), qdot.dtype), jnp.eye(n, dtype=qdot.dtype)])
+    velocity_dirs = jnp.concatenate(
+        [jnp.zeros((n, n), qdot.dtype), jnp.eye(n, dtype=qdot.dtype)]
+    )
     qdot_dir = jnp.concatenate([qdot, jnp.zeros_like(qdot)])
     return jnp.concatenate([velocity_dirs, qdot_dir[:, None]], axis=1)
 
@@ -83,7 +85,9 @@ def _solve_mass_matrix(
     """
     n = h.shape[0]
     eye = jnp.eye(n, dtype=h.dtype)
-    positive_definite = jnp.all(jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(h))))
+    positive_definite = jnp.all(
+        jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(h)))
+    )
     # Each factorization sees a harmless matrix when its branch is not taken, so
     # neither the value nor the gradient of the discarded branch can be NaN.
     chol = jnp.linalg.cholesky(jnp.where(positive_definite, h, eye))

@@ -184,7 +184,8 @@ def run(args):
     ]
     samples = args.steps * args.batch_size
     table = (
-        f"Double pendulum, {args.steps} steps × batch {args.batch_size} = {samples:.3g} "
+        f"Double pendulum, {args.steps} steps × batch {args.batch_size} = "
+        f"{samples:.3g} "
         f"training samples per model ({samples / PAPER['training_samples']:.2%} of the "
         "paper's), float32 training, float64 evaluation\n\n"
         + markdown_table(
