@@ -55,20 +55,22 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
     return paths
 
 
-def train(model, loss, data, test_data, *, args, name: str, learning_rate: float):
-    """`lagrax.fit` with Adam on a one-cycle schedule (as the paper), checkpointed
-    in the output folder so an interrupted run resumes. Returns
-    `(model, history, seconds)`."""
+def train(model, data, test_data, *, args, name: str):
+    """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
+    (as the paper), checkpointed in the output folder so an interrupted run
+    resumes. Returns `(model, history, metrics)` with the metrics every experiment
+    reports."""
     import jax.random as jr
 
     from .._train.fit import fit
+    from .._train.losses import acceleration_loss
 
-    schedule = optax.cosine_onecycle_schedule(args.steps, learning_rate)
+    schedule = optax.cosine_onecycle_schedule(args.steps, args.lr)
     start = time.perf_counter()
     print(f"training {name}: {args.steps} steps of batch {args.batch_size}", flush=True)
     model, history = fit(
         model,
-        loss,
+        acceleration_loss,
         data,
         optimizer=optax.adam(schedule),
         steps=args.steps,
@@ -79,7 +81,36 @@ def train(model, loss, data, test_data, *, args, name: str, learning_rate: float
         resume=True,
         progress=not args.no_progress,
     )
-    return model, history, time.perf_counter() - start
+    metrics = dict(
+        test_l1_acceleration_error=float(acceleration_loss(model, test_data)),
+        train_seconds=time.perf_counter() - start,
+        skipped_steps=history.num_skipped,
+        final_train_loss=final_train_loss(history),
+    )
+    return model, history, metrics
+
+
+def loss_figure(histories, labels):
+    """A `(filename, draw)` plot of the smoothed training losses."""
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        for name, history in histories.items():
+            loss = np.nan_to_num(np.asarray(history.loss))
+            window = max(1, len(loss) // 100)
+            smooth = np.convolve(loss, np.ones(window) / window, "valid")
+            ax.semilogy(smooth, label=f"{labels[name]} (train)")
+            ax.semilogy(
+                history.eval_step,
+                history.eval_loss,
+                "o",
+                ms=3,
+                label=f"{labels[name]} (test)",
+            )
+        ax.set(xlabel="step", ylabel="L1 acceleration loss", title="Training")
+        ax.legend()
+
+    return "losses.png", draw
 
 
 def to_float64(model):

@@ -25,13 +25,12 @@ from .._solver.variational import VariationalMidpoint
 from .._solver.yoshida import Yoshida4
 from .._train.baselines import NeuralODEBaseline
 from .._train.data import acceleration_data, AccelerationData, sample_states
-from .._train.losses import acceleration_loss
 from .._train.rollout import rollout
 from .common import (
-    final_train_loss,
     fmt,
     FORWARD_ONLY,
     initial_states,
+    loss_figure,
     markdown_table,
     to_float64,
     train,
@@ -86,21 +85,8 @@ def run(args):
     }
     results, trained, histories = {}, {}, {}
     for name, model in models.items():
-        model, history, seconds = train(
-            model,
-            acceleration_loss,
-            train_data,
-            test_data,
-            args=args,
-            name=name,
-            learning_rate=args.lr,
-        )
-        trained[name], histories[name] = model, history
-        results[name] = dict(
-            test_l1_acceleration_error=float(acceleration_loss(model, test_data)),
-            train_seconds=seconds,
-            skipped_steps=history.num_skipped,
-            final_train_loss=final_train_loss(history),
+        trained[name], histories[name], results[name] = train(
+            model, train_data, test_data, args=args, name=name
         )
 
     # The paper's evaluation: 40 states near rest, t ∈ [0, 100] in steps of 0.1.
@@ -245,21 +231,8 @@ def _figures(ts, truth, curves, histories):
         )
         ax.legend()
 
-    def losses(fig):
-        ax = fig.add_subplot()
-        for name, history in histories.items():
-            loss = np.asarray(history.loss)
-            window = max(1, len(loss) // 100)
-            smooth = np.convolve(np.nan_to_num(loss), np.ones(window) / window, "valid")
-            ax.semilogy(smooth, label=f"{name} (train)")
-            ax.semilogy(
-                history.eval_step, history.eval_loss, "o", label=f"{name} (test)"
-            )
-        ax.set(xlabel="step", ylabel="L1 acceleration loss", title="Training")
-        ax.legend()
-
     return [
         ("theta1.png", theta),
         ("energy_error.png", energy_error),
-        ("losses.png", losses),
+        loss_figure(histories, {"lnn": "LNN", "baseline": "baseline"}),
     ]

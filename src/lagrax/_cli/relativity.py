@@ -1,11 +1,13 @@
 """The relativistic particle of Cranmer et al., L = (1 − q̇²)^(−1/2) − 1 + g·q with
-g = 1 (c = m = 1): its canonical momentum p = q̇ (1 − q̇²)^(−3/2) is not q̇. Three
-models learn the dynamics from exact accelerations of states with |q| < 10, |q̇| < 0.95: an
-LNN, which needs no momenta; a Hamiltonian network given p := q̇, which cannot
-represent the dynamics (Hamilton's equations force q̇ = ∂H/∂p, so H is ½p² + V(q)
-and q̈ cannot depend on q̇); and a Hamiltonian network given the canonical momentum,
-which can. Each is rolled out from rest at q = 0 for t ∈ [0, 10] (Tsit5, rtol =
-atol = 1e-8, float64) and compared with the true motion.
+g = 1 (c = m = 1): its canonical momentum p = q̇ (1 − q̇²)^(−3/2) is not q̇.
+
+Three models learn the dynamics from exact accelerations (and, for the Hamiltonian
+networks, velocities) of states with |q| < 10 and |q̇| < 0.95: an LNN, which needs
+no momenta; a Hamiltonian network given p := q̇, which cannot represent the dynamics
+(Hamilton's equations force q̇ = ∂H/∂p, so H = ½p² + V(q) and q̈ cannot depend on
+q̇); and a Hamiltonian network given the canonical momentum, which can. Each is
+rolled out from rest at q = 0 for t ∈ [0, 10] (Tsit5, rtol = atol = 1e-8, float64)
+and compared with the true motion.
 
 Extra `results.json` metrics per model: `rollout_error` (mean over time of
 ‖x̂ − x‖ / (‖x̂‖ + ‖x‖) with x = (q, q̇)), `final_velocity` and `true_final_velocity`.
@@ -23,14 +25,13 @@ from .._lagrangian import MLPLagrangian
 from .._mechanics import momentum
 from .._train.baselines import HamiltonianNN
 from .._train.data import acceleration_data, sample_states
-from .._train.losses import acceleration_loss
 from .._train.metrics import rollout_error
 from .._train.rollout import rollout
 from .common import (
-    final_train_loss,
     fmt,
     FORWARD_ONLY,
     initial_states,
+    loss_figure,
     markdown_table,
     to_float64,
     train,
@@ -102,16 +103,9 @@ def run(args):
     truth = rollout(system, start, rtol=1e-10, atol=1e-10, adjoint=FORWARD_ONLY)
     results, histories, predictions = {}, {}, {}
     for name, model in models.items():
-        model, history, seconds = train(
-            model,
-            acceleration_loss,
-            train_data,
-            test_data,
-            args=args,
-            name=name,
-            learning_rate=args.lr,
+        model, histories[name], results[name] = train(
+            model, train_data, test_data, args=args, name=name
         )
-        histories[name] = history
         predicted = rollout(
             to_float64(model),
             start,
@@ -123,11 +117,7 @@ def run(args):
         )
         predictions[name] = predicted
         error = np.asarray(rollout_error(predicted, truth))
-        results[name] = dict(
-            test_l1_acceleration_error=float(acceleration_loss(model, test_data)),
-            train_seconds=seconds,
-            skipped_steps=history.num_skipped,
-            final_train_loss=final_train_loss(history),
+        results[name].update(
             rollout_error=float(np.mean(error)) if np.isfinite(error).all() else None,
             final_velocity=float(predicted.qdot[0, -1, 0]),
             true_final_velocity=float(truth.qdot[0, -1, 0]),
@@ -168,14 +158,4 @@ def run(args):
         ax.set(xlabel="t", ylabel="q̇", title="Relativistic particle from rest (c = 1)")
         ax.legend()
 
-    def losses(fig):
-        ax = fig.add_subplot()
-        for name, history in histories.items():
-            loss = np.asarray(history.loss)
-            window = max(1, len(loss) // 100)
-            smooth = np.convolve(np.nan_to_num(loss), np.ones(window) / window, "valid")
-            ax.semilogy(smooth, label=NAMES[name])
-        ax.set(xlabel="step", ylabel="training loss", title="Training")
-        ax.legend()
-
-    return results, table, [("velocity.png", velocity), ("losses.png", losses)]
+    return results, table, [("velocity.png", velocity), loss_figure(histories, NAMES)]
