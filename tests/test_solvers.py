@@ -1,35 +1,49 @@
+import functools
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
-import lagrax
 import numpy as np
 import pytest
+
+import lagrax
 from lagrax.systems import ChargedParticle, DoublePendulum, HarmonicOscillator, Pendulum
 
-from .helpers import dot, finite_difference_directional, random_like, translation_invariant
+from .helpers import (
+    dot,
+    finite_difference_directional,
+    random_like,
+    translation_invariant,
+)
 
 
 SYMPLECTIC = {
     "VariationalMidpoint": lagrax.VariationalMidpoint(),
     "Yoshida4": lagrax.Yoshida4(),
+    "GaussLegendre": lagrax.GaussLegendre(),
 }
 ALL = {
     "VelocityVerlet": (lagrax.VelocityVerlet(), 2),
     "VariationalMidpoint": (lagrax.VariationalMidpoint(), 2),
     "Yoshida4": (lagrax.Yoshida4(), 4),
     "Yoshida4[Verlet]": (lagrax.Yoshida4(base=lagrax.VelocityVerlet()), 4),
+    "GaussLegendre": (lagrax.GaussLegendre(), 4),
+    "GaussLegendre[3]": (lagrax.GaussLegendre(stages=3), 6),
 }
+# Coarser steps for higher orders keep the smallest error well above round-off.
+STEP_SCALE = {2: 1, 4: 2, 6: 4}
 
 
-def _solve(lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, **kwargs):
+def _solve(lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, force=None, **kwargs):
+    # Times as arrays, not Python floats: diffeqsolve's jit then traces them
+    # instead of compiling once per step size.
     return diffrax.diffeqsolve(
-        lagrax.LagrangianTerm(lagrangian),
+        lagrax.LagrangianTerm(lagrangian, force),
         solver,
-        t0=t0,
-        t1=t1,
-        dt0=dt,
+        t0=jnp.asarray(t0, jnp.float64),
+        t1=jnp.asarray(t1, jnp.float64),
+        dt0=jnp.asarray(dt, jnp.float64),
         y0=y0,
         saveat=saveat or diffrax.SaveAt(t1=True),
         max_steps=kwargs.pop("max_steps", 200_000),
@@ -48,16 +62,15 @@ def test_order_harmonic_oscillator(name):
     y0 = (jnp.array([1.0]), jnp.array([0.5]))
     t1 = 3.0
     exact = np.cos(2 * t1) + 0.25 * np.sin(2 * t1)
-    dts = np.array([0.1, 0.05, 0.025, 0.0125]) * (2 if order == 4 else 1)
+    dts = np.array([0.1, 0.05, 0.025, 0.0125]) * STEP_SCALE[order]
     errors = [abs(float(_solve(system, solver, y0, t1, dt).ys[0][-1, 0]) - exact) for dt in dts]
     assert abs(_slope(dts, errors) - order) < 0.2, errors
 
 
-@pytest.mark.parametrize("name", ["VelocityVerlet", "VariationalMidpoint", "Yoshida4"])
-def test_order_velocity_dependent(name):
-    # A charged particle: q̈ depends on q̇, so Verlet loses symplecticity, but
-    # every solver keeps its order.
-    solver, order = ALL[name]
+@functools.cache
+def _charged_problem():
+    """System, initial state, horizon and a tight reference solution, shared by
+    every solver (computed once)."""
     system = ChargedParticle(magnetic_field=(0.2, -0.5, 1.5), electric_field=(0.3, 0.0, 0.1))
     y0 = (jnp.array([0.1, 0.2, 0.0]), jnp.array([0.5, -0.3, 0.2]))
     t1 = 2.0
@@ -65,7 +78,19 @@ def test_order_velocity_dependent(name):
         system, diffrax.Dopri8(), y0, t1, 0.01,
         stepsize_controller=diffrax.PIDController(rtol=1e-13, atol=1e-13),
     ).ys[0][-1]
-    dts = np.array([0.1, 0.05, 0.025]) * (2 if order == 4 else 1)
+    return system, y0, t1, ref
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["VelocityVerlet", "VariationalMidpoint", "Yoshida4", "GaussLegendre", "GaussLegendre[3]"],
+)
+def test_order_velocity_dependent(name):
+    # A charged particle: q̈ depends on q̇, so Verlet loses symplecticity, but
+    # every solver keeps its order.
+    solver, order = ALL[name]
+    system, y0, t1, ref = _charged_problem()
+    dts = np.array([0.1, 0.05, 0.025]) * STEP_SCALE[order]
     errors = [
         float(jnp.max(jnp.abs(_solve(system, solver, y0, t1, dt).ys[0][-1] - ref)))
         for dt in dts
@@ -73,6 +98,7 @@ def test_order_velocity_dependent(name):
     assert abs(_slope(dts, errors) - order) < 0.2, errors
 
 
+@eqx.filter_jit
 def _qp_step_jacobian(solver, lagrangian, h, q, v):
     """Jacobian of one step as a map (q, p) → (q, p), p = ∂L/∂q̇."""
     term = lagrax.LagrangianTerm(lagrangian)
@@ -154,7 +180,9 @@ def test_noether_momentum_exact():
     y0 = (jnp.array([0.0, 0.0, 1.2, 0.3]), jnp.array([0.4, -0.1, -0.2, 0.5]))
     ts = jnp.linspace(0.0, 20.0, 41)
     total = {}
-    for name, solver in [("vm", lagrax.VariationalMidpoint()), ("rk", diffrax.Tsit5())]:
+    for name, solver in [
+        ("vm", lagrax.VariationalMidpoint()), ("gl", lagrax.GaussLegendre()), ("rk", diffrax.Tsit5())
+    ]:
         sol = _solve(translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts))
         p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(translation_invariant, *sol.ys)
         total[name] = np.asarray(p[:, :2] + p[:, 2:])
@@ -162,9 +190,12 @@ def test_noether_momentum_exact():
     rk_error = np.abs(total["rk"] - total["rk"][0]).max()
     assert vm_error < 1e-12
     assert rk_error > 1e3 * vm_error  # a momentum-agnostic method does drift
+    assert np.abs(total["gl"] - total["gl"][0]).max() < 1e-12
 
 
-@pytest.mark.parametrize("name", ["VariationalMidpoint", "Yoshida4", "Verlet-separable"])
+@pytest.mark.parametrize(
+    "name", ["VariationalMidpoint", "Yoshida4", "GaussLegendre", "Verlet-separable"]
+)
 def test_time_reversibility(name):
     if name == "Verlet-separable":
         system, solver = Pendulum(), lagrax.VelocityVerlet()
@@ -181,7 +212,8 @@ def test_time_reversibility(name):
     assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(y1, y0)) > 0.1
 
 
-@pytest.mark.parametrize("name", list(ALL))
+# The 6th-order Gauss–Legendre variant shares every code path with the default.
+@pytest.mark.parametrize("name", [name for name in ALL if name != "GaussLegendre[3]"])
 def test_gradient_through_solve(name, getkey):
     solver, _ = ALL[name]
     model = lagrax.MLPLagrangian(2, width=16, depth=2, dtype=jnp.float64, key=getkey())
@@ -200,13 +232,15 @@ def test_gradient_through_solve(name, getkey):
         return jnp.sum(traj.q**2) + jnp.sum(jnp.sin(traj.qdot))
 
     q0 = jnp.array([0.5, -0.3])
-    grad_q0 = jax.grad(loss, argnums=1)(model, q0)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    # Both gradients from one backward pass: one compilation instead of two.
+    grads, grad_q0 = jax.grad(
+        lambda p, x: loss(eqx.combine(p, static), x), argnums=(0, 1)
+    )(params, q0)
     dq = jnp.array([0.3, 0.8])
     fd = finite_difference_directional(lambda x: loss(model, x), q0, dq)
     np.testing.assert_allclose(jnp.dot(grad_q0, dq), fd, rtol=1e-6)
 
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    grads = eqx.filter(eqx.filter_grad(loss)(model, q0), eqx.is_inexact_array)
     direction = random_like(getkey(), params)
     fd_params = finite_difference_directional(
         lambda p: loss(eqx.combine(p, static), q0), params, direction
@@ -214,7 +248,9 @@ def test_gradient_through_solve(name, getkey):
     np.testing.assert_allclose(dot(grads, direction), fd_params, rtol=1e-6)
 
 
-def test_vmap_over_initial_conditions():
+@pytest.mark.parametrize("name", ["VariationalMidpoint", "GaussLegendre"])
+def test_vmap_over_initial_conditions(name):
+    solver = SYMPLECTIC[name]
     system = DoublePendulum()
     ts = jnp.linspace(0.0, 1.0, 11)
     q0s = jnp.array([[0.5, 0.1], [1.0, -0.2], [2.0, 0.3]])
@@ -222,23 +258,20 @@ def test_vmap_over_initial_conditions():
     @jax.jit
     @jax.vmap
     def run(q0):
-        return lagrax.simulate(
-            system, q0, jnp.zeros(2), ts, solver=lagrax.VariationalMidpoint(), dt0=0.01
-        ).q
+        return lagrax.simulate(system, q0, jnp.zeros(2), ts, solver=solver, dt0=0.01).q
 
     batched = run(q0s)
     for i in range(3):
-        single = lagrax.simulate(
-            system, q0s[i], jnp.zeros(2), ts, solver=lagrax.VariationalMidpoint(), dt0=0.01
-        ).q
+        single = lagrax.simulate(system, q0s[i], jnp.zeros(2), ts, solver=solver, dt0=0.01).q
         np.testing.assert_allclose(batched[i], single, atol=1e-12)
 
 
-def test_newton_failure_reports_result_code():
+@pytest.mark.parametrize("name", ["VariationalMidpoint", "GaussLegendre"])
+def test_newton_failure_reports_result_code(name):
     system = DoublePendulum()
     y0 = (jnp.array([1.0, 0.5]), jnp.array([0.0, 3.0]))
     # One Newton iteration cannot converge on a nonlinear problem.
-    solver = lagrax.VariationalMidpoint(max_steps=1)
+    solver = type(SYMPLECTIC[name])(max_steps=1)
     sol = _solve(system, solver, y0, 1.0, 0.1, throw=False)
     assert sol.result == diffrax.RESULTS.nonlinear_max_steps_reached
     with pytest.raises(Exception, match="[Nn]onlinear"):
@@ -249,7 +282,10 @@ def test_float32_variational():
     system = DoublePendulum()
     y0 = (jnp.array([1.0, 0.5], jnp.float32), jnp.array([0.0, 0.0], jnp.float32))
     ts = jnp.linspace(0.0, 2.0, 5, dtype=jnp.float32)
-    for solver in (lagrax.VariationalMidpoint(), lagrax.Yoshida4(), lagrax.VelocityVerlet()):
+    for solver in (
+        lagrax.VariationalMidpoint(), lagrax.Yoshida4(), lagrax.VelocityVerlet(),
+        lagrax.GaussLegendre(),
+    ):
         traj = lagrax.simulate(system, *y0, ts, solver=solver, dt0=0.01)
         assert traj.q.dtype == jnp.float32
         ref = lagrax.simulate(
@@ -259,11 +295,68 @@ def test_float32_variational():
         np.testing.assert_allclose(traj.q, ref.q, atol=1e-4)
 
 
+def test_gauss_legendre_one_stage_is_midpoint():
+    system = DoublePendulum()
+    y0 = (jnp.array([1.0, -0.5]), jnp.array([0.3, 1.2]))
+    ts = jnp.linspace(0.0, 2.0, 5)
+    one_stage = _solve(system, lagrax.GaussLegendre(stages=1), y0, 2.0, 0.05,
+                       saveat=diffrax.SaveAt(ts=ts))
+    midpoint = _solve(system, lagrax.VariationalMidpoint(), y0, 2.0, 0.05,
+                      saveat=diffrax.SaveAt(ts=ts))
+    for a, b in zip(one_stage.ys, midpoint.ys):
+        np.testing.assert_allclose(a, b, atol=1e-11)  # Newton tolerance, not order
+    assert float(jnp.max(jnp.abs(midpoint.ys[0][-1] - y0[0]))) > 0.1
+
+
+def _forced_oscillator_exact(t, zeta):
+    """q̈ = −q − 2ζq̇ + cos 2t from rest at q = 0, solved by hand."""
+    amp_cos = -3 / (9 + 16 * zeta**2)
+    amp_sin = -4 * zeta * amp_cos / 3
+    omega = np.sqrt(1 - zeta**2)
+    c = -amp_cos
+    d = (zeta * c - 2 * amp_sin) / omega
+    q = np.exp(-zeta * t) * (c * np.cos(omega * t) + d * np.sin(omega * t))
+    qdot = np.exp(-zeta * t) * (
+        (omega * d - zeta * c) * np.cos(omega * t) - (omega * c + zeta * d) * np.sin(omega * t)
+    )
+    return (
+        q + amp_cos * np.cos(2 * t) + amp_sin * np.sin(2 * t),
+        qdot - 2 * amp_cos * np.sin(2 * t) + 2 * amp_sin * np.cos(2 * t),
+    )
+
+
+@pytest.mark.parametrize("name", ["VariationalMidpoint", "GaussLegendre"])
+def test_order_with_time_dependent_force(name):
+    # The discrete Lagrange–d'Alembert principle: a dissipative, time-dependent
+    # force keeps each method's order only if it is evaluated at the right
+    # (physical) times, forward and backward in time.
+    solver, order = ALL[name]
+    zeta = 0.1
+
+    def force(t, q, qdot):
+        return -2 * zeta * qdot + jnp.cos(2 * t) * jnp.ones_like(q)
+
+    t1 = 4.0
+    end = tuple(jnp.array([x]) for x in _forced_oscillator_exact(t1, zeta))
+    dts = np.array([0.1, 0.05, 0.025]) * STEP_SCALE[order]
+    forward, backward = [], []
+    for dt in dts:
+        sol = _solve(HarmonicOscillator(), solver, (jnp.zeros(1), jnp.zeros(1)), t1, dt,
+                     force=force)
+        forward.append(abs(float(sol.ys[0][-1, 0]) - float(end[0][0])))
+        sol = _solve(HarmonicOscillator(), solver, end, 0.0, -dt, t0=t1, force=force)
+        backward.append(abs(float(sol.ys[0][-1, 0])))
+    assert abs(_slope(dts, forward) - order) < 0.2, forward
+    assert abs(_slope(dts, backward) - order) < 0.2, backward
+
+
 def test_solver_errors():
     with pytest.raises(TypeError, match="base"):
         lagrax.Yoshida4(base=diffrax.Tsit5())
     with pytest.raises(ValueError, match="max_steps"):
         lagrax.VariationalMidpoint(max_steps=0)
+    with pytest.raises(ValueError, match="stages"):
+        lagrax.GaussLegendre(stages=0)
     term = diffrax.ODETerm(lambda t, y, args: (y[1], -y[0]))
     y0 = (jnp.array([1.0]), jnp.array([0.0]))
     with pytest.raises(ValueError, match="LagrangianTerm"):

@@ -21,6 +21,7 @@ from ._simulate import (
     Trajectory as Trajectory,
 )
 from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
+from ._solver.gauss_legendre import GaussLegendre as GaussLegendre
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4

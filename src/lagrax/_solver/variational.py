@@ -78,14 +78,18 @@ class VariationalMidpoint(AbstractSymmetricSolver):
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "VariationalMidpoint")
         lagrangian = unwrap_lagrangian_term(terms, "VariationalMidpoint").lagrangian
-        return momentum(lagrangian, q0, v0)
+        # No acceleration estimate yet: the first guess is q₀ + h q̇₀, which costs
+        # the first step an iteration or two but keeps `init` to one gradient.
+        return momentum(lagrangian, q0, v0), jnp.zeros_like(v0)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "VariationalMidpoint")
         term = unwrap_lagrangian_term(terms, "VariationalMidpoint")
         lagrangian = term.lagrangian
-        p0 = jax.lax.cond(
-            made_jump, lambda: momentum(lagrangian, q0, v0), lambda: solver_state
+        # The state is the discrete momentum p₀ and an estimate of q̈ near t₀, which
+        # only feeds the predictor.
+        p0, a0 = jax.lax.cond(
+            made_jump, lambda: self.init(terms, t0, t1, y0, args), lambda: solver_state
         )
         # `terms` may integrate in reversed time τ = −t; the control is the signed
         # physical step, and the physical time is τ times the direction.
@@ -110,11 +114,16 @@ class VariationalMidpoint(AbstractSymmetricSolver):
             dl_dq, dl_du = midpoint_forces(q1)
             return dl_du - 0.5 * h * dl_dq - p0
 
-        q1, q_ok = newton_root(position_residual, q0 + h * v0, **tol)
+        # Taylor with the carried acceleration estimate: an O(h³) guess.
+        q1, q_ok = newton_root(position_residual, q0 + h * (v0 + 0.5 * h * a0), **tol)
         p1 = p0 + h * midpoint_forces(q1)[0]
+        u = (q1 - q0) / h
         # 2u − q̇₀ extrapolates the velocity to t₁ with an O(h²) error.
-        v_guess = 2 * (q1 - q0) / h - v0
-        v1, v_ok = newton_root(lambda v: momentum(lagrangian, q1, v) - p1, v_guess, **tol)
+        v1, v_ok = newton_root(
+            lambda v: momentum(lagrangian, q1, v) - p1, 2 * u - v0, **tol
+        )
+        # q̇₁ − u ≈ ½ h q̈: an O(h) estimate of the acceleration for the next guess.
+        a1 = 2 * (v1 - u) / h
         y1 = (q1, v1)
         result = first_failure(
             *(
@@ -125,7 +134,7 @@ class VariationalMidpoint(AbstractSymmetricSolver):
                 for ok in (q_ok, v_ok)
             )
         )
-        return y1, None, dict(y0=y0, y1=y1), p1, result
+        return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)

@@ -2,6 +2,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import diffrax
+import jax
+import jax.numpy as jnp
 
 from .base import AbstractSymmetricSolver, first_failure
 from .variational import VariationalMidpoint
@@ -69,15 +71,20 @@ class Yoshida4(diffrax.AbstractSolver):
         return self.base.init(terms, t0, t1, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        ta = t0 + _W1 * (t1 - t0)
-        tb = t1 - _W1 * (t1 - t0)
-        y, _, _, state, result_a = self.base.step(
-            terms, t0, ta, y0, args, solver_state, made_jump
-        )
-        y, _, _, state, result_b = self.base.step(terms, ta, tb, y, args, state, False)
-        y, _, _, state, result_c = self.base.step(terms, tb, t1, y, args, state, False)
-        result = first_failure(result_a, result_b, result_c)
-        return y, None, dict(y0=y0, y1=y), state, result
+        # The three substeps run in a loop rather than unrolled, so the (implicit)
+        # base step is traced and compiled once.
+        times = jnp.stack([t0, t0 + _W1 * (t1 - t0), t1 - _W1 * (t1 - t0), t1])
+
+        def substep(carry, i):
+            y, state, result = carry
+            y, _, _, state, sub_result = self.base.step(
+                terms, times[i], times[i + 1], y, args, state, made_jump & (i == 0)
+            )
+            return (y, state, first_failure(result, sub_result)), None
+
+        init = (y0, solver_state, diffrax.RESULTS.successful)
+        (y1, state, result), _ = jax.lax.scan(substep, init, jnp.arange(3))
+        return y1, None, dict(y0=y0, y1=y1), state, result
 
     def func(self, terms, t0, y0, args):
         return self.base.func(terms, t0, y0, args)

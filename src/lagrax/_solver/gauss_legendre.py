@@ -1,0 +1,219 @@
+import functools
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._mechanics import momentum
+from .base import (
+    AbstractSymmetricSolver,
+    default_tolerance,
+    first_failure,
+    newton_root,
+    split_state,
+    unwrap_lagrangian_term,
+)
+
+
+@functools.cache
+def _gauss_legendre_tableau(stages: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes `c`, matrix `a` and weights `b` of the `stages`-stage Gauss method."""
+    nodes, _ = np.polynomial.legendre.leggauss(stages)
+    c = 0.5 * (nodes + 1)
+    a = np.empty((stages, stages))
+    b = np.empty(stages)
+    for j in range(stages):
+        # The Lagrange basis polynomial of node j, integrated from 0.
+        basis = np.polynomial.Polynomial([1.0])
+        for k in range(stages):
+            if k != j:
+                basis = basis * np.polynomial.Polynomial([-c[k], 1.0]) / (c[j] - c[k])
+        integral = basis.integ()
+        a[:, j] = integral(c) - integral(0.0)
+        b[j] = integral(1.0) - integral(0.0)
+    return c, a, b
+
+
+def _extrapolate(nodes, values, targets):
+    """The polynomial through `(nodes, values)`, evaluated at `targets`."""
+    off_diagonal = ~jnp.eye(nodes.shape[0], dtype=bool)[None]
+    # weights[t, j] = Π_{k≠j} (targets[t] − nodes[k]) / (nodes[j] − nodes[k])
+    numer = jnp.where(off_diagonal, targets[:, None, None] - nodes[None, None, :], 1)
+    denom = jnp.where(off_diagonal, nodes[None, :, None] - nodes[None, None, :], 1)
+    return jnp.prod(numer / denom, axis=-1) @ values
+
+
+class GaussLegendre(AbstractSymmetricSolver):
+    r"""The Gauss–Legendre variational integrator, for any regular Lagrangian
+    `L(q, q̇)`: a symplectic partitioned Runge–Kutta method of order `2·stages`.
+
+    Discretizes the action with `s = stages` Gauss quadrature nodes `cᵢ`,
+
+        L_d(q₀, q₁) = h Σᵢ bᵢ L(Qᵢ, Q̇ᵢ),   Qᵢ = q₀ + h Σⱼ aᵢⱼ Q̇ⱼ,   q₁ = q₀ + h Σⱼ bⱼ Q̇ⱼ
+
+    (`a`, `b`: the Gauss–Legendre tableau), and steps the discrete Euler–Lagrange
+    equations in position–momentum form: the stage velocities `Q̇ᵢ` solve
+
+        ∂L/∂q̇(Qᵢ, Q̇ᵢ) = p₀ + h Σⱼ aᵢⱼ (∂L/∂q(Qⱼ, Q̇ⱼ) + Qⱼ)            (Newton, size s·dof)
+
+    then `p₁ = p₀ + h Σⱼ bⱼ (∂L/∂q(Qⱼ, Q̇ⱼ) + Qⱼ)` and `p₁ = ∂L/∂q̇(q₁, q̇₁)` gives
+    `q̇₁` (Newton, size dof), with an optional generalized force `Q` at the stages
+    (the discrete Lagrange–d'Alembert principle). For Gauss coefficients the
+    momentum stages use the same tableau, and the method is Gauss collocation
+    applied to the Hamiltonian form of the equations, without ever forming the
+    Hamiltonian.
+
+    Properties: order `2s` (4 by default); symmetric; symplectic in `(q, p)`; the
+    Noether momentum of a symmetry of an unforced `L` is conserved to round-off
+    (`p₁ − p₀` is `h` times a combination of `∂L/∂q`); energy error bounded over
+    exponentially long times. Needs `∂²L/∂q̇²` invertible along the motion.
+    `stages=1` is `VariationalMidpoint`.
+
+    Cost per step: one chord-Newton solve of size `s·dof` (one Jacobian: `s·dof`
+    forward-over-reverse products at each of the `s` stages; each iteration `s`
+    gradients of `L`, typically three iterations thanks to a predictor that
+    extrapolates the previous step's stage velocities), `s` gradients for `p₁`, and
+    the velocity solve of `VariationalMidpoint`. For the 4th-order default this is
+    about half the cost of `Yoshida4()` with a far smaller error constant. Gradients
+    use the implicit function theorem; a solve that does not converge returns
+    `diffrax.RESULTS.nonlinear_max_steps_reached`. Fixed steps only (no error
+    estimate); dense output is linear.
+
+    ??? cite "References"
+
+        ```bibtex
+        @article{marsden2001discrete,
+            title={Discrete mechanics and variational integrators},
+            author={Marsden, Jerrold E. and West, Matthew},
+            journal={Acta Numerica},
+            volume={10},
+            pages={357--514},
+            year={2001}
+        }
+
+        @book{hairer2006geometric,
+            title={Geometric Numerical Integration},
+            author={Hairer, Ernst and Lubich, Christian and Wanner, Gerhard},
+            publisher={Springer},
+            edition={2},
+            year={2006}
+        }
+        ```
+    """
+
+    stages: int = eqx.field(default=2, static=True)
+    rtol: float | None = None
+    atol: float | None = None
+    max_steps: int = eqx.field(default=20, static=True)
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
+        diffrax.LocalLinearInterpolation
+    )
+
+    def __check_init__(self):
+        if isinstance(self.stages, bool) or not isinstance(self.stages, int):
+            raise TypeError(f"`stages` must be an int, got {self.stages!r}.")
+        if not 1 <= self.stages <= 6:
+            raise ValueError(f"`stages` must be between 1 and 6, got {self.stages}.")
+        if self.max_steps < 1:
+            raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
+
+    def order(self, terms):
+        return 2 * self.stages
+
+    def init(self, terms, t0, t1, y0, args):
+        q0, v0 = split_state(y0, "GaussLegendre")
+        lagrangian = unwrap_lagrangian_term(terms, "GaussLegendre").lagrangian
+        h = jnp.asarray(terms.contr(t0, t1), q0.dtype)
+        # A fictitious previous step at constant velocity: the first guess is
+        # q̇₀ at every stage, which costs the first step an iteration or two but
+        # keeps `init` to one gradient.
+        stage_v = jnp.broadcast_to(v0, (self.stages, v0.shape[0]))
+        return momentum(lagrangian, q0, v0), stage_v, h
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        q0, v0 = split_state(y0, "GaussLegendre")
+        term = unwrap_lagrangian_term(terms, "GaussLegendre")
+        lagrangian = term.lagrangian
+        # The state is the discrete momentum p₀, plus the previous step's stage
+        # velocities and size, which only feed the predictor.
+        p0, prev_v, prev_h = jax.lax.cond(
+            made_jump, lambda: self.init(terms, t0, t1, y0, args), lambda: solver_state
+        )
+        c, a, b = (jnp.asarray(x, q0.dtype) for x in _gauss_legendre_tableau(self.stages))
+        # As in VariationalMidpoint: the control is the signed physical step.
+        control = terms.contr(t0, t1)
+        h = jnp.asarray(control, q0.dtype)
+        direction = jnp.sign(control) * jnp.sign(t1 - t0)
+        stage_t = (t0 + c * (t1 - t0)) * direction
+        tol = dict(
+            rtol=default_tolerance(self.rtol, q0.dtype),
+            atol=default_tolerance(self.atol, q0.dtype),
+            max_steps=self.max_steps,
+        )
+        shape = (self.stages, q0.shape[0])
+
+        def stage_forces(flat_v):
+            stage_v = flat_v.reshape(shape)
+            stage_q = q0[None] + h * (a @ stage_v)
+            dl_dq, dl_dv = jax.vmap(jax.grad(lagrangian, argnums=(0, 1)))(
+                stage_q, stage_v
+            )
+            if term.force is not None:
+                dl_dq = dl_dq + jax.vmap(term.force)(stage_t, stage_q, stage_v)
+            return dl_dq, dl_dv
+
+        def stage_residual(flat_v):
+            dl_dq, dl_dv = stage_forces(flat_v)
+            return (dl_dv - p0[None] - h * (a @ dl_dq)).reshape(-1)
+
+        # Extrapolate the velocity polynomial of the previous step, through its
+        # stages and q̇₀, to this step's nodes (a step-size ratio far from 1 would
+        # make the extrapolation wild: it is only a guess, so clip the ratio).
+        ratio = jnp.clip(h / prev_h, -2.0, 2.0)
+        one = jnp.ones(1, q0.dtype)
+        guess = _extrapolate(
+            jnp.concatenate([c, one]),
+            jnp.concatenate([prev_v, v0[None]]),
+            1 + ratio * c,
+        )
+        flat_v, v_ok = newton_root(stage_residual, guess.reshape(-1), **tol)
+        stage_v = flat_v.reshape(shape)
+        q1 = q0 + h * (b @ stage_v)
+        p1 = p0 + h * (b @ stage_forces(flat_v)[0])
+        # The velocity polynomial through q̇₀ and the stages, evaluated at t₁.
+        zero = jnp.zeros(1, q0.dtype)
+        v_guess = _extrapolate(
+            jnp.concatenate([zero, c]), jnp.concatenate([v0[None], stage_v]), one
+        )[0]
+        v1, v1_ok = newton_root(
+            lambda v: momentum(lagrangian, q1, v) - p1, v_guess, **tol
+        )
+        y1 = (q1, v1)
+        result = first_failure(
+            *(
+                diffrax.RESULTS.where(
+                    ok, diffrax.RESULTS.successful,
+                    diffrax.RESULTS.nonlinear_max_steps_reached,
+                )
+                for ok in (v_ok, v1_ok)
+            )
+        )
+        return y1, None, dict(y0=y0, y1=y1), (p1, stage_v, h), result
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+GaussLegendre.__init__.__doc__ = """**Arguments:**
+
+- `stages`: the number `s` of Gauss nodes, 1 to 6; the order is `2s`. Default 2.
+- `rtol`, `atol`: tolerances of the Newton solves, on the update of the stage
+    velocities and of `q̇₁` (max norm). Default: 64 ulps of the state's dtype.
+- `max_steps`: iteration budget of each Newton solve.
+"""
