@@ -1,5 +1,7 @@
 """Developer tasks; each session wraps the same command a user would type."""
 
+import pathlib
+
 import nox
 
 
@@ -23,8 +25,8 @@ def lint(session):
 def benchmarks(session):
     """Full benchmark runs; add `-- --quick` for a smoke run."""
     session.install(".[bench]")
-    for script in ("acceleration", "train_step", "solvers"):
-        session.run("python", f"benchmarks/{script}.py", *session.posargs)
+    for script in sorted(pathlib.Path("benchmarks").glob("[!_]*.py")):
+        session.run("python", str(script), *session.posargs)
 
 
 @nox.session

@@ -169,3 +169,9 @@ def test_console_script_installed():
     )
     out = subprocess.run([lagrax, "--help"], capture_output=True, text=True, check=True)
     assert "reproduce" in out.stdout
+
+
+@pytest.mark.slow
+def test_bench_command_runs_a_benchmark(capsys):
+    assert _main(["bench", "train_step", "--quick"]) == 0
+    assert "speed-up over the paper's formula" in capsys.readouterr().out

@@ -33,7 +33,10 @@ def run(args, parser) -> int:
     folder = benchmark_dir()
     if folder is None:
         parser.error("the benchmark scripts are not installed with this copy of lagrax")
-    names = BENCHMARKS if args.name == "all" else (args.name,)
+    if args.name == "all":
+        names = tuple(n for n in BENCHMARKS if (folder / f"{n}.py").exists())
+    else:
+        names = (args.name,)
     sys.path.insert(0, str(folder))
     try:
         for name in names:
@@ -45,6 +48,9 @@ def run(args, parser) -> int:
             sys.argv = [str(script), *(["--quick"] if args.quick else [])]
             try:
                 runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as exit:  # the scripts end with sys.exit(main())
+                if exit.code not in (0, None):
+                    return exit.code if isinstance(exit.code, int) else 1
             finally:
                 sys.argv = argv
     finally:
