@@ -176,6 +176,7 @@ def test_long_run_energy_verlet_separable():
     assert last < 0.02 * 9.8  # m g l
 
 
+@pytest.mark.slow
 def test_noether_momentum_exact():
     y0 = (jnp.array([0.0, 0.0, 1.2, 0.3]), jnp.array([0.4, -0.1, -0.2, 0.5]))
     ts = jnp.linspace(0.0, 20.0, 41)
@@ -213,6 +214,7 @@ def test_time_reversibility(name):
 
 
 # The 6th-order Gauss–Legendre variant shares every code path with the default.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in ALL if name != "GaussLegendre[3]"])
 def test_gradient_through_solve(name, getkey):
     solver, _ = ALL[name]
@@ -233,21 +235,24 @@ def test_gradient_through_solve(name, getkey):
 
     q0 = jnp.array([0.5, -0.3])
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    # Both gradients from one backward pass: one compilation instead of two.
-    grads, grad_q0 = jax.grad(
-        lambda p, x: loss(eqx.combine(p, static), x), argnums=(0, 1)
-    )(params, q0)
+    # Both gradients from one backward pass, and the finite differences from the
+    # value of the same compiled function: one compilation instead of three.
+    value_and_grad = jax.jit(
+        jax.value_and_grad(lambda p, x: loss(eqx.combine(p, static), x), argnums=(0, 1))
+    )
+    _, (grads, grad_q0) = value_and_grad(params, q0)
     dq = jnp.array([0.3, 0.8])
-    fd = finite_difference_directional(lambda x: loss(model, x), q0, dq)
+    fd = finite_difference_directional(lambda x: value_and_grad(params, x)[0], q0, dq)
     np.testing.assert_allclose(jnp.dot(grad_q0, dq), fd, rtol=1e-6)
 
     direction = random_like(getkey(), params)
     fd_params = finite_difference_directional(
-        lambda p: loss(eqx.combine(p, static), q0), params, direction
+        lambda p: value_and_grad(p, q0)[0], params, direction
     )
     np.testing.assert_allclose(dot(grads, direction), fd_params, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["VariationalMidpoint", "GaussLegendre"])
 def test_vmap_over_initial_conditions(name):
     solver = SYMPLECTIC[name]
@@ -278,6 +283,7 @@ def test_newton_failure_reports_result_code(name):
         _solve(system, solver, y0, 1.0, 0.1)
 
 
+@pytest.mark.slow
 def test_float32_variational():
     system = DoublePendulum()
     y0 = (jnp.array([1.0, 0.5], jnp.float32), jnp.array([0.0, 0.0], jnp.float32))
@@ -295,6 +301,7 @@ def test_float32_variational():
         np.testing.assert_allclose(traj.q, ref.q, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_gauss_legendre_one_stage_is_midpoint():
     system = DoublePendulum()
     y0 = (jnp.array([1.0, -0.5]), jnp.array([0.3, 1.2]))

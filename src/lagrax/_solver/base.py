@@ -39,17 +39,21 @@ def newton_root(
     """Solve `residual(x) = 0` near `guess`; returns `(x, converged)`.
 
     The forward solve is a chord (simplified Newton) iteration: the Jacobian is
-    formed and inverted once, at the guess, and reused, so each iteration costs one
-    residual evaluation and a matrix-vector product. The explicit inverse is on
-    purpose: the systems here have a few unknowns, where each LAPACK triangular solve
-    costs far more in call overhead than its arithmetic, and the accuracy of the
-    approximate Jacobian only sets the contraction rate, never the root. With the
-    predictors of the variational solvers (error O(h³)) the chord converges in two to
-    four iterations. It stops when the update is below `atol + rtol·|x|` (max norm),
-    or when the contraction observed between iterations bounds the remaining
-    error by that tolerance (Hairer & Wanner's criterion, which saves the last,
-    confirming iteration), or after `max_steps` iterations; a non-finite iterate (a singular Jacobian, a
-    diverging iteration) stops it as not converged.
+    formed and inverted at the guess and reused, so each iteration costs one residual
+    evaluation and a matrix-vector product. With the predictors of the variational
+    solvers (error O(h³)) it converges in two to four iterations. Should an update
+    shrink by less than a factor of four (a coarse step, a poor guess), the Jacobian
+    is formed and inverted again at the current iterate, which turns the slow linear
+    convergence into Newton's. The explicit inverse is on purpose: the systems here
+    have a few unknowns, where a LAPACK triangular solve costs far more in call
+    overhead than in arithmetic, and the Jacobian only sets the contraction rate,
+    never the root.
+
+    It stops when the update is below `atol + rtol·|x|` (max norm) or when the
+    contraction observed over the last two updates bounds the remaining error by
+    that tolerance (Hairer & Wanner's criterion, which saves the last, confirming
+    iteration); after `max_steps` iterations, or at a non-finite iterate (a singular
+    Jacobian, a diverging iteration), it stops as not converged.
 
     Derivatives do not go through the iterations: `jax.lax.custom_root` applies the
     implicit function theorem with the exact Jacobian at the solution, so gradients
@@ -57,7 +61,9 @@ def newton_root(
     """
 
     def solve(f, x0):
-        jac_inv = jnp.linalg.inv(jax.jacfwd(f)(x0))
+        def inverse_jacobian(x):
+            return jnp.linalg.inv(jax.jacfwd(f)(x))
+
         tol = atol + rtol * jnp.max(jnp.abs(x0))
 
         def converged(size, prev_size, step):
@@ -67,23 +73,32 @@ def newton_root(
             estimate = theta / (1 - theta) * size
             return (size <= tol) | ((step >= 2) & (theta < 1) & (estimate <= tol))
 
-        def cond(carry):
-            x, size, prev_size, step = carry
+        def going(carry):
+            x, _, size, prev_size, step = carry
             return (
                 (step < max_steps)
                 & ~converged(size, prev_size, step)
                 & jnp.all(jnp.isfinite(x))
             )
 
-        def body(carry):
-            x, size, _, step = carry
+        def update(x, jac_inv, size, step):
             dx = jac_inv @ f(x)
-            return x - dx, jnp.max(jnp.abs(dx)), size, step + 1
+            return x - dx, jac_inv, jnp.max(jnp.abs(dx)), size, step + 1
+
+        # Chord iterations while they contract well; then, if needed, Newton with a
+        # fresh Jacobian each iteration. Two loops rather than a branch per
+        # iteration: the second costs nothing when the first converged.
+        def chord_going(carry):
+            _, _, size, prev_size, _ = carry
+            return going(carry) & ~(size > 0.25 * prev_size)
 
         inf = jnp.array(jnp.inf, x0.dtype)
-        x, size, prev_size, step = jax.lax.while_loop(
-            cond, body, (x0, inf, inf, jnp.array(0))
+        carry = (x0, inverse_jacobian(x0), inf, inf, jnp.array(0))
+        carry = jax.lax.while_loop(chord_going, lambda c: update(*c[:3], c[4]), carry)
+        carry = jax.lax.while_loop(
+            going, lambda c: update(c[0], inverse_jacobian(c[0]), c[2], c[4]), carry
         )
+        x, _, size, prev_size, step = carry
         ok = converged(size, prev_size, step) & jnp.all(jnp.isfinite(x))
         # custom_root gives its auxiliary output a tangent of the output's dtype,
         # which a boolean cannot have: pass the flag as a float.

@@ -58,7 +58,7 @@ class GaussLegendre(AbstractSymmetricSolver):
     (`a`, `b`: the Gauss–Legendre tableau), and steps the discrete Euler–Lagrange
     equations in position–momentum form: the stage velocities `Q̇ᵢ` solve
 
-        ∂L/∂q̇(Qᵢ, Q̇ᵢ) = p₀ + h Σⱼ aᵢⱼ (∂L/∂q(Qⱼ, Q̇ⱼ) + Qⱼ)            (Newton, size s·dof)
+        ∂L/∂q̇(Qᵢ, Q̇ᵢ) = p₀ + h Σⱼ aᵢⱼ (∂L/∂q(Qⱼ, Q̇ⱼ) + Qⱼ)    (Newton, size s·dof)
 
     then `p₁ = p₀ + h Σⱼ bⱼ (∂L/∂q(Qⱼ, Q̇ⱼ) + Qⱼ)` and `p₁ = ∂L/∂q̇(q₁, q̇₁)` gives
     `q̇₁` (Newton, size dof), with an optional generalized force `Q` at the stages
@@ -145,7 +145,8 @@ class GaussLegendre(AbstractSymmetricSolver):
         p0, prev_v, prev_h = jax.lax.cond(
             made_jump, lambda: self.init(terms, t0, t1, y0, args), lambda: solver_state
         )
-        c, a, b = (jnp.asarray(x, q0.dtype) for x in _gauss_legendre_tableau(self.stages))
+        tableau = _gauss_legendre_tableau(self.stages)
+        c, a, b = (jnp.asarray(x, q0.dtype) for x in tableau)
         # As in VariationalMidpoint: the control is the signed physical step.
         control = terms.contr(t0, t1)
         h = jnp.asarray(control, q0.dtype)

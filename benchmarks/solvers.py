@@ -1,0 +1,463 @@
+"""Work–precision of lagrax's structure-preserving solvers against Diffrax's.
+
+For two systems, every solver runs over several horizons, in float64:
+
+- the analytic double pendulum (`lagrax.systems.DoublePendulum`), from `q = (1, 0.5)`
+  at rest (chaotic at this energy);
+- a randomly initialized `MLPLagrangian(2, width=128, depth=2, init="lnn")` plus a
+  guaranteed-positive kinetic term and a confining potential,
+  `L = |q̇|² − 8|q|² + MLP(q, q̇) − MLP(0, 0)`: the network is a learned model's
+  cost profile (a dense 128-wide network, `q̈` depending on `q̇`), the quadratic
+  terms keep its mass matrix positive definite (eigenvalues 1.07–2.44 along the
+  motion) and the motion bounded, and the constant makes `E = 0` at rest at the
+  origin, so relative energy errors do not depend on the network's arbitrary
+  offset. It is an `AbstractJetLagrangian`, so the Runge–Kutta methods get
+  lagrax's fastest acceleration.
+
+Solvers: `VelocityVerlet`, `VariationalMidpoint`, `Yoshida4` (over
+`VariationalMidpoint`), `GaussLegendre` (4th order) and `GaussLegendre(stages=3)`
+(6th order) at several fixed steps `dt`; Diffrax's `Tsit5` at the same fixed steps;
+`Tsit5`, `Dopri5`, `Dopri8` adaptive at several `rtol = atol`.
+
+Columns:
+
+- `wall`: median of interleaved repeats of the solve (saving only the final state),
+  compilation excluded, `block_until_ready`; XLA runs single-threaded (unless
+  `XLA_FLAGS` is set) so that a shared machine's load disturbs it less.
+- `L passes`: evaluations of the Lagrangian at one point — its value, its gradient,
+  or a batch of Hessian-vector products there (one `lagrax.acceleration` is one
+  pass; a Newton iteration of `GaussLegendre` is `stages` passes). Counted with a
+  host callback in a separate run over the first 10 time units, and scaled by the
+  number of steps of the timed run.
+- `max |ΔE/E₀|`: the largest relative energy error over every step.
+- `final err`: max-norm error of `(q, q̇)` at the horizon against Dopri8 at
+  `rtol = atol = 1e-12`. The double pendulum is chaotic: over long horizons this
+  error saturates at O(1) for every method (and the reference itself is then only
+  one more trajectory), while energy error stays meaningful.
+
+The summary gives, per horizon, the cheapest configuration reaching each energy
+error, and whether the best lagrax solver beats Tsit5 at equal wall time. Run
+`python benchmarks/solvers.py` (about 10 minutes on 2 cores), or `--quick` for a
+smoke run of a few solvers over short horizons. Tables go to stdout and to
+`--out` (markdown and CSV), with a work–precision plot when matplotlib is installed.
+"""
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import pathlib
+from collections.abc import Callable
+
+
+# Single-threaded XLA: steadier timings on shared machines (set before jax loads).
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import lagrax  # noqa: E402
+
+
+try:
+    from ._common import environment, markdown_table, median, time_interleaved
+except ImportError:  # run as a script: `python benchmarks/solvers.py`
+    from _common import environment, markdown_table, median, time_interleaved
+
+
+MAX_STEPS = 1_000_000
+ERROR_MAX_STEPS = 250_000
+COUNT_HORIZON = 10.0
+ENERGY_TARGETS = (1e-3, 1e-5, 1e-7, 1e-9)
+
+
+class LearnedLagrangian(lagrax.AbstractJetLagrangian):
+    """`m|q̇|² − k|q|² + MLP(q, q̇) − MLP(0, 0)`, with the network's fast jet."""
+
+    network: lagrax.MLPLagrangian
+    offset: jax.Array
+    mass: float = 1.0
+    stiffness: float = 8.0
+
+    def __call__(self, q, qdot):
+        quadratic = self.mass * jnp.dot(qdot, qdot) - self.stiffness * jnp.dot(q, q)
+        return quadratic + self.network(q, qdot) - self.offset
+
+    def jet(self, q, qdot, directions):
+        grad, hessian = self.network.jet(q, qdot, directions)
+        diagonal = jnp.concatenate(
+            [jnp.full_like(q, -2 * self.stiffness), jnp.full_like(qdot, 2 * self.mass)]
+        )
+        grad = grad + diagonal * jnp.concatenate([q, qdot])
+        hessian = hessian + directions.T @ (diagonal[:, None] * directions)
+        return grad, hessian
+
+
+def learned_lagrangian(width: int = 128) -> LearnedLagrangian:
+    network = lagrax.MLPLagrangian(
+        2, width=width, depth=2, init="lnn", dtype=jnp.float64, key=jax.random.key(0)
+    )
+    zero = jnp.zeros(2)
+    return LearnedLagrangian(network, network(zero, zero))
+
+
+class _Counted(eqx.Module):
+    """A Lagrangian that reports each evaluation to the host (slow: counting only)."""
+
+    inner: Callable
+
+    def __call__(self, q, qdot):
+        jax.debug.callback(_count, q)
+        return self.inner(q, qdot)
+
+
+_PASSES = [0]
+
+
+def _count(_):
+    _PASSES[0] += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    solver: diffrax.AbstractSolver
+    adaptive: bool
+    lagrax: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    name: str
+    lagrangian: Callable
+    y0: tuple
+    horizons: tuple[float, ...]
+    dts: tuple[float, ...]
+    tolerances: tuple[float, ...]
+    skip: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Row:
+    system: str
+    method: str
+    setting: str
+    horizon: float
+    steps: int
+    wall: float
+    passes: float
+    energy_error: float
+    final_error: float
+    is_lagrax: bool
+
+
+def methods(quick: bool) -> list[Method]:
+    out = [
+        Method("VelocityVerlet", lagrax.VelocityVerlet(), False, True),
+        Method("VariationalMidpoint", lagrax.VariationalMidpoint(), False, True),
+        Method("Yoshida4", lagrax.Yoshida4(), False, True),
+        Method("GaussLegendre4", lagrax.GaussLegendre(), False, True),
+        Method("GaussLegendre6", lagrax.GaussLegendre(stages=3), False, True),
+        Method("Tsit5 (fixed)", diffrax.Tsit5(), False, False),
+        Method("Tsit5", diffrax.Tsit5(), True, False),
+        Method("Dopri5", diffrax.Dopri5(), True, False),
+        Method("Dopri8", diffrax.Dopri8(), True, False),
+    ]
+    if quick:
+        keep = {"VariationalMidpoint", "GaussLegendre4", "Tsit5 (fixed)", "Tsit5"}
+        out = [m for m in out if m.name in keep]
+    return out
+
+
+def _solve(lagrangian, method, y0, t1, step, *, saveat, max_steps):
+    """One solve; `step` is the fixed step or the adaptive tolerance (traced)."""
+    if method.adaptive:
+        controller = diffrax.PIDController(rtol=step, atol=step)
+        dt0 = jnp.asarray(0.01)
+    else:
+        controller = diffrax.ConstantStepSize()
+        dt0 = step
+    return diffrax.diffeqsolve(
+        lagrax.LagrangianTerm(lagrangian),
+        method.solver,
+        t0=jnp.asarray(0.0),
+        t1=t1,
+        dt0=dt0,
+        y0=y0,
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
+    )
+
+
+def compiled_runs(lagrangian, method, y0):
+    """AOT-compiled `(timed, errors, count)` functions of `(t1, step)`."""
+    scalar = jnp.asarray(1.0)
+
+    def timed(t1, step):
+        sol = _solve(
+            lagrangian, method, y0, t1, step,
+            saveat=diffrax.SaveAt(t1=True), max_steps=MAX_STEPS,
+        )
+        final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+        return final, sol.stats["num_steps"], sol.result
+
+    def errors(t1, step):
+        sol = _solve(
+            lagrangian, method, y0, t1, step,
+            saveat=diffrax.SaveAt(t0=True, steps=True), max_steps=ERROR_MAX_STEPS,
+        )
+        energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(lagrangian, *sol.ys)
+        e0 = lagrax.energy(lagrangian, *y0)
+        error = jnp.where(jnp.isfinite(sol.ts), jnp.abs(energies - e0), 0.0)
+        return jnp.max(error) / jnp.abs(e0), sol.result
+
+    def count(t1, step):
+        sol = _solve(
+            _Counted(lagrangian), method, y0, t1, step,
+            saveat=diffrax.SaveAt(t1=True), max_steps=MAX_STEPS,
+        )
+        return sol.stats["num_steps"]
+
+    return tuple(
+        jax.jit(fn).lower(scalar, scalar).compile() for fn in (timed, errors, count)
+    )
+
+
+def run_system(system: System, method_list: list[Method], repeats: int) -> list[Row]:
+    y0 = system.y0
+    method_list = [m for m in method_list if m.name not in system.skip]
+    compiled = {m.name: compiled_runs(system.lagrangian, m, y0) for m in method_list}
+    reference_method = Method("reference", diffrax.Dopri8(), True, False)
+    reference = compiled_runs(system.lagrangian, reference_method, y0)[0]
+
+    configs = []
+    for m in method_list:
+        settings = system.tolerances if m.adaptive else system.dts
+        for s in settings:
+            configs.append((m, s))
+
+    # L passes per step, over the first time units of each configuration.
+    passes_per_step = {}
+    for m, s in configs:
+        _PASSES[0] = 0
+        steps = int(compiled[m.name][2](jnp.asarray(COUNT_HORIZON), jnp.asarray(s)))
+        jax.effects_barrier()
+        passes_per_step[m.name, s] = _PASSES[0] / max(steps, 1)
+
+    rows = []
+    for horizon in system.horizons:
+        t1 = jnp.asarray(horizon)
+        ref_state, _, _ = reference(t1, jnp.asarray(1e-12))
+        outputs = {}
+
+        def timed(m, s):
+            outputs[m.name, s] = compiled[m.name][0](t1, jnp.asarray(s))
+            return outputs[m.name, s]
+
+        # Already compiled, so no warm-up run: every call is a timed sample.
+        fns = {(m.name, s): (lambda m=m, s=s: timed(m, s)) for m, s in configs}
+        samples = time_interleaved(fns, repeats=repeats, warmup=0)
+        for m, s in configs:
+            state, steps, result = outputs[m.name, s]
+            steps = int(steps)
+            failed = result != diffrax.RESULTS.successful
+            energy_error, error_result = compiled[m.name][1](t1, jnp.asarray(s))
+            truncated = steps + 1 > ERROR_MAX_STEPS
+            if truncated or error_result != diffrax.RESULTS.successful:
+                energy_error = math.nan
+            final_error = max(
+                float(jnp.max(jnp.abs(a - b))) for a, b in zip(state, ref_state)
+            )
+            rows.append(
+                Row(
+                    system=system.name,
+                    method=m.name,
+                    setting=f"tol={s:g}" if m.adaptive else f"dt={s:g}",
+                    horizon=horizon,
+                    steps=steps,
+                    wall=median(samples[m.name, s]),
+                    passes=passes_per_step[m.name, s] * steps,
+                    energy_error=math.nan if failed else float(energy_error),
+                    final_error=math.nan if failed else final_error,
+                    is_lagrax=m.lagrax,
+                )
+            )
+        print(f"  {system.name}: horizon {horizon:g} done", flush=True)
+    return rows
+
+
+def _fmt(x: float, spec: str = ".1e") -> str:
+    return "failed" if not math.isfinite(x) else format(x, spec)
+
+
+def results_table(rows: list[Row]) -> str:
+    headers = ["system", "solver", "setting", "T", "steps", "wall [s]", "L passes",
+               "max |ΔE/E₀|", "final err"]
+    body = [
+        [r.system, r.method, r.setting, f"{r.horizon:g}", r.steps, f"{r.wall:.3g}",
+         f"{r.passes:.3g}", _fmt(r.energy_error), _fmt(r.final_error)]
+        for r in rows
+    ]
+    return markdown_table(headers, body)
+
+
+def _best(rows, predicate):
+    candidates = [r for r in rows if predicate(r) and math.isfinite(r.energy_error)]
+    return min(candidates, key=lambda r: r.wall, default=None)
+
+
+def summary_table(rows: list[Row]) -> str:
+    """Per horizon and energy target: the cheapest lagrax and Diffrax configuration."""
+    headers = ["system", "T", "max |ΔE/E₀| ≤", "cheapest lagrax", "cheapest Diffrax",
+               "Diffrax / lagrax wall"]
+    body = []
+    for system in dict.fromkeys(r.system for r in rows):
+        for horizon in dict.fromkeys(r.horizon for r in rows if r.system == system):
+            here = [r for r in rows if r.system == system and r.horizon == horizon]
+            for target in ENERGY_TARGETS:
+                ours = _best(here, lambda r: r.is_lagrax and r.energy_error <= target)
+                theirs = _best(
+                    here, lambda r: not r.is_lagrax and r.energy_error <= target
+                )
+                if ours is None and theirs is None:
+                    continue
+
+                def describe(r):
+                    if r is None:
+                        return "—"
+                    return f"{r.method} {r.setting} ({r.wall:.3g} s)"
+
+                ratio = (
+                    f"{theirs.wall / ours.wall:.2g}" if ours and theirs else "—"
+                )
+                body.append([system, f"{horizon:g}", f"{target:g}", describe(ours),
+                             describe(theirs), ratio])
+    return markdown_table(headers, body)
+
+
+def equal_time_table(rows: list[Row]) -> str:
+    """For each Tsit5 run: the best lagrax energy error at no more wall time."""
+    headers = ["system", "T", "Tsit5 runs where lagrax is better at ≤ equal wall",
+               "median error ratio Tsit5 / best lagrax"]
+    body = []
+    for system in dict.fromkeys(r.system for r in rows):
+        for horizon in dict.fromkeys(r.horizon for r in rows if r.system == system):
+            here = [r for r in rows if r.system == system and r.horizon == horizon]
+            tsit5 = [r for r in here if r.method.startswith("Tsit5")
+                     and math.isfinite(r.energy_error)]
+            wins, ratios = 0, []
+            for t in tsit5:
+                ours = [r.energy_error for r in here if r.is_lagrax and r.wall <= t.wall
+                        and math.isfinite(r.energy_error)]
+                if ours:
+                    ratios.append(t.energy_error / min(ours))
+                    wins += min(ours) < t.energy_error
+            ratio = f"{median(ratios):.2g}" if ratios else "—"
+            body.append([system, f"{horizon:g}", f"{wins} of {len(tsit5)}", ratio])
+    return markdown_table(headers, body)
+
+
+def plot(rows: list[Row], path: pathlib.Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = list(dict.fromkeys(r.system for r in rows))
+    horizons = list(dict.fromkeys(r.horizon for r in rows))
+    fig, axes = plt.subplots(
+        len(systems), len(horizons), figsize=(4.2 * len(horizons), 3.6 * len(systems)),
+        squeeze=False,
+    )
+    for i, system in enumerate(systems):
+        for j, horizon in enumerate(horizons):
+            ax = axes[i][j]
+            here = [r for r in rows if r.system == system and r.horizon == horizon
+                    and math.isfinite(r.energy_error) and r.energy_error > 0]
+            for method in dict.fromkeys(r.method for r in here):
+                mine = [r for r in here if r.method == method]
+                points = sorted((r.wall, r.energy_error) for r in mine)
+                style = "-o" if mine[0].is_lagrax else "--s"
+                ax.loglog(*zip(*points), style, label=method, markersize=4)
+            ax.set_title(f"{system}, T = {horizon:g}")
+            ax.set_xlabel("wall time [s]")
+            ax.set_ylabel("max |ΔE/E₀|")
+            ax.grid(True, which="major", alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: four solvers, short horizons")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("benchmarks/out"),
+        help="folder for solvers.md, solvers.csv and the plot",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats")
+    args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+
+    y0 = (jnp.array([1.0, 0.5]), jnp.zeros(2))
+    tolerances = (1e-5, 1e-8) if args.quick else (1e-6, 1e-8, 1e-10)
+    systems = [
+        System(
+            "double pendulum", lagrax.systems.DoublePendulum(), y0,
+            horizons=(1.0, 10.0) if args.quick else (10.0, 100.0, 1000.0),
+            dts=(0.1, 0.05) if args.quick else (0.1, 0.05, 0.02, 0.01),
+            tolerances=tolerances,
+        ),
+        System(
+            "learned (MLP 128×2)", learned_lagrangian(128), y0,
+            horizons=(1.0, 10.0) if args.quick else (10.0, 100.0, 500.0),
+            dts=(0.2, 0.1) if args.quick else (0.2, 0.1, 0.05),
+            tolerances=tolerances,
+            # A step of this network costs ~40 double-pendulum steps: a shorter
+            # longest horizon, and no Dopri5 (it tracks Tsit5 on the pendulum).
+            skip=("Dopri5",),
+        ),
+    ]
+    repeats = args.repeats or (2 if args.quick else 3)
+    print(environment(), flush=True)
+
+    rows = []
+    for system in systems:
+        rows += run_system(system, methods(args.quick), repeats)
+
+    sections = [
+        ("Results", results_table(rows)),
+        ("Cheapest configuration per energy target", summary_table(rows)),
+        ("Best lagrax solver against Tsit5 at equal wall time", equal_time_table(rows)),
+    ]
+    text = "\n\n".join(f"## {title}\n\n{table}" for title, table in sections)
+    print("\n" + text, flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "solvers.md").write_text(f"{environment()}\n\n{text}\n")
+    with open(args.out / "solvers.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([field.name for field in dataclasses.fields(Row)])
+        writer.writerows(dataclasses.astuple(r) for r in rows)
+    png = args.out / "solvers_work_precision.png"
+    if plot(rows, png):
+        print(f"\nwrote {png}")
+    else:
+        print("\nmatplotlib is not installed: no plot")
+    print(f"wrote {args.out / 'solvers.md'} and {args.out / 'solvers.csv'}")
+
+
+if __name__ == "__main__":
+    main()
