@@ -35,7 +35,9 @@ ALL = {
 STEP_SCALE = {2: 1, 4: 2, 6: 4}
 
 
-def _solve(lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, force=None, **kwargs):
+def _solve(
+    lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, force=None, **kwargs
+):
     # Times as arrays, not Python floats: diffeqsolve's jit then traces them
     # instead of compiling once per step size.
     return diffrax.diffeqsolve(
@@ -83,7 +85,10 @@ def _charged_problem():
 
 @pytest.mark.parametrize(
     "name",
-    ["VelocityVerlet", "VariationalMidpoint", "Yoshida4", "GaussLegendre", "GaussLegendre[3]"],
+    [
+        "VelocityVerlet", "VariationalMidpoint", "Yoshida4", "GaussLegendre",
+        "GaussLegendre[3]",
+    ],
 )
 def test_order_velocity_dependent(name):
     # A charged particle: q̈ depends on q̇, so Verlet loses symplecticity, but
@@ -182,7 +187,9 @@ def test_noether_momentum_exact():
     ts = jnp.linspace(0.0, 20.0, 41)
     total = {}
     for name, solver in [
-        ("vm", lagrax.VariationalMidpoint()), ("gl", lagrax.GaussLegendre()), ("rk", diffrax.Tsit5())
+        ("vm", lagrax.VariationalMidpoint()),
+        ("gl", lagrax.GaussLegendre()),
+        ("rk", diffrax.Tsit5()),
     ]:
         sol = _solve(translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts))
         p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(translation_invariant, *sol.ys)
@@ -267,7 +274,9 @@ def test_vmap_over_initial_conditions(name):
 
     batched = run(q0s)
     for i in range(3):
-        single = lagrax.simulate(system, q0s[i], jnp.zeros(2), ts, solver=solver, dt0=0.01).q
+        single = lagrax.simulate(
+            system, q0s[i], jnp.zeros(2), ts, solver=solver, dt0=0.01
+        ).q
         np.testing.assert_allclose(batched[i], single, atol=1e-12)
 
 
@@ -324,7 +333,8 @@ def _forced_oscillator_exact(t, zeta):
     d = (zeta * c - 2 * amp_sin) / omega
     q = np.exp(-zeta * t) * (c * np.cos(omega * t) + d * np.sin(omega * t))
     qdot = np.exp(-zeta * t) * (
-        (omega * d - zeta * c) * np.cos(omega * t) - (omega * c + zeta * d) * np.sin(omega * t)
+        (omega * d - zeta * c) * np.cos(omega * t)
+        - (omega * c + zeta * d) * np.sin(omega * t)
     )
     return (
         q + amp_cos * np.cos(2 * t) + amp_sin * np.sin(2 * t),

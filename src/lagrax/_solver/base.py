@@ -127,12 +127,14 @@ def unwrap_lagrangian_term(terms, solver: str):
 
     found = [
         leaf
-        for leaf in jtu.tree_leaves(terms, is_leaf=lambda x: isinstance(x, LagrangianTerm))
+        for leaf in jtu.tree_leaves(
+            terms, is_leaf=lambda x: isinstance(x, LagrangianTerm)
+        )
         if isinstance(leaf, LagrangianTerm)
     ]
     if len(found) != 1:
         raise ValueError(
-            f"{solver} needs the Lagrangian itself: pass a single `lagrax.LagrangianTerm` "
-            "as the terms of `diffeqsolve`."
+            f"{solver} needs the Lagrangian itself: pass a single "
+            "`lagrax.LagrangianTerm` as the terms of `diffeqsolve`."
         )
     return found[0]

@@ -30,7 +30,9 @@ class Yoshida4(diffrax.AbstractSolver):
     velocity-dependent `q̈` the Verlet step is not symmetric and the composition is
     merely 3rd order.
 
-    Cost per step: three base steps. Fixed steps only; dense output is linear.
+    Cost per step: three base steps. Fixed steps only; dense output is linear. For a
+    general Lagrangian, `GaussLegendre()` is also 4th order, symplectic and
+    symmetric, with a much smaller error constant at a lower cost per step.
 
     ??? cite "Reference"
 
