@@ -155,6 +155,48 @@ def test_indefinite_mass_matrix_uses_lu():
     np.testing.assert_allclose(info.condition_number, 2.0)
 
 
+@pytest.mark.parametrize("dof", [1, 2, 5, 8, 9, 12])
+@pytest.mark.parametrize("kind", ["definite", "indefinite"])
+def test_quadratic_lagrangian_any_size(dof, kind, getkey):
+    # L = ½ q̇ᵀ M q̇ − ½ qᵀ K q has q̈ = −M⁻¹ K q: checked against numpy for mass
+    # matrices on both sides of the unrolled/LAPACK size switch, definite or not,
+    # one whose leading entry is tiny so that the elimination must pivot.
+    a = jr.normal(getkey(), (dof, dof))
+    if kind == "definite":
+        m = a @ a.T + dof * jnp.eye(dof)
+    else:
+        # A zero-ish diagonal entry with a nonzero row: never semi-definite.
+        m = (a + a.T).at[0, 0].set(1e-9) if dof > 1 else -jnp.eye(1)
+    k = jnp.diag(jnp.arange(1.0, dof + 1))
+
+    def lagrangian(q, qdot):
+        return 0.5 * qdot @ m @ qdot - 0.5 * q @ k @ q
+
+    q = jr.normal(getkey(), (dof,))
+    qdot = jr.normal(getkey(), (dof,))
+    expected = -np.linalg.solve(np.asarray(m), np.asarray(k @ q))
+    np.testing.assert_allclose(
+        lagrax.acceleration(lagrangian, q, qdot), expected, rtol=1e-8, atol=1e-10
+    )
+    info = lagrax.mass_matrix_info(lagrangian, q, qdot)
+    assert bool(info.positive_definite) == (kind == "definite")
+    assert not info.singular
+    grads = jax.grad(lambda q: lagrax.acceleration(lagrangian, q, qdot).sum())(q)
+    np.testing.assert_allclose(grads, -np.linalg.solve(m, k).sum(0), rtol=1e-8)
+
+
+def test_batched_accelerations_do_not_deadlock(getkey):
+    # jaxlib's LAPACK kernels could deadlock XLA's CPU pool when two ran at once
+    # in a large vmapped solve; the mass-matrix solve has no custom calls for small
+    # dof. A hang here would show as a test timeout.
+    system = DoublePendulum()
+    q = jr.uniform(getkey(), (100_000, 2), maxval=2 * jnp.pi)
+    qdot = jr.uniform(getkey(), (100_000, 2), minval=-10, maxval=10)
+    for _ in range(3):
+        qddot = lagrax.acceleration_data(system, q, qdot).qddot
+        assert np.isfinite(np.asarray(qddot)).all()
+
+
 def test_singular_mass_matrix_fails_loudly():
     q = jnp.array([0.5, -0.25])
     qdot = jnp.array([1.0, 2.0])

@@ -199,7 +199,8 @@ class GaussLegendre(AbstractSymmetricSolver):
         result = first_failure(
             *(
                 diffrax.RESULTS.where(
-                    ok, diffrax.RESULTS.successful,
+                    ok,
+                    diffrax.RESULTS.successful,
                     diffrax.RESULTS.nonlinear_max_steps_reached,
                 )
                 for ok in (v_ok, v1_ok)

@@ -132,7 +132,8 @@ class VariationalMidpoint(AbstractSymmetricSolver):
         result = first_failure(
             *(
                 diffrax.RESULTS.where(
-                    ok, diffrax.RESULTS.successful,
+                    ok,
+                    diffrax.RESULTS.successful,
                     diffrax.RESULTS.nonlinear_max_steps_reached,
                 )
                 for ok in (q_ok, v_ok)

@@ -70,9 +70,7 @@ class VelocityVerlet(AbstractSymmetricSolver):
         a1 = _acceleration(terms, t1, (q1, v0 + dv0), args)
         v1 = v_half + 0.5 * terms.prod(a1, control)
         y1 = (q1, v1)
-        dense_info = dict(
-            y0=y0, y1=y1, k0=(dq0, dv0), k1=terms.prod((v1, a1), control)
-        )
+        dense_info = dict(y0=y0, y1=y1, k0=(dq0, dv0), k1=terms.prod((v1, a1), control))
         return y1, None, dense_info, a1, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
