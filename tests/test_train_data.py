@@ -25,6 +25,30 @@ def test_sample_states_box_and_determinism():
     assert not jnp.array_equal(q, other[0])
 
 
+def test_sample_states_energy_cut_is_uniform_in_the_allowed_region():
+    # E = ½(q² + q̇²) ≤ 1/8 is the disk of radius ½ in the (q, q̇) box; uniform
+    # states in a disk of radius R have mean r² = R²/2.
+    system = HarmonicOscillator()
+    box = dict(q_box=([-1.0], [1.0]), qdot_box=([-1.0], [1.0]))
+    q, qdot = lagrax.sample_states(
+        4000, key=jr.key(0), max_energy=0.125, lagrangian=system, **box
+    )
+    assert q.shape == qdot.shape == (4000, 1)
+    r2 = np.asarray(q[:, 0] ** 2 + qdot[:, 0] ** 2)
+    assert r2.max() <= 0.25
+    np.testing.assert_allclose(r2.mean(), 0.125, rtol=0.03)
+    again = lagrax.sample_states(
+        4000, key=jr.key(0), max_energy=0.125, lagrangian=system, **box
+    )
+    assert jnp.array_equal(q, again[0])
+    with pytest.raises(ValueError, match="together"):
+        lagrax.sample_states(10, key=jr.key(0), max_energy=0.1, **box)
+    with pytest.raises(ValueError, match="max_energy"):
+        lagrax.sample_states(
+            10, key=jr.key(0), max_energy=-1.0, lagrangian=system, **box
+        )
+
+
 def test_acceleration_data_exact_and_noise():
     system = HarmonicOscillator(mass=2.0, stiffness=8.0)
     q, qdot = lagrax.sample_states(

@@ -6,11 +6,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import LagrangianLike
-from .._mechanics import acceleration
+from .._mechanics import acceleration, energy
 from .._simulate import simulate
 
 
@@ -149,9 +150,18 @@ def sample_states(
     qdot_box: tuple[BoxBound, BoxBound],
     key: PRNGKeyArray,
     dtype: DTypeLike | None = None,
+    max_energy: float | None = None,
+    lagrangian: LagrangianLike | None = None,
 ) -> tuple[Float[Array, "samples dof"], Float[Array, "samples dof"]]:
     """States drawn uniformly from a box, `q ∈ [q_low, q_high)`,
-    `q̇ ∈ [qdot_low, qdot_high)`, independently per coordinate.
+    `q̇ ∈ [qdot_low, qdot_high)`, independently per coordinate; optionally only
+    those whose energy under `lagrangian` is at most `max_energy`.
+
+    The energy cut gives the states that motions of bounded energy visit: for the
+    double pendulum, `max_energy=29.4` (its largest potential energy) keeps exactly
+    the states reachable from rest at any angles, which is where the paper's
+    evaluation trajectories run. It is rejection sampling, drawn in rounds of `num`
+    box states until `num` are accepted.
 
     The paper's double-pendulum box is
     `q_box=([0, 0], [2π, 2π])`, `qdot_box=([-10, -10], [10, 10])`. The same key
@@ -164,11 +174,20 @@ def sample_states(
     - `qdot_box`: `(low, high)`, each of shape `(dof,)`.
     - `key`: a JAX PRNG key.
     - `dtype`: a floating dtype; defaults to JAX's default float dtype.
+    - `max_energy`: keep only states with `lagrax.energy(lagrangian, q, q̇)` at
+        most this; `None` (default) keeps the whole box.
+    - `lagrangian`: the Lagrangian whose energy `max_energy` bounds.
 
     **Returns:**
 
     `(q, qdot)`, each of shape `(num, dof)`.
     """
+    if (max_energy is None) != (lagrangian is None):
+        raise ValueError("`max_energy` and `lagrangian` must be given together.")
+    if max_energy is not None:
+        return _sample_below_energy(
+            num, q_box, qdot_box, key, dtype, max_energy, lagrangian
+        )
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"`num` must be a positive int, got {num!r}.")
     dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
@@ -186,6 +205,34 @@ def sample_states(
     q = jr.uniform(q_key, shape, dtype, q_low[None, :], q_high[None, :])
     qdot = jr.uniform(v_key, shape, dtype, v_low[None, :], v_high[None, :])
     return q, qdot
+
+
+# Rounds of rejection sampling before `sample_states` gives up on an energy cut.
+_MAX_ROUNDS = 1000
+
+
+def _sample_below_energy(num, q_box, qdot_box, key, dtype, max_energy, lagrangian):
+    energies = eqx.filter_jit(jax.vmap(lambda q, v: energy(lagrangian, q, v)))
+    accepted, count = [], 0
+    for round_ in range(_MAX_ROUNDS):
+        q, qdot = sample_states(
+            num,
+            q_box=q_box,
+            qdot_box=qdot_box,
+            key=jr.fold_in(key, round_),
+            dtype=dtype,
+        )
+        keep = np.flatnonzero(np.asarray(energies(q, qdot)) <= max_energy)
+        accepted.append((q[keep], qdot[keep]))
+        count += keep.size
+        if count >= num:
+            q = jnp.concatenate([a for a, _ in accepted])[:num]
+            qdot = jnp.concatenate([b for _, b in accepted])[:num]
+            return q, qdot
+    raise ValueError(
+        f"`sample_states`: only {count} of {_MAX_ROUNDS * num} states in the box "
+        f"have energy at most max_energy={max_energy}; raise it or widen the box."
+    )
 
 
 def _noisy(arrays: tuple[Array, ...], noise: float, key: PRNGKeyArray | None):
