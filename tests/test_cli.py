@@ -72,10 +72,12 @@ def _numbers(record):
 
 
 @pytest.mark.slow
-def test_reproduce_double_pendulum(tmp_path, capsys):
-    assert _main([*TINY_DP, "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("states", ["reachable", "box"])
+def test_reproduce_double_pendulum(states, tmp_path, capsys):
+    assert _main([*TINY_DP, "--states", states, "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "results.json").read_text())
     _check_schema(record, "double-pendulum", {"lnn", "baseline"})
+    assert record["settings"]["states"] == states
     lnn = record["models"]["lnn"]
     assert {
         "energy_discrepancy",

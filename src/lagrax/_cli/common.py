@@ -57,7 +57,7 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
 
 def train(model, data, test_data, *, args, name: str):
     """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
-    (as the paper), checkpointed in the output folder so an interrupted run
+    (as the paper; gradients clipped to global norm `args.clip` where set), checkpointed in the output folder so an interrupted run
     resumes. Returns `(model, history, metrics)` with the metrics every experiment
     reports."""
     import jax.random as jr
@@ -66,13 +66,17 @@ def train(model, data, test_data, *, args, name: str):
     from .._train.losses import acceleration_loss
 
     schedule = optax.cosine_onecycle_schedule(args.steps, args.lr)
+    optimizer = optax.adam(schedule)
+    clip = getattr(args, "clip", None)
+    if clip:
+        optimizer = optax.chain(optax.clip_by_global_norm(clip), optimizer)
     start = time.perf_counter()
     print(f"training {name}: {args.steps} steps of batch {args.batch_size}", flush=True)
     model, history = fit(
         model,
         acceleration_loss,
         data,
-        optimizer=optax.adam(schedule),
+        optimizer=optimizer,
         steps=args.steps,
         batch_size=args.batch_size,
         key=jr.fold_in(jr.key(args.seed), name_key(name)),
