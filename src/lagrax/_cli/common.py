@@ -58,8 +58,8 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
 def train(model, data, test_data, *, args, name: str):
     """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
     (as the paper; gradients clipped to global norm `args.clip` where set),
-    checkpointed in the output folder so an interrupted run resumes. Returns `(model, history, metrics)` with the metrics every experiment
-    reports."""
+    checkpointed in the output folder so an interrupted run resumes. Returns
+    `(model, history, metrics)` with the metrics every experiment reports."""
     import jax.random as jr
 
     from .._train.fit import fit
