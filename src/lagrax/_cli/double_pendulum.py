@@ -1,6 +1,8 @@
 """The double pendulum of Cranmer et al.: an LNN and a black-box baseline learn
-q̈(q, q̇) from exact accelerations of states drawn from q ∈ [0, 2π)², q̇ ∈ [−10, 10)²
-(m₁ = m₂ = l₁ = l₂ = 1, g = 9.8, absolute angles). Evaluation as in the paper: the
+q̈(q, q̇) from exact accelerations of states drawn from the paper's box q ∈ [0, 2π)²,
+q̇ ∈ [−10, 10)² (`--states box`) or, by default, from those of its states with energy
+≤ 29.4, the ones reachable from rest (`--states reachable`) (m₁ = m₂ = l₁ = l₂ = 1,
+g = 9.8, absolute angles). Evaluation as in the paper: the
 held-out L1 acceleration error, and the energy discrepancy at t = 100 (1000 steps of
 0.1) from 40 initial conditions near rest (θ ~ U[0, 2π)², ω ~ U[0, 0.1)²),
 normalized by the maximum potential energy 29.4. Both models are rolled out with
