@@ -84,6 +84,8 @@ def test_reproduce_double_pendulum(states, tmp_path, capsys):
         "energy_discrepancy_variational_midpoint",
         "energy_discrepancy_yoshida4",
         "failed_rollouts",
+        "failed_rollouts_variational_midpoint",
+        "failed_rollouts_yoshida4",
     } <= set(lnn)
     assert "energy discrepancy" in capsys.readouterr().out
     assert (tmp_path / "lnn.ckpt").exists()

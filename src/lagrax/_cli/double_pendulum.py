@@ -11,8 +11,9 @@ structure-preserving VariationalMidpoint and Yoshida4 at dt = 0.1.
 
 Extra `results.json` metrics per model: `energy_discrepancy` (Tsit5), and for the
 LNN `energy_discrepancy_variational_midpoint`, `energy_discrepancy_yoshida4`;
-`failed_rollouts` counts initial conditions whose rollout failed (a singular learned
-mass matrix or a solver failure); they are left out of the means.
+`failed_rollouts` (Tsit5), `failed_rollouts_variational_midpoint` and
+`failed_rollouts_yoshida4` (ints) count the initial conditions whose rollout failed
+(a singular learned mass matrix or a solver failure); they are left out of the means.
 """
 
 import jax
@@ -155,7 +156,8 @@ def run(args):
         error = _energy_error(system, predicted, qdot0.shape[0])
         ok = np.isfinite(error).all(axis=1)
         results[name][metric] = float(np.mean(error[ok, -1])) if ok.any() else None
-        results[name].setdefault("failed_rollouts", int((~ok).sum()))
+        suffix = metric.removeprefix("energy_discrepancy")
+        results[name]["failed_rollouts" + suffix] = int((~ok).sum())
         curves[(name, metric)] = (error, ok, predicted)
 
     rows = [
