@@ -114,7 +114,9 @@ def _is_positive_definite(h: MassMatrix) -> Bool[Array, ""]:
         ok = ok & (d > 0)
         root = jnp.sqrt(jnp.where(d > 0, d, 1.0))
         for i in range(j + 1, n):
-            off = h[i, j] - sum((factor[i, k] * factor[j, k] for k in range(j)), 0.0)
+            off = h[i, j] - sum(
+                (factor[i, k] * factor[j, k] for k in range(j)), start=0.0
+            )
             factor[i, j] = off / root
     return ok
 
