@@ -84,10 +84,18 @@ def _generic(model):
 
 
 @pytest.mark.parametrize("activation", [jax.nn.softplus, jnp.tanh])
-@pytest.mark.parametrize("dof", [1, 3])
-def test_jet_matches_autodiff(activation, dof, getkey):
+@pytest.mark.parametrize(
+    "dof, angles", [(1, ()), (3, ()), (1, (0,)), (3, (0, 2)), (3, (1,))]
+)
+def test_jet_matches_autodiff(activation, dof, angles, getkey):
     model = lagrax.MLPLagrangian(
-        dof, width=20, depth=3, activation=activation, dtype=jnp.float64, key=getkey()
+        dof,
+        width=20,
+        depth=3,
+        activation=activation,
+        angles=angles,
+        dtype=jnp.float64,
+        key=getkey(),
     )
     q = jr.normal(getkey(), (dof,), jnp.float64)
     qdot = jr.normal(getkey(), (dof,), jnp.float64)
@@ -100,9 +108,12 @@ def test_jet_matches_autodiff(activation, dof, getkey):
     np.testing.assert_allclose(block, expected, rtol=1e-9, atol=1e-10)
 
 
-def test_parameter_gradients_match_autodiff(getkey):
+@pytest.mark.parametrize("angles", [(), (1,)])
+def test_parameter_gradients_match_autodiff(angles, getkey):
     """Training differentiates through `jet`: its parameter gradients must agree."""
-    model = lagrax.MLPLagrangian(2, width=24, depth=2, dtype=jnp.float64, key=getkey())
+    model = lagrax.MLPLagrangian(
+        2, width=24, depth=2, angles=angles, dtype=jnp.float64, key=getkey()
+    )
     qs = jr.normal(getkey(), (6, 2), jnp.float64)
     qdots = jr.normal(getkey(), (6, 2), jnp.float64)
     targets = jr.normal(getkey(), (6, 2), jnp.float64)

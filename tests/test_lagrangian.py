@@ -55,6 +55,10 @@ def test_default_init_differs_from_lnn(getkey):
         (dict(dof=2, width=0), "width"),
         (dict(dof=2, depth=0), "depth"),
         (dict(dof=2, init="xavier"), "init"),
+        (dict(dof=2, angles=(2,)), "angles"),
+        (dict(dof=2, angles=(0, 0)), "angles"),
+        (dict(dof=2, angles=(True,)), "angles"),
+        (dict(dof=2, angles=0), "angles"),
     ],
 )
 def test_bad_arguments(kwargs, match, getkey):
@@ -69,3 +73,37 @@ def test_is_a_pytree_of_parameters(getkey):
     arrays = [x for x in leaves if isinstance(x, jax.Array)]
     assert len(arrays) == 6
     assert isinstance(model, lagrax.AbstractLagrangian)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda key: lagrax.MLPLagrangian(
+            3, width=16, depth=2, angles=(0, 2), dtype=jnp.float64, key=key
+        ),
+        lambda key: lagrax.NeuralODEBaseline(
+            3, width=16, depth=2, angles=(0, 2), dtype=jnp.float64, key=key
+        ),
+    ],
+    ids=["lnn", "baseline"],
+)
+def test_angles_are_periodic(make, getkey):
+    """Angles enter as (cos, sin): a turn of 2π in an angle changes nothing, a shift
+    of the other coordinate does; the accelerations follow."""
+    model = make(getkey())
+    q = jax.random.normal(getkey(), (3,), jnp.float64)
+    qdot = jax.random.normal(getkey(), (3,), jnp.float64)
+    turn = 2 * jnp.pi * jnp.array([1.0, 0.0, -3.0])
+    shift = 2 * jnp.pi * jnp.array([0.0, 1.0, 0.0])
+    if isinstance(model, lagrax.AbstractLagrangian):
+        f = model
+        np.testing.assert_allclose(f(q + turn, qdot), f(q, qdot), rtol=1e-12)
+        assert abs(float(f(q + shift, qdot) - f(q, qdot))) > 1e-6
+        qddot = lagrax.acceleration(model, q, qdot)
+        turned = lagrax.acceleration(model, q + turn, qdot)
+    else:
+        qddot = model.acceleration(q, qdot)
+        turned = model.acceleration(q + turn, qdot)
+        assert not np.allclose(model.acceleration(q + shift, qdot), qddot)
+    np.testing.assert_allclose(turned, qddot, rtol=1e-9, atol=1e-12)
+    assert model.angles == (0, 2)

@@ -20,12 +20,16 @@ def _same(a, b) -> bool:
         lambda: lagrax.MLPLagrangian(
             1, width=4, depth=1, activation=jnp.tanh, dtype=jnp.float32, key=jr.key(0)
         ),
+        lambda: lagrax.MLPLagrangian(3, width=8, depth=2, angles=(0, 2), key=jr.key(0)),
         lambda: lagrax.NeuralODEBaseline(2, width=8, depth=1, key=jr.key(0)),
+        lambda: lagrax.NeuralODEBaseline(
+            2, width=8, depth=1, angles=(1,), key=jr.key(0)
+        ),
         lambda: lagrax.HamiltonianNN(1, width=8, depth=2, key=jr.key(0)),
         lambda: DoublePendulum(m1=1.3, l2=0.7),
         lambda: ChargedParticle(magnetic_field=(0.0, 1.0, 2.0)),
     ],
-    ids=["mlp", "mlp-f32-tanh", "node", "hnn", "double-pendulum", "charged"],
+    ids=["mlp", "mlp-f32-tanh", "mlp-angles", "node", "node-angles", "hnn", "double-pendulum", "charged"],
 )
 def test_roundtrip(tmp_path, make):
     model = make()

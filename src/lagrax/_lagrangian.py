@@ -1,16 +1,17 @@
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._misc import check_state
+from ._misc import angle_features, check_angles, check_state
 
 
 class AbstractLagrangian(eqx.Module):
@@ -83,6 +84,11 @@ class MLPLagrangian(AbstractJetLagrangian):
     with `depth` hidden layers of `width` units and a smooth `activation` (the
     Euler–Lagrange equations need second derivatives, so ReLU will not do).
 
+    Coordinates listed in `angles` are angles: the network sees `(cos q_i, sin q_i)`
+    instead of `q_i`, so `L` is exactly 2π-periodic in them. A trajectory then never
+    leaves the region it was trained on by winding around (a pendulum trained on
+    `q ∈ [0, 2π)` and released at rest near `q = 0.5` swings to `q < 0` at once).
+
     `lagrax.acceleration` and friends recognise this module and evaluate its
     derivatives with a structured forward-Jacobian/backward-adjoint pass (about
     `dof + 3` matrix products per layer instead of `2 dof + 4` for generic autodiff);
@@ -105,6 +111,7 @@ class MLPLagrangian(AbstractJetLagrangian):
     layers: tuple[eqx.nn.Linear, ...]
     activation: Callable[[Array], Array]
     dof: int = eqx.field(static=True)
+    angles: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class MLPLagrangian(AbstractJetLagrangian):
         depth: int = 3,
         activation: Callable[[Array], Array] = jax.nn.softplus,
         init: Literal["lnn", "default"] = "lnn",
+        angles: Sequence[int] = (),
         dtype: DTypeLike | None = None,
         key: PRNGKeyArray,
     ):
@@ -128,6 +136,9 @@ class MLPLagrangian(AbstractJetLagrangian):
             from 0: first layer `σ = 2.2/√n`, hidden layer `σ = 0.58·i/√n`,
             output layer `σ = √n`), or `"default"` for Equinox's `Linear`
             initialization (uniform in `±1/√fan_in`).
+        - `angles`: indices of the coordinates that are angles (period 2π), fed to
+            the network as `(cos q_i, sin q_i)`; the input then has
+            `2n + len(angles)` entries. Default: none.
         - `dtype`: parameter dtype; defaults to JAX's default float dtype.
         - `key`: a JAX PRNG key.
         """
@@ -138,7 +149,8 @@ class MLPLagrangian(AbstractJetLagrangian):
             raise ValueError(f"`init` must be 'lnn' or 'default', got {init!r}.")
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
-        sizes = [2 * dof] + [width] * depth
+        angles = check_angles(angles, dof)
+        sizes = [2 * dof + len(angles)] + [width] * depth
         keys = jr.split(key, 2 * (depth + 1))
         layers = [
             eqx.nn.Linear(n_in, n_out, dtype=dtype, key=k)
@@ -161,6 +173,7 @@ class MLPLagrangian(AbstractJetLagrangian):
         self.layers = tuple(layers)
         self.activation = activation
         self.dof = dof
+        self.angles = angles
 
     def _check_input(self, q: Position, qdot: Velocity) -> None:
         check_state(q, qdot)
@@ -178,7 +191,7 @@ class MLPLagrangian(AbstractJetLagrangian):
 
     def __call__(self, q: Position, qdot: Velocity) -> Scalar:
         self._check_input(q, qdot)
-        h = jnp.concatenate([q, qdot])
+        h = angle_features(q, qdot, self.angles)
         for layer in self.layers[:-1]:
             h = self.activation(layer(h))
         return self.layers[-1](h)
@@ -212,8 +225,8 @@ class MLPLagrangian(AbstractJetLagrangian):
         # matmul in row-major layout, with no transposes between layers. Primal and
         # tangents go through separate products, as stacking them costs a copy per
         # layer that is dearer than reading the weights twice.
-        h = jnp.concatenate([q, qdot])
-        t = directions.T
+        h = angle_features(q, qdot, self.angles)
+        t = directions.T if not self.angles else _angle_tangents(self, q, directions)
         saved = []
         for layer in hidden:
             z = layer.weight @ h + layer.bias
@@ -226,7 +239,47 @@ class MLPLagrangian(AbstractJetLagrangian):
         for layer, (ds, dds, t) in reversed(list(zip(hidden, saved))):
             hessian = hessian + (t * (dds * delta)[None, :]) @ t.T
             delta = (ds * delta) @ layer.weight
+        if self.angles:
+            delta, hessian = _through_angles(self, q, directions, delta, hessian)
         return delta, hessian
+
+
+def _angle_indices(model, q) -> tuple[np.ndarray, np.ndarray, Array, Array]:
+    angles = np.array(model.angles)
+    rest = np.array([i for i in range(model.dof) if i not in model.angles], int)
+    return angles, rest, jnp.cos(q[angles]), jnp.sin(q[angles])
+
+
+def _angle_tangents(model, q, directions):
+    """The tangents of the features `(cos q_A, sin q_A, q_R, q̇)` along `directions`,
+    as rows."""
+    angles, rest, cos, sin = _angle_indices(model, q)
+    u = directions[angles]
+    return jnp.concatenate(
+        [-sin[:, None] * u, cos[:, None] * u, directions[rest], directions[model.dof :]]
+    ).T
+
+
+def _through_angles(model, q, directions, delta, hessian):
+    """The chain rule through the angle features: `delta` (the gradient in the
+    features) becomes the gradient in `(q, q̇)`, and the features' own curvature,
+    `∂²cos q_i = −cos q_i` and `∂²sin q_i = −sin q_i` weighted by `delta`, is added
+    to the Hessian block; it touches only the angle rows of `directions`."""
+    angles, rest, cos, sin = _angle_indices(model, q)
+    k = len(angles)
+    d_cos, d_sin = delta[:k], delta[k : 2 * k]
+    d_rest, d_qdot = delta[2 * k : 2 * k + len(rest)], delta[2 * k + len(rest) :]
+    grad_q = (
+        jnp.zeros(model.dof, delta.dtype)
+        .at[angles]
+        .set(cos * d_sin - sin * d_cos)
+        .at[rest]
+        .set(d_rest)
+    )
+    u = directions[angles]
+    curvature = -(cos * d_cos + sin * d_sin)
+    hessian = hessian + (u * curvature[:, None]).T @ u
+    return jnp.concatenate([grad_q, d_qdot]), hessian
 
 
 def _activation_derivatives(

@@ -1,4 +1,5 @@
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
@@ -49,3 +50,32 @@ def check_positive(system, *names: str) -> None:
             raise ValueError(
                 f"{type(system).__name__}: `{name}` must be positive, got {value!r}."
             )
+
+
+def check_angles(angles, dof: int) -> tuple[int, ...]:
+    """`angles` as a sorted tuple of distinct coordinate indices in `[0, dof)`."""
+    try:
+        indices = tuple(angles)
+    except TypeError:
+        raise TypeError(
+            f"`angles` must be a sequence of coordinate indices, got {angles!r}."
+        ) from None
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < dof:
+            raise ValueError(
+                f"`angles` must hold coordinate indices in [0, {dof}), got {angles!r}."
+            )
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"`angles` must not repeat an index, got {angles!r}.")
+    return tuple(sorted(indices))
+
+
+def angle_features(q, qdot, angles: tuple[int, ...]):
+    """A network's input for the state `(q, q̇)`: `concat(cos q_A, sin q_A, q_R, q̇)`
+    with `A = angles` and `R` the other coordinates, so that anything computed from
+    it is exactly 2π-periodic in the angles. With no angles, `concat(q, q̇)`."""
+    if not angles:
+        return jnp.concatenate([q, qdot])
+    rest = np.array([i for i in range(q.shape[0]) if i not in angles], dtype=int)
+    a = q[np.array(angles)]
+    return jnp.concatenate([jnp.cos(a), jnp.sin(a), q[rest], qdot])

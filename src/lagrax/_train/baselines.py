@@ -1,7 +1,7 @@
 """Non-Lagrangian models of `q̈(q, q̇)`, the baselines of Cranmer et al."""
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._misc import check_state
+from .._misc import angle_features, check_angles, check_state
 
 
 class AbstractDynamics(eqx.Module):
@@ -75,7 +75,8 @@ class NeuralODEBaseline(AbstractDynamics):
 
     It can fit any dynamics but has no built-in conservation law, so its rollouts
     drift in energy; it is what a Lagrangian Neural Network is compared against.
-    One MLP evaluation per acceleration.
+    One MLP evaluation per acceleration. Coordinates listed in `angles` enter as
+    `(cos q_i, sin q_i)`, as in `lagrax.MLPLagrangian`.
 
     ??? cite "Reference"
 
@@ -92,6 +93,7 @@ class NeuralODEBaseline(AbstractDynamics):
 
     mlp: eqx.nn.MLP
     dof: int = eqx.field(static=True)
+    angles: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class NeuralODEBaseline(AbstractDynamics):
         width: int = 128,
         depth: int = 3,
         activation: Callable[[Array], Array] = jax.nn.softplus,
+        angles: Sequence[int] = (),
         dtype: DTypeLike | None = None,
         key: PRNGKeyArray,
     ):
@@ -109,14 +112,23 @@ class NeuralODEBaseline(AbstractDynamics):
         - `width`: units per hidden layer.
         - `depth`: number of hidden layers.
         - `activation`: elementwise activation.
+        - `angles`: indices of the coordinates that are angles (period 2π), fed to
+            the MLP as `(cos q_i, sin q_i)`. Default: none.
         - `dtype`: parameter dtype; defaults to JAX's default float dtype.
         - `key`: a JAX PRNG key.
         """
         _check_sizes(dof=dof, width=width, depth=depth)
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        self.angles = check_angles(angles, dof)
         self.mlp = eqx.nn.MLP(
-            2 * dof, dof, width, depth, activation=activation, dtype=dtype, key=key
+            2 * dof + len(self.angles),
+            dof,
+            width,
+            depth,
+            activation=activation,
+            dtype=dtype,
+            key=key,
         )
         self.dof = dof
 
@@ -129,10 +141,11 @@ class NeuralODEBaseline(AbstractDynamics):
 
         **Returns:**
 
-        `q̈ = MLP(concat(q, q̇))`, of shape `(dof,)`.
+        `q̈ = MLP(concat(q, q̇))` (with angles as cosines and sines), of shape
+        `(dof,)`.
         """
         _check_input(self, q, qdot)
-        return self.mlp(jnp.concatenate([q, qdot]))
+        return self.mlp(angle_features(q, qdot, self.angles))
 
     def velocity(
         self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]

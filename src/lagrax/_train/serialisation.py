@@ -78,10 +78,14 @@ def _hyperparameters(model) -> tuple[str, dict[str, Any] | None]:
             width=model.layers[0].out_features,
             depth=len(model.layers) - 1,
             activation=activation,
+            angles=list(model.angles),
             dtype=str(model.layers[0].weight.dtype),
         )
     if isinstance(model, NeuralODEBaseline):
-        return "NeuralODEBaseline", _mlp_hyperparameters(model)
+        hyperparameters = _mlp_hyperparameters(model)
+        if hyperparameters is not None:
+            hyperparameters["angles"] = list(model.angles)
+        return "NeuralODEBaseline", hyperparameters
     if isinstance(model, HamiltonianNN):
         if model.momentum is not None:
             return "HamiltonianNN", None
