@@ -82,10 +82,10 @@ def test_reproduce_double_pendulum(states, tmp_path, capsys):
     assert {
         "energy_discrepancy",
         "energy_discrepancy_variational_midpoint",
-        "energy_discrepancy_yoshida4",
+        "energy_discrepancy_gauss_legendre",
         "failed_rollouts",
         "failed_rollouts_variational_midpoint",
-        "failed_rollouts_yoshida4",
+        "failed_rollouts_gauss_legendre",
     } <= set(lnn)
     assert "energy discrepancy" in capsys.readouterr().out
     assert (tmp_path / "lnn.ckpt").exists()

@@ -29,7 +29,16 @@ def _same(a, b) -> bool:
         lambda: DoublePendulum(m1=1.3, l2=0.7),
         lambda: ChargedParticle(magnetic_field=(0.0, 1.0, 2.0)),
     ],
-    ids=["mlp", "mlp-f32-tanh", "mlp-angles", "node", "node-angles", "hnn", "double-pendulum", "charged"],
+    ids=[
+        "mlp",
+        "mlp-f32-tanh",
+        "mlp-angles",
+        "node",
+        "node-angles",
+        "hnn",
+        "double-pendulum",
+        "charged",
+    ],
 )
 def test_roundtrip(tmp_path, make):
     model = make()
