@@ -220,11 +220,7 @@ def acceleration(
     check_state(q, qdot)
     if force is not None:
         check_like(force, "force", q, "q")
-    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
-    rhs = dl_dq - mixed
-    if force is not None:
-        rhs = rhs + force
-    qddot, _, singular = _solve_mass_matrix(h, rhs)
+    qddot, singular, _ = acceleration_parts(lagrangian, q, qdot, force)
     if throw:
         return eqx.error_if(
             qddot,
@@ -234,6 +230,41 @@ def acceleration(
             "q̈. Inspect it with lagrax.mass_matrix_info.",
         )
     return jnp.where(singular, jnp.nan, qddot)
+
+
+def acceleration_parts(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    force: Float[Array, " dof"] | None = None,
+) -> tuple[Acceleration, Bool[Array, ""], MassMatrix]:
+    """`(q̈, singular, H)` from one pass: `acceleration` without the checks and the
+    singularity handling, and the mass matrix it solved with."""
+    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    rhs = dl_dq - mixed
+    if force is not None:
+        rhs = rhs + force
+    qddot, _, singular = _solve_mass_matrix(h, rhs)
+    return qddot, singular, h
+
+
+def definiteness_shortfall(h: MassMatrix, margin: float) -> Float[Array, ""]:
+    """`Σ_k max(0, margin − d_k)` over the pivots `d_k` of an unrolled `LDLᵀ`
+    factorization of `h` (no pivoting; each pivot divides later ones only once it is
+    floored at `margin`, so the sum stays finite for any `h`). Zero exactly when every
+    pivot is at least `margin`, which makes `h` positive definite; differentiable."""
+    n = h.shape[0]
+    lower, pivots = {}, []
+    for j in range(n):
+        d = h[j, j] - sum((lower[j, k] ** 2 * pivots[k] for k in range(j)), start=0.0)
+        pivots.append(d)
+        floored = jnp.maximum(d, margin)
+        for i in range(j + 1, n):
+            off = h[i, j] - sum(
+                (lower[i, k] * lower[j, k] * pivots[k] for k in range(j)), start=0.0
+            )
+            lower[i, j] = off / floored
+    return sum((jax.nn.relu(margin - d) for d in pivots), start=0.0)
 
 
 def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> MassMatrix:

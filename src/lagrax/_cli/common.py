@@ -57,14 +57,20 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
 
 def train(model, data, test_data, *, args, name: str):
     """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
-    (as the paper; gradients clipped to global norm `args.clip` where set),
+    (as the paper; gradients clipped to global norm `args.clip` and, for a
+    Lagrangian, the mass-matrix penalty `args.definiteness`, where set),
     checkpointed in the output folder so an interrupted run resumes. Returns
     `(model, history, metrics)` with the metrics every experiment reports."""
     import jax.random as jr
 
+    from .._train.baselines import AbstractDynamics
     from .._train.fit import fit
     from .._train.losses import acceleration_loss
 
+    loss = acceleration_loss
+    definiteness = getattr(args, "definiteness", 0.0)
+    if definiteness and not isinstance(model, AbstractDynamics):
+        loss = functools.partial(acceleration_loss, definiteness=definiteness)
     schedule = optax.cosine_onecycle_schedule(args.steps, args.lr)
     optimizer = optax.adam(schedule)
     clip = getattr(args, "clip", None)
@@ -74,7 +80,7 @@ def train(model, data, test_data, *, args, name: str):
     print(f"training {name}: {args.steps} steps of batch {args.batch_size}", flush=True)
     model, history = fit(
         model,
-        acceleration_loss,
+        loss,
         data,
         optimizer=optimizer,
         steps=args.steps,

@@ -74,6 +74,14 @@ def add_arguments(parser) -> None:
         "stalls",
     )
     parser.add_argument(
+        "--definiteness",
+        type=float,
+        default=0.1,
+        help="margin of the LNN's mass-matrix definiteness penalty (0.1; 0 turns it "
+        "off; see lagrax.acceleration_loss): without it some seeds settle on an "
+        "indefinite mass matrix",
+    )
+    parser.add_argument(
         "--states",
         choices=("reachable", "box"),
         default="reachable",

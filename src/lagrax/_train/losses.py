@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._mechanics import acceleration_parts, definiteness_shortfall
 from .baselines import AbstractDynamics
 from .data import AccelerationData, TrajectoryData
 from .dynamics import check_model, model_acceleration, model_velocity
@@ -22,7 +23,11 @@ def _penalty(norm: str):
 
 
 def acceleration_loss(
-    model: PyTree, data: AccelerationData, *, norm: str = "l1"
+    model: PyTree,
+    data: AccelerationData,
+    *,
+    norm: str = "l1",
+    definiteness: float = 0.0,
 ) -> Float[Array, ""]:
     """Mismatch between predicted and observed accelerations, the paper's loss.
 
@@ -35,11 +40,23 @@ def acceleration_loss(
     network's `∂H/∂p`) the same penalty on `velocity − q̇` is added: both of
     Hamilton's equations are fitted.
 
+    With `definiteness = ε > 0` (Lagrangians only) a penalty keeps the learned mass
+    matrix `H = ∂²L/∂q̇²` definite: the batch mean of `Σ_k max(0, ε − d_k)` over the
+    pivots `d_k` of an `LDLᵀ` factorization of `s·H`, where the gauge `s = ±1` is
+    the sign of the batch's mean trace of `H` (the sign of `L` is free: `−L` has the
+    same motion). The accelerations alone do not rule out an indefinite `H`, and a
+    network can settle there, or in regions of opposite sign separated by surfaces
+    where `H` is singular: either fits the data at a few states and fails in
+    rollouts. The penalty is zero once every pivot is at least `ε` (mind the scale
+    of `L`: `ε` is in its units).
+
     **Arguments:**
 
     - `model`: a Lagrangian or an `AbstractDynamics`.
     - `data`: an `AccelerationData` (typically a minibatch).
     - `norm`: `"l1"` or `"l2"`.
+    - `definiteness`: the margin `ε ≥ 0` of the mass-matrix penalty; 0 (default)
+        turns it off.
 
     **Returns:**
 
@@ -51,6 +68,17 @@ def acceleration_loss(
         raise TypeError(
             f"`data` must be an AccelerationData, got {type(data).__name__}."
         )
+    if not (isinstance(definiteness, (int, float)) and 0 <= definiteness < np.inf):
+        raise ValueError(
+            f"`definiteness` must be a finite number ≥ 0, got {definiteness!r}."
+        )
+    if definiteness and isinstance(model, AbstractDynamics):
+        raise ValueError(
+            "`definiteness` penalizes a Lagrangian's mass matrix; "
+            f"{type(model).__name__} has none."
+        )
+    if definiteness:
+        return _with_definiteness(model, data, penalty, definiteness)
     predicted = jax.vmap(model_acceleration, in_axes=(None, 0, 0))(
         model, data.q, data.qdot
     )
@@ -61,6 +89,17 @@ def acceleration_loss(
         )
         loss = loss + jnp.mean(penalty(velocity - data.qdot))
     return loss
+
+
+def _with_definiteness(lagrangian, data, penalty, margin):
+    qddot, singular, h = jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(
+        lagrangian, data.q, data.qdot
+    )
+    predicted = jnp.where(singular[:, None], jnp.nan, qddot)
+    trace = jnp.mean(jnp.trace(h, axis1=1, axis2=2))
+    gauge = jax.lax.stop_gradient(jnp.where(trace >= 0, 1.0, -1.0)).astype(h.dtype)
+    shortfall = jax.vmap(definiteness_shortfall, in_axes=(0, None))(gauge * h, margin)
+    return jnp.mean(penalty(predicted - data.qddot)) + jnp.mean(shortfall)
 
 
 def rollout_loss(
