@@ -1,3 +1,5 @@
+import functools as ft
+
 import diffrax
 import equinox as eqx
 import jax
@@ -63,6 +65,65 @@ def test_acceleration_loss_singular_is_nan_not_error():
         jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.zeros((3, 2))
     )
     assert jnp.isnan(lagrax.acceleration_loss(singular, data))
+
+
+def test_definiteness_penalty_matches_closed_form_pivots():
+    """For the double pendulum H = [[2, c], [c, 1]] (c = cos(q₁ − q₂)) the LDLᵀ
+    pivots are 2 and 1 − c²/2 ∈ [½, 1]: margin 0.1 adds nothing, margin 1 adds
+    mean(c²/2); −L (the other gauge) gets the same penalty; a baseline refuses."""
+    system = lagrax.systems.DoublePendulum()
+    q, qdot = lagrax.sample_states(
+        300,
+        q_box=(jnp.zeros(2), 2 * jnp.pi * jnp.ones(2)),
+        qdot_box=(-3 * jnp.ones(2), 3 * jnp.ones(2)),
+        key=jr.key(0),
+        dtype=jnp.float64,
+    )
+    data = lagrax.acceleration_data(system, q, qdot)
+    shifted = lagrax.AccelerationData(q, qdot, data.qddot + 0.5)
+    plain = lagrax.acceleration_loss(system, shifted)
+    np.testing.assert_allclose(plain, 0.5, rtol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.acceleration_loss(system, shifted, definiteness=0.1), plain, rtol=1e-14
+    )
+    c = np.cos(np.asarray(q[:, 0] - q[:, 1]))
+    expected = 0.5 + np.mean(c**2 / 2)
+    for lagrangian in (system, lambda q, qdot: -system(q, qdot)):
+        np.testing.assert_allclose(
+            lagrax.acceleration_loss(lagrangian, shifted, definiteness=1.0),
+            expected,
+            rtol=1e-12,
+        )
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="definiteness"):
+            lagrax.acceleration_loss(system, data, definiteness=bad)
+    baseline = lagrax.NeuralODEBaseline(2, width=4, depth=1, key=jr.key(1))
+    with pytest.raises(ValueError, match="definiteness"):
+        lagrax.acceleration_loss(baseline, data, definiteness=0.1)
+
+
+def test_definiteness_penalty_pushes_an_indefinite_mass_matrix_to_definite():
+    """L = ½ q̇ᵀ A q̇ with A indefinite: the penalty is positive, its gradient
+    descent makes A definite (the accelerations, q̈ = 0, do not care)."""
+
+    class Quadratic(lagrax.AbstractLagrangian):
+        a: Float[Array, "2 2"]
+
+        def __call__(self, q, qdot):
+            return 0.5 * qdot @ (0.5 * (self.a + self.a.T)) @ qdot
+
+    model = Quadratic(jnp.array([[1.0, 0.0], [0.0, -0.3]]))
+    zeros = jnp.zeros((4, 2))
+    data = lagrax.AccelerationData(zeros, jnp.ones((4, 2)), zeros)
+    loss = ft.partial(lagrax.acceleration_loss, data=data, definiteness=0.2)
+    # pivots 1 and −0.3: shortfall max(0, 0.2 − 1) + max(0, 0.2 + 0.3) = 0.5
+    np.testing.assert_allclose(loss(model), 0.5, rtol=1e-6)
+    for _ in range(100):
+        model = jax.tree_util.tree_map(
+            lambda p, g: p - 0.1 * g, model, eqx.filter_grad(loss)(model)
+        )
+    assert float(loss(model)) < 1e-6
+    assert np.all(np.linalg.eigvalsh(np.asarray(model.a)) > 0.19)
 
 
 def test_rollout_loss_true_model_and_windows():
