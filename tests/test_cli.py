@@ -139,6 +139,8 @@ def test_simulate_command(tmp_path, capsys):
         ["simulate", "pendulum", "--q0", "1,2"],
         ["simulate", "pendulum", "--t1", "-1"],
         ["reproduce", "double-pendulum", "--steps", "0"],
+        ["reproduce", "double-pendulum", "--definiteness", "-1"],
+        ["reproduce", "double-pendulum", "--clip", "nan"],
         ["reproduce", "nonsense"],
         ["bench", "nonsense"],
         [],

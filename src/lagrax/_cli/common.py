@@ -55,6 +55,20 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
     return paths
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite float ≥ 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
 def train(model, data, test_data, *, args, name: str):
     """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
     (as the paper; gradients clipped to global norm `args.clip` and, for a

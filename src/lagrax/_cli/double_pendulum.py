@@ -42,6 +42,7 @@ from .common import (
     initial_states,
     loss_figure,
     markdown_table,
+    non_negative_float,
     to_float64,
     train,
 )
@@ -67,7 +68,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument(
         "--clip",
-        type=float,
+        type=non_negative_float,
         default=0.1,
         help="clip gradients to this global norm (0.1; 0 turns it off): without it "
         "Adam's steps flip the sign of the learned mass matrix in places and training "
@@ -75,7 +76,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--definiteness",
-        type=float,
+        type=non_negative_float,
         default=0.1,
         help="margin of the LNN's mass-matrix definiteness penalty (0.1; 0 turns it "
         "off; see lagrax.acceleration_loss): without it some seeds settle on an "
