@@ -131,7 +131,7 @@ def loss_figure(histories, labels):
                 ms=3,
                 label=f"{labels[name]} (test)",
             )
-        ax.set(xlabel="step", ylabel="L1 acceleration loss", title="Training")
+        ax.set(xlabel="step", ylabel="training loss (L1 q̈ error + any penalty)", title="Training")
         ax.legend()
 
     return "losses.png", draw
