@@ -11,7 +11,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._misc import angle_features, check_angles, check_state
+from ._misc import angle_features, check_angles, check_state, split_angles
 
 
 class AbstractLagrangian(eqx.Module):
@@ -245,8 +245,7 @@ class MLPLagrangian(AbstractJetLagrangian):
 
 
 def _angle_indices(model, q) -> tuple[np.ndarray, np.ndarray, Array, Array]:
-    angles = np.array(model.angles)
-    rest = np.array([i for i in range(model.dof) if i not in model.angles], int)
+    angles, rest = split_angles(model.dof, model.angles)
     return angles, rest, jnp.cos(q[angles]), jnp.sin(q[angles])
 
 

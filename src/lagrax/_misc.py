@@ -70,12 +70,17 @@ def check_angles(angles, dof: int) -> tuple[int, ...]:
     return tuple(sorted(indices))
 
 
+def split_angles(dof: int, angles: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Static index arrays `(A, R)`: the angle coordinates and the others."""
+    rest = [i for i in range(dof) if i not in angles]
+    return np.array(angles, dtype=int), np.array(rest, dtype=int)
+
+
 def angle_features(q, qdot, angles: tuple[int, ...]):
     """A network's input for the state `(q, q̇)`: `concat(cos q_A, sin q_A, q_R, q̇)`
     with `A = angles` and `R` the other coordinates, so that anything computed from
     it is exactly 2π-periodic in the angles. With no angles, `concat(q, q̇)`."""
     if not angles:
         return jnp.concatenate([q, qdot])
-    rest = np.array([i for i in range(q.shape[0]) if i not in angles], dtype=int)
-    a = q[np.array(angles)]
-    return jnp.concatenate([jnp.cos(a), jnp.sin(a), q[rest], qdot])
+    angle, rest = split_angles(q.shape[0], angles)
+    return jnp.concatenate([jnp.cos(q[angle]), jnp.sin(q[angle]), q[rest], qdot])

@@ -131,7 +131,11 @@ def loss_figure(histories, labels):
                 ms=3,
                 label=f"{labels[name]} (test)",
             )
-        ax.set(xlabel="step", ylabel="training loss (L1 q̈ error + any penalty)", title="Training")
+        ax.set(
+            xlabel="step",
+            ylabel="training loss (L1 q̈ error + any penalty)",
+            title="Training",
+        )
         ax.legend()
 
     return "losses.png", draw
