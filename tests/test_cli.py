@@ -71,12 +71,24 @@ def _numbers(record):
     }
 
 
+def _strict_json(path):
+    """The file's JSON, refusing NaN and Infinity (not JSON, though Python's
+    json module writes them by default)."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("states", ["reachable", "box"])
-def test_reproduce_double_pendulum(states, tmp_path, capsys):
-    assert _main([*TINY_DP, "--states", states, "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "results.json").read_text())
-    _check_schema(record, "double-pendulum", {"lnn", "baseline"})
+@pytest.mark.parametrize("states, rollout_steps", [("reachable", 2), ("box", 0)])
+def test_reproduce_double_pendulum(states, rollout_steps, tmp_path, capsys):
+    argv = [*TINY_DP, "--states", states, "--rollout-steps", str(rollout_steps)]
+    assert _main([*argv, "--out", str(tmp_path)]) == 0
+    record = _strict_json(tmp_path / "results.json")
+    models = {"lnn", "baseline"} | ({"lnn_rollout"} if rollout_steps else set())
+    _check_schema(record, "double-pendulum", models)
     assert record["settings"]["states"] == states
     lnn = record["models"]["lnn"]
     assert {
@@ -87,7 +99,19 @@ def test_reproduce_double_pendulum(states, tmp_path, capsys):
         "failed_rollouts_variational_midpoint",
         "failed_rollouts_gauss_legendre",
     } <= set(lnn)
-    assert "energy discrepancy" in capsys.readouterr().out
+    for metrics in record["models"].values():
+        assert {"energy_discrepancy", "failed_rollouts", "test_rollout_error"} <= set(
+            metrics
+        )
+    if rollout_steps:
+        assert {
+            "energy_discrepancy_gauss_legendre",
+            "failed_rollouts_gauss_legendre",
+        } <= set(record["models"]["lnn_rollout"])
+        assert (tmp_path / "lnn_rollout.ckpt").exists()
+    out = capsys.readouterr().out
+    assert "energy discrepancy" in out
+    assert ("LNN + rollout fine-tuning" in out) == bool(rollout_steps)
     assert (tmp_path / "lnn.ckpt").exists()
 
 
@@ -96,19 +120,19 @@ def test_reproduce_relativity_is_deterministic_and_resumes(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     assert _main([*TINY_REL, "--out", str(first), "--seed", "3"]) == 0
     assert _main([*TINY_REL, "--out", str(second), "--seed", "3"]) == 0
-    a = json.loads((first / "results.json").read_text())
-    b = json.loads((second / "results.json").read_text())
+    a = _strict_json(first / "results.json")
+    b = _strict_json(second / "results.json")
     _check_schema(a, "relativity", {"lnn", "hnn_noncanonical", "hnn_canonical"})
     assert _numbers(a) == _numbers(b)
     # A re-run in the same folder resumes from the finished checkpoints: no
     # training, same numbers.
     assert _main([*TINY_REL, "--out", str(first), "--seed", "3"]) == 0
-    c = json.loads((first / "results.json").read_text())
+    c = _strict_json(first / "results.json")
     assert _numbers(c) == _numbers(a)
     # A different seed changes them.
     shutil.rmtree(second)
     assert _main([*TINY_REL, "--out", str(second), "--seed", "4"]) == 0
-    d = json.loads((second / "results.json").read_text())
+    d = _strict_json(second / "results.json")
     assert _numbers(d) != _numbers(a)
 
 
@@ -141,6 +165,8 @@ def test_simulate_command(tmp_path, capsys):
         ["reproduce", "double-pendulum", "--steps", "0"],
         ["reproduce", "double-pendulum", "--definiteness", "-1"],
         ["reproduce", "double-pendulum", "--clip", "nan"],
+        ["reproduce", "double-pendulum", "--rollout-steps", "-1"],
+        ["reproduce", "double-pendulum", "--rollout-lr", "0"],
         ["reproduce", "nonsense"],
         ["bench", "nonsense"],
         [],

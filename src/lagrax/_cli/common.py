@@ -55,17 +55,53 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
     return paths
 
 
+def _number(text: str, kind, name: str):
+    import argparse
+
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an int ≥ 0."""
+    import argparse
+
+    value = _number(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int ≥ 1."""
+    import argparse
+
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """An argparse type: a finite float ≥ 0."""
     import argparse
     import math
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text, float, "a number")
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    import argparse
+
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -75,30 +111,61 @@ def train(model, data, test_data, *, args, name: str):
     Lagrangian, the mass-matrix penalty `args.definiteness`, where set),
     checkpointed in the output folder so an interrupted run resumes. Returns
     `(model, history, metrics)` with the metrics every experiment reports."""
-    import jax.random as jr
-
     from .._train.baselines import AbstractDynamics
-    from .._train.fit import fit
     from .._train.losses import acceleration_loss
 
     loss = acceleration_loss
     definiteness = getattr(args, "definiteness", 0.0)
     if definiteness and not isinstance(model, AbstractDynamics):
         loss = functools.partial(acceleration_loss, definiteness=definiteness)
-    schedule = optax.cosine_onecycle_schedule(args.steps, args.lr)
-    optimizer = optax.adam(schedule)
+    optimizer = clipped(
+        optax.adam(optax.cosine_onecycle_schedule(args.steps, args.lr)), args
+    )
+    model, history, metrics = checkpointed_fit(
+        model,
+        loss,
+        data,
+        test_data,
+        optimizer=optimizer,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        args=args,
+        name=name,
+    )
+    metrics = dict(
+        test_l1_acceleration_error=float(acceleration_loss(model, test_data)),
+        **metrics,
+    )
+    return model, history, metrics
+
+
+def clipped(optimizer, args):
+    """`optimizer` after clipping gradients to global norm `args.clip`, if set."""
     clip = getattr(args, "clip", None)
     if clip:
-        optimizer = optax.chain(optax.clip_by_global_norm(clip), optimizer)
+        return optax.chain(optax.clip_by_global_norm(clip), optimizer)
+    return optimizer
+
+
+def checkpointed_fit(
+    model, loss, data, test_data, *, optimizer, steps, batch_size, args, name
+):
+    """`lagrax.fit`, checkpointed as `NAME.ckpt` in the output folder and resumed
+    from there, with minibatches drawn from the seed and `name`. Returns
+    `(model, history, metrics)`: the wall time, skipped steps and final loss."""
+    import jax.random as jr
+
+    from .._train.fit import fit
+
     start = time.perf_counter()
-    print(f"training {name}: {args.steps} steps of batch {args.batch_size}", flush=True)
+    print(f"training {name}: {steps} steps of batch {batch_size}", flush=True)
     model, history = fit(
         model,
         loss,
         data,
         optimizer=optimizer,
-        steps=args.steps,
-        batch_size=args.batch_size,
+        steps=steps,
+        batch_size=batch_size,
         key=jr.fold_in(jr.key(args.seed), name_key(name)),
         test_data=test_data,
         checkpoint=pathlib.Path(args.out) / f"{name}.ckpt",
@@ -106,7 +173,6 @@ def train(model, data, test_data, *, args, name: str):
         progress=not args.no_progress,
     )
     metrics = dict(
-        test_l1_acceleration_error=float(acceleration_loss(model, test_data)),
         train_seconds=time.perf_counter() - start,
         skipped_steps=history.num_skipped,
         final_train_loss=final_train_loss(history),

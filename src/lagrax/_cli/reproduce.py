@@ -5,15 +5,18 @@ folder, so an interrupted run resumes where it stopped), evaluates them with the
 paper's protocol, prints a table of ours against the paper's numbers and writes
 `results.json` and PNG plots (when matplotlib is installed) to `--out`.
 
-`results.json` schema (all numbers are floats unless noted):
+`results.json` schema (all numbers are floats unless noted; a metric that could
+not be computed, such as the energy discrepancy of a model whose every rollout
+failed, or the loss of a diverged model, is `null`):
 
     {
       "experiment": str,                  # "double-pendulum" | "relativity"
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
-      "training_samples": int,            # steps × batch size, per model
+      "training_samples": int,            # steps × batch size, per model trained
+                                          # on accelerations
       "models": {
-        NAME: {                           # "lnn", "baseline", "hnn_noncanonical", ...
+        NAME: {                           # "lnn", "lnn_rollout", "baseline", ...
           "test_l1_acceleration_error": float,
           "train_seconds": float,
           "skipped_steps": int,
@@ -25,36 +28,19 @@ paper's protocol, prints a table of ours against the paper's numbers and writes
     }
 """
 
-import argparse
 import json
+import math
 import pathlib
 import time
 
 from . import double_pendulum, relativity
-from .common import save_figures
+from .common import non_negative_int, positive_int, save_figures
 
 
 EXPERIMENTS = {
     "double-pendulum": double_pendulum,
     "relativity": relativity,
 }
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be positive, got 0")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -123,10 +109,22 @@ def run(args, parser) -> int:
         models=results,
         paper=args.module.PAPER,
     )
-    (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    text = json.dumps(_finite_or_none(record), indent=2, allow_nan=False)
+    (args.out / "results.json").write_text(text + "\n")
     print()
     print(table)
     written = [args.out / "results.json"] + save_figures(figures, args.out)
     print(f"\nwall time {time.perf_counter() - start:.0f} s; wrote", end=" ")
     print(", ".join(str(p) for p in written))
     return 0
+
+
+def _finite_or_none(tree):
+    """`tree` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(tree, dict):
+        return {k: _finite_or_none(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_finite_or_none(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
