@@ -111,7 +111,7 @@ def test_reproduce_double_pendulum(states, rollout_steps, tmp_path, capsys):
         assert (tmp_path / "lnn_rollout.ckpt").exists()
     out = capsys.readouterr().out
     assert "energy discrepancy" in out
-    assert ("LNN + rollout fine-tuning" in out) == bool(rollout_steps)
+    assert ("LNN + rollout loss" in out) == bool(rollout_steps)
     assert (tmp_path / "lnn.ckpt").exists()
 
 
