@@ -46,7 +46,7 @@ def save_figures(figures, out: pathlib.Path) -> list[pathlib.Path]:
         return []
     paths = []
     for filename, draw in figures:
-        fig = plt.figure(figsize=(7, 4.5))
+        fig = plt.figure(figsize=(9, 4.5))
         draw(fig)
         fig.tight_layout()
         fig.savefig(out / filename, dpi=120)
