@@ -2,11 +2,13 @@
 its rollout, and the true energy along it, with the real motion.
 
 The data are states drawn uniformly from a box with exact accelerations of
-`lagrax.systems.DoublePendulum`. The paper's box, q ∈ [0, 2π)², q̇ ∈ [−10, 10)²,
-needs far longer training than a demo (`--max-angle 3.1416 --max-speed 10
---width 600 --steps 100000`); the defaults, a box of moderate swings and an
+`lagrax.systems.DoublePendulum`. The defaults, a box of moderate swings and an
 `MLPLagrangian` of width 128, train in about a minute on a laptop CPU to a few
-percent. Training is `lagrax.fit` with the paper's L1 acceleration loss and Adam on
+percent. The paper's experiment, on full swings, is `lagrax reproduce
+double-pendulum`: there the network needs the angles as angles
+(`MLPLagrangian(..., angles=(0, 1))`), training states reachable from rest, and
+`acceleration_loss(..., definiteness=0.1)` to keep its mass matrix definite (see the
+README). Training is `lagrax.fit` with the paper's L1 acceleration loss and Adam on
 a one-cycle schedule. Prints the held-out
 acceleration error, the rollout error and the paper's energy discrepancy; with
 matplotlib installed, also plots the true energy along the true and the learned

@@ -132,13 +132,14 @@ def add_arguments(parser) -> None:
         "--rollout-steps",
         type=non_negative_int,
         default=300,
-        help="steps of rollout-loss fine-tuning of a copy of the LNN (300; 0 skips it)",
+        help="steps of further training of a copy of the LNN on the acceleration "
+        "loss + 100 × the rollout loss (300; 0 skips it)",
     )
     parser.add_argument(
         "--rollout-lr",
         type=positive_float,
         default=3e-4,
-        help="initial learning rate of the rollout fine-tuning (3e-4)",
+        help="initial learning rate of that stage, decaying to 0 (3e-4)",
     )
 
 
