@@ -216,11 +216,10 @@ def run(args):
         )
     for name, model in trained.items():
         errors = _per_trajectory(window_loss, model, rollout_test)
-        ok = np.isfinite(errors)
-        results[name]["test_rollout_error"] = (
-            float(np.mean(errors[ok])) if ok.any() else None
-        )
-        results[name]["failed_test_rollouts"] = int((~ok).sum())
+        (
+            results[name]["test_rollout_error"],
+            results[name]["failed_test_rollouts"],
+        ) = _mean_of_finite(errors)
 
     # The paper's evaluation: 40 states near rest, t ∈ [0, 100] in steps of 0.1.
     q0, qdot0 = near_rest(args.ics, key=keys[4])
@@ -261,9 +260,11 @@ def run(args):
         )
         error = _energy_error(system, predicted, qdot0.shape[0])
         ok = np.isfinite(error).all(axis=1)
-        results[name][metric] = float(np.mean(error[ok, -1])) if ok.any() else None
+        final = np.where(ok, error[:, -1], np.nan)  # failed anywhere: failed
         suffix = metric.removeprefix("energy_discrepancy")
-        results[name]["failed_rollouts" + suffix] = int((~ok).sum())
+        results[name][metric], results[name]["failed_rollouts" + suffix] = (
+            _mean_of_finite(final)
+        )
         curves[(name, metric)] = (error, ok, predicted)
 
     rows = []
@@ -400,6 +401,13 @@ def _solver_label(options) -> str:
     if isinstance(options["solver"], GaussLegendre):
         name += f"(stages={options['solver'].stages})"
     return f"{name}, dt {options['dt0']}"
+
+
+def _mean_of_finite(values: np.ndarray) -> tuple[float | None, int]:
+    """The mean of the finite entries (None if there are none) and how many are
+    not finite: the failed rollouts."""
+    ok = np.isfinite(values)
+    return (float(np.mean(values[ok])) if ok.any() else None), int((~ok).sum())
 
 
 def _per_trajectory(loss, model, data: TrajectoryData) -> np.ndarray:
