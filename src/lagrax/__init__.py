@@ -25,7 +25,7 @@ from ._solver.gauss_legendre import GaussLegendre as GaussLegendre
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4
-from ._train.baselines import (
+from ._baselines import (
     AbstractDynamics as AbstractDynamics,
     HamiltonianNN as HamiltonianNN,
     NeuralODEBaseline as NeuralODEBaseline,
@@ -50,7 +50,7 @@ from ._train.metrics import (
     rollout_error as rollout_error,
 )
 from ._train.rollout import rollout as rollout
-from ._train.serialisation import load as load, save as save
+from ._serialisation import load as load, save as save
 
 
 __version__ = importlib.metadata.version("lagrax")

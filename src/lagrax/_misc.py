@@ -1,5 +1,9 @@
+import equinox as eqx
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
+from jax.typing import DTypeLike
+from jaxtyping import PyTree
 
 
 def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
@@ -84,3 +88,37 @@ def angle_features(q, qdot, angles: tuple[int, ...]):
         return jnp.concatenate([q, qdot])
     angle, rest = split_angles(q.shape[0], angles)
     return jnp.concatenate([jnp.cos(q[angle]), jnp.sin(q[angle]), q[rest], qdot])
+
+
+def check_int(value, name: str, *, low: int = 1) -> int:
+    """Raise a clear error unless `value` is an int (not a bool) of at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"`{name}` must be an int, got {value!r}.")
+    if value < low:
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(low, f"an int ≥ {low}")
+        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
+    return int(value)
+
+
+def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:
+    """`tree` with every floating-point array cast to `dtype`.
+
+    Models, datasets and trajectories are pytrees: cast one to train in float32 and
+    evaluate in float64, say. Integer and boolean arrays and everything that is not
+    an array (activation functions, sizes) are left as they are.
+
+    **Arguments:**
+
+    - `tree`: any pytree, such as an `MLPLagrangian` or an `AccelerationData`.
+    - `dtype`: a floating dtype, such as `jnp.float32`.
+
+    **Returns:**
+
+    The cast pytree, of the same structure.
+    """
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
+    return jtu.tree_map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+    )

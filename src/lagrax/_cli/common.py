@@ -111,7 +111,7 @@ def train(model, data, test_data, *, args, name: str):
     Lagrangian, the mass-matrix penalty `args.definiteness`, where set),
     checkpointed in the output folder so an interrupted run resumes. Returns
     `(model, history, metrics)` with the metrics every experiment reports."""
-    from .._train.baselines import AbstractDynamics
+    from .._baselines import AbstractDynamics
     from .._train.losses import acceleration_loss
 
     loss = acceleration_loss

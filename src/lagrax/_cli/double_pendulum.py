@@ -52,7 +52,7 @@ from .._lagrangian import MLPLagrangian
 from .._mechanics import energy
 from .._solver.gauss_legendre import GaussLegendre
 from .._solver.variational import VariationalMidpoint
-from .._train.baselines import NeuralODEBaseline
+from .._baselines import NeuralODEBaseline
 from .._train.data import (
     acceleration_data,
     AccelerationData,

@@ -23,7 +23,7 @@ import numpy as np
 from .. import systems
 from .._lagrangian import MLPLagrangian
 from .._mechanics import momentum
-from .._train.baselines import HamiltonianNN
+from .._baselines import HamiltonianNN
 from .._train.data import acceleration_data, sample_states
 from .._train.metrics import rollout_error
 from .._train.rollout import rollout

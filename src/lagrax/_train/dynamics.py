@@ -13,7 +13,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._mechanics import acceleration
 from .._simulate import LagrangianTerm
-from .baselines import AbstractDynamics
+from .._baselines import AbstractDynamics
 
 
 def check_model(model) -> None:

@@ -17,7 +17,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
-from .serialisation import key_fingerprint, read_checkpoint, write_checkpoint
+from .._serialisation import key_fingerprint, read_checkpoint, write_checkpoint
 
 
 class History(eqx.Module):

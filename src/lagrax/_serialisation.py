@@ -24,9 +24,9 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
-from .. import systems
-from .._lagrangian import MLPLagrangian
-from .baselines import HamiltonianNN, NeuralODEBaseline
+from . import systems
+from ._lagrangian import MLPLagrangian
+from ._baselines import HamiltonianNN, NeuralODEBaseline
 
 
 MAGIC = b"LAGRAX\x00\x01"

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._misc import angle_features, check_angles, check_state
+from ._misc import angle_features, check_angles, check_state
 
 
 class AbstractDynamics(eqx.Module):
