@@ -1,6 +1,11 @@
 import importlib.metadata
 
 from . import systems as systems
+from ._baselines import (
+    AbstractDynamics as AbstractDynamics,
+    HamiltonianNN as HamiltonianNN,
+    NeuralODEBaseline as NeuralODEBaseline,
+)
 from ._lagrangian import (
     AbstractJetLagrangian as AbstractJetLagrangian,
     AbstractLagrangian as AbstractLagrangian,
@@ -15,6 +20,8 @@ from ._mechanics import (
     MassMatrixInfo as MassMatrixInfo,
     momentum as momentum,
 )
+from ._misc import cast as cast
+from ._serialisation import load as load, save as save
 from ._simulate import (
     LagrangianTerm as LagrangianTerm,
     simulate as simulate,
@@ -25,12 +32,8 @@ from ._solver.gauss_legendre import GaussLegendre as GaussLegendre
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4
-from ._baselines import (
-    AbstractDynamics as AbstractDynamics,
-    HamiltonianNN as HamiltonianNN,
-    NeuralODEBaseline as NeuralODEBaseline,
-)
 from ._train.data import (
+    AbstractDataset as AbstractDataset,
     acceleration_data as acceleration_data,
     AccelerationData as AccelerationData,
     sample_states as sample_states,
@@ -50,7 +53,6 @@ from ._train.metrics import (
     rollout_error as rollout_error,
 )
 from ._train.rollout import rollout as rollout
-from ._serialisation import load as load, save as save
 
 
 __version__ = importlib.metadata.version("lagrax")

@@ -95,7 +95,9 @@ def check_int(value, name: str, *, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"`{name}` must be an int, got {value!r}.")
     if value < low:
-        kind = {0: "a non-negative int", 1: "a positive int"}.get(low, f"an int ≥ {low}")
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(
+            low, f"an int ≥ {low}"
+        )
         raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
     return int(value)
 

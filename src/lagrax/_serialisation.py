@@ -25,8 +25,8 @@ import numpy as np
 from jaxtyping import PyTree
 
 from . import systems
-from ._lagrangian import MLPLagrangian
 from ._baselines import HamiltonianNN, NeuralODEBaseline
+from ._lagrangian import MLPLagrangian
 
 
 MAGIC = b"LAGRAX\x00\x01"

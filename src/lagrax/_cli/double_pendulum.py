@@ -48,11 +48,11 @@ import optax
 from jaxtyping import Array, Float
 
 from .. import systems
+from .._baselines import NeuralODEBaseline
 from .._lagrangian import MLPLagrangian
 from .._mechanics import energy
 from .._solver.gauss_legendre import GaussLegendre
 from .._solver.variational import VariationalMidpoint
-from .._baselines import NeuralODEBaseline
 from .._train.data import (
     acceleration_data,
     AccelerationData,

@@ -21,9 +21,9 @@ import jax.random as jr
 import numpy as np
 
 from .. import systems
+from .._baselines import HamiltonianNN
 from .._lagrangian import MLPLagrangian
 from .._mechanics import momentum
-from .._baselines import HamiltonianNN
 from .._train.data import acceleration_data, sample_states
 from .._train.metrics import rollout_error
 from .._train.rollout import rollout

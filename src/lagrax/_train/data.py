@@ -1,5 +1,6 @@
 """Datasets: states sampled from boxes, exact accelerations, simulated trajectories."""
 
+import abc
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -38,7 +39,34 @@ def _check_same(x: Array, name: str, like: Array, like_name: str) -> None:
         )
 
 
-class AccelerationData(eqx.Module):
+class AbstractDataset(eqx.Module):
+    """A dataset that `lagrax.fit` can draw minibatches from.
+
+    A dataset is a pytree of arrays whose leading axis indexes its samples:
+    `len(data)` is the number of samples and `data[index]`, for an integer array
+    `index`, is the dataset of those samples, also under `jax.jit`. Subclass it
+    (as `AccelerationData`, `TrajectoryData` and `MixedData` do) to train on data
+    of your own with `fit`; the minibatch is what your loss receives.
+    """
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """The number of samples."""
+
+    @abc.abstractmethod
+    def __getitem__(self, index) -> "AbstractDataset":
+        """**Arguments:**
+
+        - `index`: an integer array of sample indices (or anything NumPy-style
+            indexing of the leading axis accepts).
+
+        **Returns:**
+
+        The dataset of the selected samples, of the same type.
+        """
+
+
+class AccelerationData(AbstractDataset):
     """Observed states and their accelerations: the paper's training data.
 
     `len(data)` is the number of samples and `data[index]` selects samples (as
@@ -77,7 +105,7 @@ class AccelerationData(eqx.Module):
         return AccelerationData(self.q[index], self.qdot[index], self.qddot[index])
 
 
-class TrajectoryData(eqx.Module):
+class TrajectoryData(AbstractDataset):
     """Trajectories observed at common times.
 
     `len(data)` is the number of trajectories and `data[index]` selects

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, PyTree
 
+from .._baselines import AbstractDynamics
 from .._mechanics import acceleration
 from .._simulate import LagrangianTerm
-from .._baselines import AbstractDynamics
 
 
 def check_model(model) -> None:

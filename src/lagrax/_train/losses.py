@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._mechanics import acceleration_parts, definiteness_shortfall
 from .._baselines import AbstractDynamics
+from .._mechanics import acceleration_parts, definiteness_shortfall
 from .data import AccelerationData, TrajectoryData
 from .dynamics import check_model, model_acceleration, model_velocity
 from .rollout import check_solve_options, solve_from
