@@ -92,12 +92,9 @@ def angle_features(q, qdot, angles: tuple[int, ...]):
 
 def check_int(value, name: str, *, low: int = 1) -> int:
     """Raise a clear error unless `value` is an int (not a bool) of at least `low`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value < low:
-        kind = {0: "a non-negative int", 1: "a positive int"}.get(
-            low, f"an int ≥ {low}"
-        )
+    kind = {0: "a non-negative int", 1: "a positive int"}.get(low, f"an int ≥ {low}")
+    integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not integral or value < low:
         raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
     return int(value)
 
