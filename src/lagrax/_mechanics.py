@@ -11,7 +11,6 @@ from one forward-over-reverse pass with a batch of `n + 1` tangents. The full
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jaxtyping import Array, Bool, Float
 
 from ._custom_types import (
@@ -23,6 +22,7 @@ from ._custom_types import (
     Velocity,
 )
 from ._lagrangian import AbstractJetLagrangian
+from ._linalg import solve
 from ._misc import check_like, check_state
 
 
@@ -72,102 +72,6 @@ class MassMatrixInfo(eqx.Module):
     condition_number: Float[Array, ""]
     positive_definite: Bool[Array, ""]
     singular: Bool[Array, ""]
-
-
-# jaxlib's batched LAPACK kernels (getrf, potrf, trsm, ...) spread their batch over
-# XLA's CPU intra-op thread pool and block the calling pool worker until it is done;
-# two such kernels running at once can deadlock the pool (seen with jax 0.10.2 on
-# two cores: a vmapped `acceleration` hung in getrf and trsm forever). Mass matrices
-# are small, so up to this size they are factorized with unrolled elementwise jnp
-# operations instead: no custom calls at all, fused by XLA, and faster besides.
-_UNROLLED_MAX_DOF = 8
-
-
-def _solve_mass_matrix(
-    h: MassMatrix, rhs: Float[Array, " dof"]
-) -> tuple[Float[Array, " dof"], Bool[Array, ""], Bool[Array, ""]]:
-    """Solve `H x = rhs`, reporting whether `H` is positive definite and singular.
-
-    Returns `(x, positive_definite, singular)`. `singular` is set when the
-    factorization's reciprocal condition estimate (smallest over largest pivot)
-    falls below `n·eps` or the result is not finite.
-    """
-    n = h.shape[0]
-    if n <= _UNROLLED_MAX_DOF:
-        positive_definite = _is_positive_definite(jax.lax.stop_gradient(h))
-        x, pivots = _pivoted_solve(h, rhs)
-    else:
-        x, positive_definite, pivots = _lapack_solve(h, rhs)
-    rcond = jnp.min(pivots) / jnp.max(pivots)
-    tolerance = n * jnp.finfo(h.dtype).eps
-    singular = ~(rcond > tolerance) | ~jnp.all(jnp.isfinite(x))
-    return x, positive_definite, singular
-
-
-def _is_positive_definite(h: MassMatrix) -> Bool[Array, ""]:
-    """Whether an unrolled Cholesky factorization of `h` succeeds."""
-    n = h.shape[0]
-    factor = {}
-    ok = jnp.array(True)
-    for j in range(n):
-        d = h[j, j] - sum((factor[j, k] ** 2 for k in range(j)), start=0.0)
-        ok = ok & (d > 0)
-        root = jnp.sqrt(jnp.where(d > 0, d, 1.0))
-        for i in range(j + 1, n):
-            off = h[i, j] - sum(
-                (factor[i, k] * factor[j, k] for k in range(j)), start=0.0
-            )
-            factor[i, j] = off / root
-    return ok
-
-
-def _pivoted_solve(
-    h: MassMatrix, rhs: Float[Array, " dof"]
-) -> tuple[Float[Array, " dof"], Float[Array, " dof"]]:
-    """Gaussian elimination with partial pivoting, unrolled over the columns.
-
-    Returns the solution and the magnitudes of the pivots (the diagonal of `U`).
-    """
-    n = h.shape[0]
-    rows = jnp.arange(n)
-    augmented = jnp.concatenate([h, rhs[:, None]], axis=1)
-    for k in range(n):
-        pivot = k + jnp.argmax(jnp.abs(augmented[k:, k]))
-        order = jnp.where(rows == k, pivot, jnp.where(rows == pivot, k, rows))
-        augmented = augmented[order]
-        factors = jnp.where(rows > k, augmented[:, k] / augmented[k, k], 0.0)
-        augmented = augmented - factors[:, None] * augmented[k][None, :]
-    x = [None] * n
-    for i in reversed(range(n)):
-        known = sum((augmented[i, j] * x[j] for j in range(i + 1, n)), start=0.0)
-        x[i] = (augmented[i, n] - known) / augmented[i, i]
-    return jnp.stack(x), jnp.abs(jnp.diagonal(augmented[:, :n]))
-
-
-def _lapack_solve(
-    h: MassMatrix, rhs: Float[Array, " dof"]
-) -> tuple[Float[Array, " dof"], Bool[Array, ""], Float[Array, " dof"]]:
-    """Cholesky where `h` is positive definite, else LU, for larger matrices.
-
-    The LAPACK calls are chained through `optimization_barrier` so that no two of
-    them run concurrently (see `_UNROLLED_MAX_DOF`).
-    """
-    n = h.shape[0]
-    eye = jnp.eye(n, dtype=h.dtype)
-    test = jnp.linalg.cholesky(jax.lax.stop_gradient(h))
-    positive_definite = jnp.all(jnp.isfinite(test))
-    # Each factorization sees a harmless matrix when its branch is not taken, so
-    # neither the value nor the gradient of the discarded branch can be NaN.
-    chol = jnp.linalg.cholesky(jnp.where(positive_definite, h, eye))
-    chol, lu_input = jax.lax.optimization_barrier(
-        (chol, jnp.where(positive_definite, eye, h))
-    )
-    chol_x = jsl.cho_solve((chol, True), rhs)
-    chol_x, lu_input = jax.lax.optimization_barrier((chol_x, lu_input))
-    lu, piv = jsl.lu_factor(lu_input)
-    x = jnp.where(positive_definite, chol_x, jsl.lu_solve((lu, piv), rhs))
-    pivots = jnp.where(positive_definite, jnp.diag(chol) ** 2, jnp.abs(jnp.diag(lu)))
-    return x, positive_definite, pivots
 
 
 def acceleration(
@@ -244,27 +148,8 @@ def acceleration_parts(
     rhs = dl_dq - mixed
     if force is not None:
         rhs = rhs + force
-    qddot, _, singular = _solve_mass_matrix(h, rhs)
+    qddot, _, singular = solve(h, rhs)
     return qddot, singular, h
-
-
-def definiteness_shortfall(h: MassMatrix, margin: float) -> Float[Array, ""]:
-    """`Σ_k max(0, margin − d_k)` over the pivots `d_k` of an unrolled `LDLᵀ`
-    factorization of `h` (no pivoting; each pivot divides later ones only once it is
-    floored at `margin`, so the sum stays finite for any `h`). Zero exactly when every
-    pivot is at least `margin`, which makes `h` positive definite; differentiable."""
-    n = h.shape[0]
-    lower, pivots = {}, []
-    for j in range(n):
-        d = h[j, j] - sum((lower[j, k] ** 2 * pivots[k] for k in range(j)), start=0.0)
-        pivots.append(d)
-        floored = jnp.maximum(d, margin)
-        for i in range(j + 1, n):
-            off = h[i, j] - sum(
-                (lower[i, k] * lower[j, k] * pivots[k] for k in range(j)), start=0.0
-            )
-            lower[i, j] = off / floored
-    return sum((jax.nn.relu(margin - d) for d in pivots), start=0.0)
 
 
 def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> MassMatrix:
@@ -303,8 +188,8 @@ def mass_matrix_info(
     """
     check_state(q, qdot)
     h = mass_matrix(lagrangian, q, qdot)
-    _, positive_definite, singular = _solve_mass_matrix(h, jnp.zeros_like(q))
-    # After the solve, so that LAPACK calls never overlap (see _UNROLLED_MAX_DOF).
+    _, positive_definite, singular = solve(h, jnp.zeros_like(q))
+    # After the solve, so that LAPACK calls never overlap (see lagrax._linalg).
     h, _ = jax.lax.optimization_barrier((h, singular))
     eigenvalues = jnp.linalg.eigvalsh(h)
     magnitudes = jnp.abs(eigenvalues)

@@ -8,7 +8,8 @@ import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._baselines import AbstractDynamics
-from .._mechanics import acceleration_parts, definiteness_shortfall
+from .._linalg import definiteness_shortfall
+from .._mechanics import acceleration_parts
 from .data import AccelerationData, TrajectoryData
 from .dynamics import check_model, model_acceleration, model_velocity
 from .rollout import check_solve_options, solve_from
