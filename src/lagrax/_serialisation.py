@@ -1,20 +1,36 @@
 """Saving and loading models (and `fit`'s checkpoints) as self-describing files.
 
-A file is `MAGIC`, an 8-byte big-endian header length, a UTF-8 JSON header and the
-payload written by `eqx.tree_serialise_leaves`. The header records the payload's
-length and SHA-256, so a truncated or corrupted file is recognised before any
-parameter is read, and (for models) the class and hyperparameters that rebuild the
-model's structure without the user's help.
+A file in format 2, the one written, is
+
+    MAGIC | n | digest | header | payload
+
+with `MAGIC = b"LAGRAX\\x00\\x02"`, `n` the header's length as 8 big-endian bytes,
+`digest` the 32-byte SHA-256 of `header + payload`, `header` `n` bytes of UTF-8 JSON
+and `payload` the leaves written by `eqx.tree_serialise_leaves`. The digest is
+checked before anything else is read, so a file damaged anywhere fails to load with
+a `ValueError` rather than loading as another model.
+
+The header holds `kind` (`"model"` or `"checkpoint"`), `payload_bytes`, and the
+`structure` of the saved pytree: its treedef (which carries the static fields) and a
+description of every leaf (dtype and shape of an array, `module.qualname` of a
+function). A model's header also holds `model`, the `module:qualname` of its class,
+and `config`, the JSON settings that the class's `register_model` entry rebuilds it
+from (`null` when there are none); a checkpoint's holds `fit`'s `info`.
+
+Format 1 (an unchecked header) is refused with a `ValueError` that says so.
 """
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import os
 import pathlib
-import tempfile
-from typing import Any
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -29,9 +45,465 @@ from ._baselines import HamiltonianNN, NeuralODEBaseline
 from ._lagrangian import MLPLagrangian
 
 
-MAGIC = b"LAGRAX\x00\x01"
-_VERSION = 1
+MAGIC = b"LAGRAX\x00\x02"
+_SIGNATURE = MAGIC[:-1]
+_START = len(MAGIC) + 8 + 32  # where the header begins, after length and digest
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
+
+class _Entry(NamedTuple):
+    cls: type
+    config: Callable[[Any], dict[str, Any] | None]
+    build: Callable[[dict[str, Any]], Any] | None
+
+    def rebuild(self, config: dict[str, Any]) -> Any:
+        return self.cls(**config) if self.build is None else self.build(config)
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_model(
+    cls: type,
+    *,
+    config: Callable[[Any], dict[str, Any] | None],
+    build: Callable[[dict[str, Any]], Any] | None = None,
+) -> None:
+    """Teach `lagrax.save` and `lagrax.load` to rebuild a class of models unaided.
+
+    `save` writes `config(model)`, the settings a model was built with, into the
+    file's header; `load` calls `build(config)` for a model of the same structure
+    and fills it with the file's parameters. `build` runs under
+    `eqx.filter_eval_shape`: it computes nothing, so its parameter values (and the
+    PRNG key it uses) do not matter. An unregistered model is saved all the same
+    and loads with `lagrax.load(path, like=...)`.
+
+    Registering a class again replaces its entry. The registry lives in the
+    process: register in the program that loads as in the one that saves (next to
+    the class's definition, say). lagrax registers `MLPLagrangian`,
+    `NeuralODEBaseline`, `HamiltonianNN` (without a momentum map: `config` gives
+    `None` for one with) and the systems of `lagrax.systems`.
+
+    **Arguments:**
+
+    - `cls`: the class, recorded in files as `module:qualname`.
+    - `config`: a function `model -> dict` of JSON-able constructor settings
+        (numbers, strings, lists, string-keyed dicts), or `None` for an instance
+        that settings cannot describe (a custom activation, say), which then loads
+        with `like=` only.
+    - `build`: a function `config -> model`; defaults to `cls(**config)`.
+
+    **Returns:**
+
+    Nothing.
+
+    !!! example
+
+        ```python
+        class Springs(lagrax.AbstractLagrangian):
+            stiffness: Float[Array, " dof"]
+            dof: int = eqx.field(static=True)
+
+            def __init__(self, dof: int, *, key: PRNGKeyArray):
+                self.stiffness = jr.uniform(key, (dof,))
+                self.dof = dof
+
+            def __call__(self, q, qdot):
+                return 0.5 * jnp.sum(qdot**2 - self.stiffness * q**2)
+
+        lagrax.register_model(
+            Springs,
+            config=lambda model: dict(dof=model.dof),
+            build=lambda config: Springs(config["dof"], key=jr.key(0)),
+        )
+        lagrax.save("springs.lagrax", Springs(3, key=jr.key(1)))
+        springs = lagrax.load("springs.lagrax")
+        ```
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"`cls` must be a class, got {cls!r}.")
+    if not callable(config):
+        raise TypeError(f"`config` must be a function model -> dict, got {config!r}.")
+    if build is not None and not callable(build):
+        raise TypeError(f"`build` must be a function dict -> model, got {build!r}.")
+    _REGISTRY[_class_name(cls)] = _Entry(cls, config, build)
+
+
+def _describe(leaf: Any) -> str:
+    """A description of a leaf that is the same in every process: what `like` must
+    agree with the file on."""
+    if isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
+        return f"{leaf.dtype}{list(leaf.shape)}"
+    if eqx.is_array_like(leaf):  # a Python or NumPy number: its value is saved
+        return f"{type(leaf).__module__}.{type(leaf).__qualname__}"
+    module = getattr(leaf, "__module__", None)
+    qualname = getattr(leaf, "__qualname__", None)
+    if callable(leaf) and isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    text = repr(leaf)
+    if _ADDRESS.search(text):
+        return f"{type(leaf).__module__}.{type(leaf).__qualname__} instance"
+    return text
+
+
+def _structure(tree: PyTree) -> dict[str, Any]:
+    """The static structure of `tree`, in the JSON form the header stores."""
+    leaves, treedef = jtu.tree_flatten_with_path(tree)
+    return dict(
+        treedef=_ADDRESS.sub("", str(treedef)),
+        leaves=[[jtu.keystr(path), _describe(leaf)] for path, leaf in leaves],
+    )
+
+
+def _difference(saved: dict[str, Any], ours: dict[str, Any], other: str) -> str:
+    """Where two structures first differ, in words."""
+    a, b = saved["treedef"], ours["treedef"]
+    if a != b:
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        window = slice(max(0, i - 40), i + 40)
+        return (
+            f"their static structures differ, `…{a[window]}…` in the file and "
+            f"`…{b[window]}…` in {other}"
+        )
+    for (path, x), (_, y) in zip(saved["leaves"], ours["leaves"]):
+        if x != y:
+            return f"at `{path}` the file holds {x} where {other} has {y}"
+    counts = len(saved["leaves"]), len(ours["leaves"])
+    return f"the file describes {counts[0]} leaves where {other} has {counts[1]}"
+
+
+def _check_structure(
+    header: dict[str, Any],
+    like: PyTree,
+    where: str,
+    what: str,
+    other: str,
+    explanation: str | None = None,
+) -> None:
+    """Raise unless `like` (`what`, `other` for short) has the structure the header
+    records; the message gives `explanation` if there is one, else where the
+    structures differ."""
+    structure = _field(header, "structure", dict, where)
+    leaves = structure.get("leaves")
+    if not (
+        isinstance(structure.get("treedef"), str)
+        and isinstance(leaves, list)
+        and all(
+            isinstance(leaf, list)
+            and len(leaf) == 2
+            and all(isinstance(s, str) for s in leaf)
+            for leaf in leaves
+        )
+    ):
+        raise ValueError(f"{where} is malformed: its header's `structure` is garbled.")
+    ours = _structure(like)
+    if structure != ours:
+        raise ValueError(
+            f"{where} does not match {what}: "
+            f"{explanation or _difference(structure, ours, other)}."
+        )
+
+
+def _field(header: dict[str, Any], name: str, kind: type | tuple, where: str) -> Any:
+    """`header[name]`, with a `ValueError` unless it is of type `kind`."""
+    value = header.get(name)
+    if not isinstance(value, kind):
+        raise ValueError(
+            f"{where} is malformed: its header's `{name}` is a {type(value).__name__}."
+        )
+    return value
+
+
+def _write(path: str | os.PathLike, header: dict[str, Any], tree: PyTree) -> None:
+    """Write atomically: a temporary file in the same folder, then `os.replace`, so
+    a crash mid-write leaves the previous file intact."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, tree)
+    payload = buffer.getvalue()
+    encoded = json.dumps(dict(header, payload_bytes=len(payload))).encode("utf-8")
+    digest = hashlib.sha256(encoded)
+    digest.update(payload)
+    target = pathlib.Path(path)
+    where = f"{os.fspath(path)!r}"
+    if not target.parent.exists():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot write {where}: the folder {os.fspath(target.parent)!r} does not "
+            "exist",
+        )
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        # Mode 0o666 at creation lets the kernel apply the umask (and any default
+        # ACL) as for any new file; `tempfile.mkstemp` would make it private, 0o600.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
+            f.write(MAGIC)
+            f.write(len(encoded).to_bytes(8, "big"))
+            f.write(digest.digest())
+            f.write(encoded)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        # The temporary file's name would only confuse: name the target.
+        raise type(e)(e.errno, f"cannot write {where}: {e.strerror or e}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """`(header, payload)`, with a clear `ValueError` for anything malformed."""
+    raw = pathlib.Path(path).read_bytes()
+    where = f"{os.fspath(path)!r}"
+    if len(raw) < len(MAGIC) and MAGIC.startswith(raw):
+        raise ValueError(f"{where} is truncated to {len(raw)} bytes.")
+    if not raw.startswith(_SIGNATURE):
+        raise ValueError(
+            f"{where} is not a lagrax file (it does not start with the lagrax "
+            "signature)."
+        )
+    version = raw[len(_SIGNATURE)]
+    if version != MAGIC[-1]:
+        advice = (
+            "a newer lagrax wrote it"
+            if version > MAGIC[-1]
+            else "an earlier lagrax wrote it; load it with that one and save it "
+            "again (or delete a checkpoint and train afresh)"
+        )
+        raise ValueError(
+            f"{where} is in lagrax file format {version}; this lagrax reads format "
+            f"{MAGIC[-1]} only: {advice}."
+        )
+    if len(raw) < _START:
+        raise ValueError(f"{where} is truncated: its header is cut short.")
+    if hashlib.sha256(raw[_START:]).digest() != raw[_START - 32 : _START]:
+        raise ValueError(
+            f"{where} is corrupt or truncated: its contents fail their checksum."
+        )
+    # From here on the bytes are those written; only a file made by other means
+    # than `_write` can be malformed.
+    end = _START + int.from_bytes(raw[len(MAGIC) : _START - 32], "big")
+    try:
+        header = json.loads(raw[_START:end].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{where} is malformed: its header is not JSON ({e}).") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{where} is malformed: its header is not a JSON object.")
+    if _field(header, "payload_bytes", int, where) != len(raw) - end:
+        raise ValueError(
+            f"{where} is malformed: it should hold {header['payload_bytes']} bytes "
+            f"of parameters, it holds {len(raw) - end}."
+        )
+    return header, raw[end:]
+
+
+def _read_leaf(f: Any, leaf: Any) -> Any:
+    """`eqx.default_deserialise_filter_spec` without `jnp.load`, whose `asarray`
+    compiles a conversion for every new shape: loading compiles nothing."""
+    if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
+        array = np.load(f, allow_pickle=False)
+        if array.dtype.kind == "V":  # bfloat16 and kin are saved as raw bytes
+            array = array.view(leaf.dtype)
+        return jax.device_put(array)
+    return eqx.default_deserialise_filter_spec(f, leaf)
+
+
+def _deserialise(payload: bytes, like: PyTree, where: str, what: str) -> PyTree:
+    """Load `payload` into the structure of `like`, checking every array."""
+    stream = io.BytesIO(payload)
+    try:
+        tree = eqx.tree_deserialise_leaves(stream, like, filter_spec=_read_leaf)
+    except Exception as e:
+        raise ValueError(f"{where} does not match {what} ({e}).") from e
+    if stream.tell() != len(payload):
+        raise ValueError(f"{where} holds more arrays than {what}.")
+    # Equinox checks these too, without promising to.
+    arrays = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+    for new, old in zip(jtu.tree_leaves(tree), jtu.tree_leaves(like)):
+        if isinstance(old, arrays) and (
+            new.shape != old.shape or new.dtype != old.dtype
+        ):
+            raise ValueError(
+                f"{where} does not match {what}: it holds an array of shape "
+                f"{new.shape} {new.dtype} where {what} has {old.shape} {old.dtype}."
+            )
+    return tree
+
+
+def _config(model: Any) -> dict[str, Any] | None:
+    """The settings of `model` that its registration gives, checked to be JSON."""
+    name = _class_name(type(model))
+    entry = _REGISTRY.get(name)
+    config = None if entry is None else entry.config(model)
+    if config is None:
+        return None
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise TypeError(
+            f"The `config` registered for `{name}` must return a dict with string "
+            f"keys or None, got {config!r}."
+        )
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"The `config` registered for `{name}` returned {config!r}, which is not "
+            f"JSON-able ({e})."
+        ) from e
+
+
+def _config_difference(config: dict[str, Any] | None, like: Any) -> str | None:
+    """The registered settings in which `like` differs from the file, in words."""
+    ours = _config(like)
+    if config is None or ours is None:
+        return None
+    differing = [
+        f"its {key} is {config.get(key)!r} where `like`'s is {ours.get(key)!r}"
+        for key in sorted(set(config) | set(ours))
+        if config.get(key) != ours.get(key)
+    ]
+    return "; ".join(differing) or None
+
+
+def save(path: str | os.PathLike, model: PyTree) -> None:
+    """Save a model: its parameters and what is needed to rebuild it.
+
+    Parameters are written with `eqx.tree_serialise_leaves`, after a JSON header
+    holding the model's class, its structure, and the settings of a class
+    registered with `lagrax.register_model` (as lagrax's own models are), which let
+    `lagrax.load(path)` rebuild it unaided. Any other model is saved too, and loads
+    with `lagrax.load(path, like=...)`. The write is atomic (a temporary file, then
+    a rename), the file gets the permissions the umask gives, and a SHA-256 digest
+    covers everything in it.
+
+    **Arguments:**
+
+    - `path`: the file to write; its folder must exist.
+    - `model`: the model, any pytree.
+
+    **Returns:**
+
+    Nothing.
+
+    **Raises:**
+
+    `TypeError` if the registered `config` returns something other than a
+    JSON-able dict or None; `OSError` (`FileNotFoundError` for a missing folder)
+    naming `path` if it cannot be written.
+    """
+    header = dict(
+        kind="model",
+        model=_class_name(type(model)),
+        config=_config(model),
+        structure=_structure(model),
+    )
+    _write(path, header, model)
+
+
+def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
+    """Load a model written by `lagrax.save`.
+
+    Without `like`, the model's class must be registered with
+    `lagrax.register_model` (lagrax's own models are); its structure is rebuilt
+    under `eqx.filter_eval_shape` and filled with the file's parameters, so loading
+    computes and compiles nothing.
+
+    **Arguments:**
+
+    - `path`: the file.
+    - `like`: a model of the same class and structure (the same static fields,
+        functions such as the activation, and array shapes and dtypes; any array
+        values), needed only for a model `save` could not describe by registered
+        settings.
+
+    **Returns:**
+
+    The model.
+
+    **Raises:**
+
+    `ValueError` naming the file and the reason if it is not a lagrax model file,
+    is in another format (format 1, whose header had no checksum, is no longer
+    read), is truncated, corrupt or malformed, holds a class that is not registered
+    (and no `like` is given), or does not match `like`.
+    """
+    header, payload = _read(path)
+    where = f"{os.fspath(path)!r}"
+    kind = _field(header, "kind", str, where)
+    if kind != "model":
+        raise ValueError(f"{where} is a {kind!r} file, not a saved model.")
+    name = _field(header, "model", str, where)
+    config = _field(header, "config", (dict, type(None)), where)
+    if like is not None:
+        if _class_name(type(like)) != name:
+            raise ValueError(
+                f"{where} holds a `{name}`, but `like` is a "
+                f"`{_class_name(type(like))}`."
+            )
+        explanation = _config_difference(config, like)
+        _check_structure(header, like, where, "`like`", "`like`", explanation)
+        return _deserialise(payload, like, where, "`like`")
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(
+            f"{where} holds a `{name}`, which is not registered in this program: "
+            "call `lagrax.register_model` for its class before loading (as before "
+            "saving), or pass a model of the same structure as `like=`."
+        )
+    if config is None:
+        raise ValueError(
+            f"{where} holds a `{name}` without settings to rebuild it from (its "
+            "class was not registered when it was saved, or its `config` returned "
+            "None: a custom activation or momentum map, say): pass a model of the "
+            "same structure as `like=`."
+        )
+    try:
+        like = eqx.filter_eval_shape(entry.rebuild, config)
+    except Exception as e:
+        raise ValueError(
+            f"{where} holds a `{name}` that its registered `build` cannot rebuild "
+            f"from the settings {config} ({type(e).__name__}: {e})."
+        ) from e
+    return _deserialise(payload, like, where, f"the `{name}` built from its settings")
+
+
+def write_checkpoint(
+    path: str | os.PathLike, state: PyTree, info: dict[str, Any]
+) -> None:
+    """Save `fit`'s state (model, optimizer state) and its JSON-able `info`."""
+    _write(path, dict(kind="checkpoint", info=info, structure=_structure(state)), state)
+
+
+def read_checkpoint(
+    path: str | os.PathLike, like: PyTree
+) -> tuple[PyTree, dict[str, Any]]:
+    """Load a checkpoint written by `write_checkpoint` into the structure `like`."""
+    header, payload = _read(path)
+    where = f"{os.fspath(path)!r}"
+    kind = _field(header, "kind", str, where)
+    if kind != "checkpoint":
+        raise ValueError(f"{where} is a {kind!r} file, not a checkpoint.")
+    info = _field(header, "info", dict, where)
+    what = "the model and optimizer state of this run"
+    _check_structure(header, like, where, what, "this run")
+    return _deserialise(payload, like, where, what), info
+
+
+def key_fingerprint(key) -> list[int]:
+    """The raw bits of a PRNG key, to recognise it in a checkpoint."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.key_data(key)
+    return np.asarray(key).ravel().tolist()
+
+
+# lagrax's own models. Activations are saved by name; a model with another one has
+# no settings, and loads with `like=`.
 _ACTIVATIONS = {
     "softplus": jax.nn.softplus,
     "tanh": jnp.tanh,
@@ -44,252 +516,79 @@ _ACTIVATIONS = {
 }
 
 
-def _activation_name(fn) -> str | None:
-    for name, known in _ACTIVATIONS.items():
-        if fn is known:
-            return name
-    return None
+def _settings(activation: Callable, dtype: Any, **sizes: Any) -> dict[str, Any] | None:
+    name = next((k for k, fn in _ACTIVATIONS.items() if fn is activation), None)
+    return None if name is None else dict(sizes, activation=name, dtype=str(dtype))
 
 
-def _mlp_hyperparameters(model) -> dict[str, Any] | None:
+def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    def build(config: dict[str, Any]) -> Any:
+        # Any key will do: under `eqx.filter_eval_shape` no parameter is computed.
+        activation = _ACTIVATIONS[config["activation"]]
+        dtype = jnp.dtype(config["dtype"])
+        return cls(**dict(config, activation=activation, dtype=dtype, key=jr.key(0)))
+
+    return build
+
+
+def _mlp_lagrangian_config(model: MLPLagrangian) -> dict[str, Any] | None:
+    first = model.layers[0]
+    return _settings(
+        model.activation,
+        first.weight.dtype,
+        dof=model.dof,
+        width=first.out_features,
+        depth=len(model.layers) - 1,
+        angles=list(model.angles),
+    )
+
+
+def _neural_ode_config(model: NeuralODEBaseline) -> dict[str, Any] | None:
     mlp = model.mlp
-    activation = _activation_name(mlp.activation)
-    if activation is None:
-        return None
-    return dict(
+    return _settings(
+        mlp.activation,
+        mlp.layers[0].weight.dtype,
         dof=model.dof,
         width=mlp.width_size,
         depth=mlp.depth,
-        activation=activation,
-        dtype=str(mlp.layers[0].weight.dtype),
+        angles=list(model.angles),
     )
 
 
-def _hyperparameters(model) -> tuple[str, dict[str, Any] | None]:
-    """`(class name, constructor arguments)`; arguments are None when the model
-    holds something (a custom activation, a momentum map) that a name cannot
-    rebuild."""
-    if isinstance(model, MLPLagrangian):
-        activation = _activation_name(model.activation)
-        if activation is None:
-            return "MLPLagrangian", None
-        return "MLPLagrangian", dict(
-            dof=model.dof,
-            width=model.layers[0].out_features,
-            depth=len(model.layers) - 1,
-            activation=activation,
-            angles=list(model.angles),
-            dtype=str(model.layers[0].weight.dtype),
-        )
-    if isinstance(model, NeuralODEBaseline):
-        hyperparameters = _mlp_hyperparameters(model)
-        if hyperparameters is not None:
-            hyperparameters["angles"] = list(model.angles)
-        return "NeuralODEBaseline", hyperparameters
-    if isinstance(model, HamiltonianNN):
-        if model.momentum is not None:
-            return "HamiltonianNN", None
-        return "HamiltonianNN", _mlp_hyperparameters(model)
-    name = type(model).__name__
-    if getattr(systems, name, None) is type(model):
-        fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
-        try:
-            json.dumps(fields)
-        except TypeError:
-            return f"systems.{name}", None
-        return f"systems.{name}", fields
-    return f"{type(model).__module__}.{type(model).__qualname__}", None
-
-
-def _rebuild(class_name: str, hyperparameters: dict[str, Any]):
-    key = jr.key(0)  # any key: every parameter is overwritten by the file's
-    if class_name in ("MLPLagrangian", "NeuralODEBaseline", "HamiltonianNN"):
-        kwargs = dict(hyperparameters)
-        kwargs["activation"] = _ACTIVATIONS[kwargs["activation"]]
-        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-        dof = kwargs.pop("dof")
-        if class_name == "MLPLagrangian":
-            return MLPLagrangian(dof, init="default", key=key, **kwargs)
-        cls = NeuralODEBaseline if class_name == "NeuralODEBaseline" else HamiltonianNN
-        return cls(dof, key=key, **kwargs)
-    return getattr(systems, class_name.removeprefix("systems."))(**hyperparameters)
-
-
-def _write(path, header: dict[str, Any], tree: PyTree) -> None:
-    """Write atomically: a temporary file in the same folder, then `os.replace`, so
-    a crash mid-write leaves the previous file intact."""
-    buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, tree)
-    payload = buffer.getvalue()
-    header = dict(
-        header,
-        format="lagrax",
-        version=_VERSION,
-        payload_bytes=len(payload),
-        payload_sha256=hashlib.sha256(payload).hexdigest(),
+def _hamiltonian_config(model: HamiltonianNN) -> dict[str, Any] | None:
+    if model.momentum is not None:  # a function, which settings cannot name
+        return None
+    mlp = model.mlp
+    return _settings(
+        mlp.activation,
+        mlp.layers[0].weight.dtype,
+        dof=model.dof,
+        width=mlp.width_size,
+        depth=mlp.depth,
     )
-    encoded = json.dumps(header).encode("utf-8")
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def _fields_config(system: eqx.Module) -> dict[str, Any] | None:
+    fields = {f.name: getattr(system, f.name) for f in dataclasses.fields(system)}
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(len(encoded).to_bytes(8, "big"))
-            f.write(encoded)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        json.dumps(fields)
+    except (TypeError, ValueError):
+        return None
+    return fields
 
 
-def _read(path) -> tuple[dict[str, Any], bytes]:
-    """`(header, payload)`, with a clear `ValueError` for anything malformed."""
-    raw = pathlib.Path(path).read_bytes()
-    where = f"{os.fspath(path)!r}"
-    if not raw.startswith(MAGIC):
-        raise ValueError(
-            f"{where} is not a lagrax file (it does not start with the "
-            "lagrax signature), or it is truncated to nothing."
-        )
-    start = len(MAGIC) + 8
-    if len(raw) < start:
-        raise ValueError(f"{where} is truncated: its header is cut short.")
-    length = int.from_bytes(raw[len(MAGIC) : start], "big")
-    if len(raw) < start + length:
-        raise ValueError(
-            f"{where} is truncated: its header needs {length} bytes, "
-            f"{len(raw) - start} are present."
-        )
-    try:
-        header = json.loads(raw[start : start + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(
-            f"{where} is corrupt: its header is not valid JSON ({e})."
-        ) from None
-    if header.get("version") != _VERSION:
-        raise ValueError(
-            f"{where} has format version {header.get('version')!r}; this lagrax "
-            f"reads version {_VERSION}."
-        )
-    payload = raw[start + length :]
-    if len(payload) != header["payload_bytes"]:
-        raise ValueError(
-            f"{where} is truncated or padded: it should hold "
-            f"{header['payload_bytes']} bytes of parameters, it holds {len(payload)}."
-        )
-    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
-        raise ValueError(f"{where} is corrupt: its parameters fail their checksum.")
-    return header, payload
-
-
-def _deserialise(
-    payload: bytes, like: PyTree, where: str, what: str = "the model"
-) -> PyTree:
-    """Load `payload` into the structure of `like`, checking every array."""
-    stream = io.BytesIO(payload)
-    try:
-        tree = eqx.tree_deserialise_leaves(stream, like)
-    except Exception as e:
-        raise ValueError(
-            f"{where} does not match {what} it is loaded into ({e})."
-        ) from None
-    if stream.tell() != len(payload):
-        raise ValueError(f"{where} holds more arrays than {what} it is loaded into.")
-    for new, old in zip(jtu.tree_leaves(tree), jtu.tree_leaves(like)):
-        if eqx.is_array(old) and (new.shape != old.shape or new.dtype != old.dtype):
-            raise ValueError(
-                f"{where} does not match {what} it is loaded into: it holds an "
-                f"array of shape {new.shape} {new.dtype} where the model has "
-                f"{old.shape} {old.dtype}."
-            )
-    return tree
-
-
-def save(path: str | os.PathLike, model: PyTree) -> None:
-    """Save a model: its parameters and what is needed to rebuild it.
-
-    Parameters are written with `eqx.tree_serialise_leaves`; the class and
-    hyperparameters (sizes, activation, dtype) of an `MLPLagrangian`,
-    `NeuralODEBaseline`, `HamiltonianNN` or `lagrax.systems` system go into a JSON
-    header, so `lagrax.load(path)` rebuilds it alone. Any other model (or one with
-    a custom activation, or a `HamiltonianNN` with a momentum map) is saved too,
-    and loads with `lagrax.load(path, like=...)`. The write is atomic (a temporary
-    file, then a rename) and the file carries a checksum.
-
-    **Arguments:**
-
-    - `path`: the file to write.
-    - `model`: the model, a pytree.
-
-    **Returns:**
-
-    Nothing.
-    """
-    class_name, hyperparameters = _hyperparameters(model)
-    header = dict(kind="model", model=class_name, hyperparameters=hyperparameters)
-    _write(path, header, model)
-
-
-def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
-    """Load a model written by `lagrax.save`.
-
-    **Arguments:**
-
-    - `path`: the file.
-    - `like`: a model of the same class and sizes (any parameter values), needed
-        only for models that `save` could not describe by hyperparameters.
-
-    **Returns:**
-
-    The model.
-
-    **Raises:**
-
-    `ValueError` with the reason if the file is not a lagrax model file, is
-    truncated or corrupt, or does not match `like`.
-    """
-    header, payload = _read(path)
-    where = f"{os.fspath(path)!r}"
-    if header.get("kind") != "model":
-        raise ValueError(
-            f"{where} is a {header.get('kind')!r} file, not a saved model."
-        )
-    class_name = header["model"]
-    if like is None:
-        if header["hyperparameters"] is None:
-            raise ValueError(
-                f"{where} holds a {class_name} that lagrax cannot rebuild by itself "
-                "(a custom model, activation or momentum map): pass a model of the "
-                "same structure as `like=`."
-            )
-        like = _rebuild(class_name, header["hyperparameters"])
-    elif _hyperparameters(like)[0] != class_name:
-        raise ValueError(
-            f"{where} holds a {class_name}, but `like` is a {type(like).__name__}."
-        )
-    return _deserialise(payload, like, where)
-
-
-def write_checkpoint(path, state: PyTree, info: dict[str, Any]) -> None:
-    """Save `fit`'s state (model, optimizer state) and its JSON-able `info`."""
-    _write(path, dict(kind="checkpoint", info=info), state)
-
-
-def read_checkpoint(path, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
-    """Load a checkpoint written by `write_checkpoint` into the structure `like`."""
-    header, payload = _read(path)
-    where = f"{os.fspath(path)!r}"
-    if header.get("kind") != "checkpoint":
-        raise ValueError(f"{where} is a {header.get('kind')!r} file, not a checkpoint.")
-    what = "the model and optimizer state of this run (same model and optimizer?)"
-    return _deserialise(payload, like, where, what), header["info"]
-
-
-def key_fingerprint(key) -> list[int]:
-    """The raw bits of a PRNG key, to recognise it in a checkpoint."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jr.key_data(key)
-    return np.asarray(key).ravel().tolist()
+register_model(
+    MLPLagrangian, config=_mlp_lagrangian_config, build=_builder(MLPLagrangian)
+)
+register_model(
+    NeuralODEBaseline, config=_neural_ode_config, build=_builder(NeuralODEBaseline)
+)
+register_model(HamiltonianNN, config=_hamiltonian_config, build=_builder(HamiltonianNN))
+for _system in (
+    systems.ChargedParticle,
+    systems.DoublePendulum,
+    systems.HarmonicOscillator,
+    systems.Pendulum,
+    systems.RelativisticParticle,
+):
+    register_model(_system, config=_fields_config)
