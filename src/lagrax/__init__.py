@@ -21,17 +21,26 @@ from ._mechanics import (
     momentum as momentum,
 )
 from ._misc import cast as cast
-from ._serialisation import load as load, save as save
-from ._simulate import (
-    LagrangianTerm as LagrangianTerm,
-    simulate as simulate,
-    Trajectory as Trajectory,
+from ._results import RESULTS as RESULTS
+from ._serialisation import (
+    load as load,
+    register_model as register_model,
+    save as save,
 )
-from ._solver.base import AbstractSymmetricSolver as AbstractSymmetricSolver
+from ._simulate import simulate as simulate, Trajectory as Trajectory
+from ._solver.base import (
+    AbstractSymmetricSolver as AbstractSymmetricSolver,
+    AbstractVariationalSolver as AbstractVariationalSolver,
+)
 from ._solver.gauss_legendre import GaussLegendre as GaussLegendre
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4
+from ._term import (
+    AbstractSecondOrderTerm as AbstractSecondOrderTerm,
+    DynamicsTerm as DynamicsTerm,
+    LagrangianTerm as LagrangianTerm,
+)
 from ._train.data import (
     AbstractDataset as AbstractDataset,
     acceleration_data as acceleration_data,

@@ -91,11 +91,15 @@ def acceleration(
     Lagrangian need not be convex in `q̇`) with LU and partial pivoting. A singular
     `H` (reciprocal condition estimate below `dof·eps`, or a non-finite solve) has
     no acceleration: with `throw=True` this raises a runtime error, also under
-    `jit`; with `throw=False` the result is explicitly NaN, for callers (such as
-    training loops) that count and skip such states. `mass_matrix_info` reports the
-    conditioning.
+    `jit`; with `throw=False` the result is explicitly NaN, and so is its gradient,
+    for callers (such as training loops) that count and skip such states.
+    `mass_matrix_info` reports the conditioning.
 
-    Works under `jax.jit`, `jax.vmap` and `jax.grad`, in float32 and float64.
+    Works under `jax.jit`, `jax.vmap` and `jax.grad`, in float32 and float64. A
+    model holds non-array leaves (an `MLPLagrangian`'s activation function), so
+    compile and differentiate with respect to one the Equinox way:
+    `eqx.filter_jit(lagrax.acceleration)(model, q, qdot)`,
+    `eqx.filter_grad(loss)(model, ...)`.
 
     **Arguments:**
 
@@ -124,16 +128,36 @@ def acceleration(
     check_state(q, qdot)
     if force is not None:
         check_like(force, "force", q, "q")
+    return checked_acceleration(lagrangian, q, qdot, force, throw=throw)[0]
+
+
+_SINGULAR_MESSAGE = (
+    "lagrax.acceleration: the mass matrix ∂²L/∂q̇² is singular (or not finite) at "
+    "this state, so the Euler–Lagrange equations do not determine q̈. Inspect it with "
+    "lagrax.mass_matrix_info."
+)
+
+
+def checked_acceleration(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    force: Float[Array, " dof"] | None,
+    *,
+    throw: bool,
+) -> tuple[Acceleration, Bool[Array, ""]]:
+    """`(q̈, singular)` under the error policy of `acceleration`, without its
+    trace-time checks.
+
+    With `throw=False` a singular state's `q̈` is NaN, and so is its derivative with
+    respect to anything upstream (`jnp.where` alone would give a zero gradient,
+    and a loss built on a NaN acceleration would look finite to a training loop).
+    """
     qddot, singular, _ = acceleration_parts(lagrangian, q, qdot, force)
     if throw:
-        return eqx.error_if(
-            qddot,
-            singular,
-            "lagrax.acceleration: the mass matrix ∂²L/∂q̇² is singular (or not "
-            "finite) at this state, so the Euler–Lagrange equations do not determine "
-            "q̈. Inspect it with lagrax.mass_matrix_info.",
-        )
-    return jnp.where(singular, jnp.nan, qddot)
+        return eqx.error_if(qddot, singular, _SINGULAR_MESSAGE), singular
+    poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
+    return qddot * poison, singular
 
 
 def acceleration_parts(

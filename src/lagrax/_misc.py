@@ -1,4 +1,5 @@
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -9,6 +10,11 @@ from jaxtyping import PyTree
 def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
     """Raise a clear error, at trace time, unless `q` and `qdot` are one state."""
     for name, x in ((q_name, q), (qdot_name, qdot)):
+        if not isinstance(x, jax.Array | np.ndarray):
+            raise TypeError(
+                f"`{name}` must be a JAX or NumPy array, got {type(x).__name__}; pass "
+                f"jnp.asarray({name}) (in the dtype of the model's parameters)."
+            )
         shape = jnp.shape(x)
         if len(shape) != 1:
             raise ValueError(

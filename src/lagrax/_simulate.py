@@ -1,79 +1,218 @@
+"""Integrating second-order systems: the one path from a term to `diffeqsolve`.
+
+`simulate` (one Lagrangian, one initial state) and `lagrax.rollout` and the rollout
+losses (any model, a batch of initial states) validate their solve options with
+`solve_options` and integrate with `solve`, so defaults, checks and failure
+reporting are written once.
+"""
+
+import math
+
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
-from jaxtyping import Array, Float, PyTree
+import numpy as np
+from jaxtyping import Array, Float
 
-from ._custom_types import Acceleration, ForceFn, LagrangianLike, Position, Velocity
-from ._mechanics import acceleration
-from ._misc import check_state
-
-
-State = tuple[Position, Velocity]
+from ._custom_types import ForceFn, LagrangianLike, Position, Velocity
+from ._misc import check_int, check_state
+from ._results import from_diffrax, RESULTS
+from ._term import AbstractSecondOrderTerm, LagrangianTerm
 
 
-class LagrangianTerm(diffrax.AbstractTerm):
-    r"""The Euler–Lagrange equations of a Lagrangian as a Diffrax term.
+# THE ADJOINT TRAP, and why lagrax's default adjoint checkpoints every step.
+#
+# `diffrax.RecursiveCheckpointAdjoint` (Diffrax's default) stores only some of the
+# solver's steps on the forward pass and recomputes the others on the backward
+# pass. A `SaveAt(ts=...)` time is written during the step whose end `tnext`
+# satisfies `ts[j] <= tnext` (diffrax/_integrate.py, `save_ts_impl`), into a
+# write-once output buffer whose writes the checkpointed loop does not re-check on
+# the backward pass (equinox/internal/_loop/checkpointed.py: "completely
+# unchecked ... you will get incorrect gradients"). With a fixed step, the step
+# ends are computed as `t0 + (t1 - t0) * k / n` (diffrax/_step_size_controller/
+# constant.py), while data times such as `0.1 * arange(n)` differ from them in the
+# last bit at some `k`. A save time one ulp *after* a step end is written by the
+# next step, interpolated at its very start, and with fewer checkpoints than steps
+# that save's cotangent comes back wrong: measured with diffrax 0.7.2 / jax 0.10.2,
+# float64, 20 steps of 0.1 and 5 checkpoints, save times equal to the step ends
+# (or one ulp before) give the right gradient, one ulp after gives one 2% off;
+# binary-exact grids (dt = 0.125), off-grid times, `DirectAdjoint` and as many
+# checkpoints as steps are right. Values are right in every case, so nothing
+# signals the error. Sampled data integrated with a fixed step equal to (or
+# dividing) the sampling interval is exactly this configuration.
+#
+# The default here, `RecursiveCheckpointAdjoint(checkpoints=max_steps)`, stores
+# every step, so the backward pass never replays a step from an earlier checkpoint
+# and every gradient we measured is right. Memory is `max_steps` solver states per
+# solve, when differentiated (a forward solve allocates nothing for them): small
+# for the short windows of rollout training, which is why the losses default to a
+# small `max_steps`. tests/test_train_losses.py checks the gradient against finite
+# differences in exactly this configuration.
+def default_adjoint(max_steps: int) -> diffrax.AbstractAdjoint:
+    """`RecursiveCheckpointAdjoint` with one checkpoint per step (see above)."""
+    return diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)
 
-    The state is the tuple `(q, qdot)` and the vector field is `(q̇, q̈(t, q, q̇))`
-    with `q̈` from `lagrax.acceleration`; the control is time. Use it with
-    `diffrax.diffeqsolve` and any Diffrax ODE solver, and with the lagrax solvers,
-    which also read `lagrangian` and call `acceleration` directly.
 
-    A singular mass matrix met during the solve raises a runtime error (see
-    `lagrax.acceleration`).
+class SolveOptions(eqx.Module):
+    """Validated options of one `diffeqsolve` (see `solve_options`)."""
 
-    !!! example
+    solver: diffrax.AbstractSolver
+    dt0: float | Array | None
+    stepsize_controller: diffrax.AbstractStepSizeController
+    adjoint: diffrax.AbstractAdjoint
+    max_steps: int = eqx.field(static=True)
 
-        ```python
-        term = lagrax.LagrangianTerm(lagrax.systems.DoublePendulum())
-        sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 10.0, 0.01, (q0, qdot0))
-        ```
-    """
 
-    lagrangian: LagrangianLike
-    force: ForceFn | None = None
+def _check_tolerance(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number ≥ 0, got {value!r}.")
 
-    def __check_init__(self):
-        if not callable(self.lagrangian):
-            raise TypeError(
-                f"`lagrangian` must be a callable (q, qdot) -> scalar, got "
-                f"{type(self.lagrangian).__name__}."
-            )
-        if self.force is not None and not callable(self.force):
-            raise TypeError(
-                f"`force` must be a callable (t, q, qdot) -> Q or None, got "
-                f"{type(self.force).__name__}."
-            )
 
-    def acceleration(self, t, q: Position, qdot: Velocity) -> Acceleration:
-        """`q̈` at time `t` and state `(q, qdot)`, including the force if any."""
-        force = None if self.force is None else self.force(t, q, qdot)
-        return acceleration(self.lagrangian, q, qdot, force=force)
+def _check_dt0(dt0):
+    """`dt0` as given if it is usable: a positive finite scalar (a traced one is
+    checked at run time)."""
+    if isinstance(dt0, bool):
+        raise TypeError(f"`dt0` must be a number, got {dt0!r}.")
+    if jnp.ndim(dt0) != 0:
+        raise ValueError(f"`dt0` must be a scalar, got shape {jnp.shape(dt0)}.")
+    if isinstance(dt0, jax.core.Tracer):
+        return eqx.error_if(
+            dt0,
+            ~(jnp.isfinite(dt0) & (dt0 > 0)),
+            "`dt0` must be a positive, finite step size.",
+        )
+    value = float(np.asarray(dt0))
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"`dt0` must be a positive, finite step size, got {value!r} (it is the "
+            "step's magnitude: integrating backwards in time needs no sign)."
+        )
+    return dt0
 
-    def vf(self, t, y: State, args: PyTree) -> State:
-        if not (isinstance(y, tuple) and len(y) == 2):
+
+def solve_options(
+    *,
+    solver: diffrax.AbstractSolver | None,
+    dt0,
+    rtol: float,
+    atol: float,
+    stepsize_controller: diffrax.AbstractStepSizeController | None,
+    adjoint: diffrax.AbstractAdjoint | None,
+    max_steps: int,
+) -> SolveOptions:
+    """Validate and fill in the solve options of `simulate`, `rollout` and the
+    rollout losses: the solver (default `Tsit5`), a step-size controller
+    (`PIDController(rtol, atol)` for adaptive solvers, `ConstantStepSize` for the
+    others, which then need `dt0`) and the adjoint (default `default_adjoint`)."""
+    if solver is None:
+        solver = diffrax.Tsit5()
+    if not isinstance(solver, diffrax.AbstractSolver):
+        raise TypeError(f"`solver` must be a diffrax.AbstractSolver, got {solver!r}.")
+    max_steps = check_int(max_steps, "max_steps")
+    _check_tolerance(rtol, "rtol")
+    _check_tolerance(atol, "atol")
+    if rtol == 0 and atol == 0:
+        raise ValueError("`rtol` and `atol` cannot both be 0.")
+    if stepsize_controller is None:
+        if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        else:
+            stepsize_controller = diffrax.ConstantStepSize()
+    if not isinstance(stepsize_controller, diffrax.AbstractStepSizeController):
+        raise TypeError(
+            "`stepsize_controller` must be a diffrax.AbstractStepSizeController, got "
+            f"{stepsize_controller!r}."
+        )
+    if dt0 is None:
+        if not isinstance(stepsize_controller, diffrax.PIDController):
             raise ValueError(
-                "The state of a LagrangianTerm must be the tuple `(q, qdot)`, got "
-                f"{jtu.tree_structure(y)}."
+                f"`dt0` is required with {type(solver).__name__} and "
+                f"{type(stepsize_controller).__name__}: it is the fixed step size."
             )
-        q, qdot = y
-        return qdot, self.acceleration(t, q, qdot)
+    else:
+        dt0 = _check_dt0(dt0)
+    if adjoint is None:
+        adjoint = default_adjoint(max_steps)
+    if not isinstance(adjoint, diffrax.AbstractAdjoint):
+        raise TypeError(
+            f"`adjoint` must be a diffrax.AbstractAdjoint, got {adjoint!r}."
+        )
+    return SolveOptions(solver, dt0, stepsize_controller, adjoint, max_steps)
 
-    def contr(self, t0, t1, **kwargs):
-        return t1 - t0
 
-    def prod(self, vf: PyTree[Array], control) -> PyTree[Array]:
-        return jtu.tree_map(lambda v: jnp.asarray(control, v.dtype) * v, vf)
+def check_times(ts, q0, *, name: str = "ts"):
+    """`ts` as an array, if it is a usable time grid for states like `q0`: 1-D, at
+    least two times, of `q0`'s floating dtype, finite and strictly monotonic
+    (increasing, or decreasing to integrate backwards in time)."""
+    if not isinstance(ts, jax.Array | np.ndarray):
+        raise TypeError(
+            f"`{name}` must be a JAX or NumPy array, got {type(ts).__name__}; pass "
+            f"jnp.asarray({name}, dtype=q0.dtype)."
+        )
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(
+            f"`{name}` must be a 1-D array of at least two times, got shape {ts.shape}."
+        )
+    dtype = jnp.result_type(q0)
+    if ts.dtype != dtype:
+        raise TypeError(
+            f"`{name}` has dtype {ts.dtype} but the state has dtype {dtype}: pass "
+            f"times of the state's dtype ({name}.astype({dtype.name}))."
+        )
+    message = (
+        f"`{name}` must be finite and strictly monotonic (increasing, or decreasing "
+        "to integrate backwards in time)."
+    )
+    step = jnp.diff(ts)
+    bad = ~jnp.all(jnp.isfinite(ts)) | ~(jnp.all(step > 0) | jnp.all(step < 0))
+    if isinstance(bad, jax.core.Tracer):  # under jit: checked at run time
+        return eqx.error_if(ts, bad, message)
+    if bool(bad):
+        raise ValueError(f"{message} Got {ts}.")
+    return ts
 
 
-LagrangianTerm.__init__.__doc__ = """**Arguments:**
+def solve(
+    term: AbstractSecondOrderTerm,
+    q0: Position,
+    qdot0: Velocity,
+    ts: Float[Array, " times"],
+    options: SolveOptions,
+    *,
+    throw: bool,
+) -> tuple[Float[Array, "times dof"], Float[Array, "times dof"], RESULTS]:
+    """Integrate `term` from `(q0, qdot0)` and save at `ts`: `(q, qdot, result)`.
 
-- `lagrangian`: a callable `(q, qdot) -> scalar` for one state, such as an
-    `AbstractLagrangian`.
-- `force`: an optional generalized (non-conservative) force, a callable
-    `(t, q, qdot) -> Q` with `Q` of shape `(dof,)`.
-"""
+    The one `diffeqsolve` call of lagrax. Failures come back as `lagrax.RESULTS`
+    (see `lagrax._results`) and raise with their message when `throw`; samples the
+    solve did not reach are `inf`, as in Diffrax.
+    """
+    dt0 = options.dt0
+    if dt0 is not None:
+        # Diffrax wants the step signed like `t1 - t0`; lagrax takes its magnitude.
+        dt0 = jnp.asarray(dt0, ts.dtype) * jnp.sign(ts[-1] - ts[0])
+    sol = diffrax.diffeqsolve(
+        term,
+        options.solver,
+        t0=ts[0],
+        t1=ts[-1],
+        dt0=dt0,
+        y0=(q0, qdot0),
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=options.stepsize_controller,
+        adjoint=options.adjoint,
+        max_steps=options.max_steps,
+        throw=False,
+    )
+    result = from_diffrax(sol.result)
+    q, qdot = sol.ys
+    if throw:
+        q = result.error_if(q, result != RESULTS.successful)
+    return q, qdot, result
 
 
 class Trajectory(eqx.Module):
@@ -84,11 +223,14 @@ class Trajectory(eqx.Module):
     - `ts`: the times, shape `(times,)`.
     - `q`: positions, shape `(times, dof)`.
     - `qdot`: velocities, shape `(times, dof)`.
+    - `result`: a `lagrax.RESULTS`: `RESULTS.successful`, or why the solve stopped
+        (with `simulate(..., throw=False)`; the samples after that are `inf`).
     """
 
     ts: Float[Array, " times"]
     q: Float[Array, "times dof"]
     qdot: Float[Array, "times dof"]
+    result: RESULTS = eqx.field(default_factory=lambda: RESULTS.successful)
 
 
 def simulate(
@@ -103,23 +245,26 @@ def simulate(
     atol: float = 1e-6,
     force: ForceFn | None = None,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-    max_steps: int | None = 65536,
-    adjoint: diffrax.AbstractAdjoint = diffrax.RecursiveCheckpointAdjoint(),
+    max_steps: int = 65536,
+    adjoint: diffrax.AbstractAdjoint | None = None,
     throw: bool = True,
 ) -> Trajectory:
     """Integrate the Euler–Lagrange equations of `lagrangian` from `(q0, qdot0)`.
 
     A thin layer over `diffrax.diffeqsolve` with `LagrangianTerm`: the solve runs
-    from `ts[0]` to `ts[-1]` and saves at every entry of `ts`.
+    from `ts[0]` to `ts[-1]` and saves at every entry of `ts`. Decreasing `ts`
+    integrate backwards in time, with every solver.
 
     **Arguments:**
 
     - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
     - `q0`, `qdot0`: the initial state, each of shape `(dof,)`.
-    - `ts`: increasing save times, shape `(times,)`, at least two.
+    - `ts`: save times, shape `(times,)`, at least two, in the state's dtype,
+        finite and strictly increasing (or decreasing, to integrate backwards).
     - `solver`: any Diffrax ODE solver or lagrax solver. Default `diffrax.Tsit5()`.
-    - `dt0`: the initial step (adaptive solvers; optional) or the fixed step
-        (solvers without an error estimate, such as the lagrax solvers; required).
+    - `dt0`: the size of the initial step (adaptive solvers; optional) or of the
+        fixed step (solvers without an error estimate, such as the lagrax solvers;
+        required): positive and finite, whichever way time runs.
     - `rtol`, `atol`: tolerances of the default `diffrax.PIDController`, used with
         adaptive solvers.
     - `force`: optional generalized force, a callable `(t, q, qdot) -> Q`.
@@ -127,48 +272,31 @@ def simulate(
         for adaptive solvers, `ConstantStepSize` otherwise); for example
         `diffrax.ConstantStepSize()` runs `Tsit5` with fixed steps.
     - `max_steps`: the solver's step budget, as in `diffrax.diffeqsolve`.
-    - `adjoint`: how to differentiate the solve, as in `diffrax.diffeqsolve`.
-    - `throw`: whether a failed solve raises (as in `diffrax.diffeqsolve`).
+    - `adjoint`: how to differentiate the solve. The default,
+        `diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)`, is exact where
+        Diffrax's default is not (save times on a fixed step grid; see
+        `lagrax.rollout_loss`), at a memory cost of `max_steps` solver states when
+        differentiated.
+    - `throw`: with `True` a failed solve raises, with the reason (a singular mass
+        matrix, a Newton iteration that did not converge, a step too large for the
+        motion, ...); with `False` nothing raises at run time: the trajectory up to
+        the failure comes back with the reason in `Trajectory.result`.
 
     **Returns:**
 
     A `Trajectory`.
     """
     check_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
-    if jnp.ndim(ts) != 1 or jnp.shape(ts)[0] < 2:
-        raise ValueError(
-            "`ts` must be a 1-D array of at least two times, got shape "
-            f"{jnp.shape(ts)}."
-        )
-    if solver is None:
-        solver = diffrax.Tsit5()
-    if not isinstance(solver, diffrax.AbstractSolver):
-        raise TypeError(f"`solver` must be a diffrax.AbstractSolver, got {solver!r}.")
-    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
-    if stepsize_controller is None:
-        if adaptive:
-            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        else:
-            stepsize_controller = diffrax.ConstantStepSize()
-    if dt0 is None and not isinstance(stepsize_controller, diffrax.PIDController):
-        raise ValueError(
-            f"`dt0` is required with {type(solver).__name__} and "
-            f"{type(stepsize_controller).__name__}: it is the fixed step size."
-        )
-    if isinstance(dt0, int | float) and not dt0 > 0:
-        raise ValueError(f"`dt0` must be positive, got {dt0!r}.")
-    sol = diffrax.diffeqsolve(
-        LagrangianTerm(lagrangian, force),
-        solver,
-        t0=ts[0],
-        t1=ts[-1],
+    ts = check_times(ts, q0)
+    options = solve_options(
+        solver=solver,
         dt0=dt0,
-        y0=(q0, qdot0),
-        saveat=diffrax.SaveAt(ts=ts),
+        rtol=rtol,
+        atol=atol,
         stepsize_controller=stepsize_controller,
-        max_steps=max_steps,
         adjoint=adjoint,
-        throw=throw,
+        max_steps=max_steps,
     )
-    q, qdot = sol.ys
-    return Trajectory(ts=sol.ts, q=q, qdot=qdot)
+    term = LagrangianTerm(lagrangian, force, throw=throw)
+    q, qdot, result = solve(term, q0, qdot0, ts, options, throw=throw)
+    return Trajectory(ts=ts, q=q, qdot=qdot, result=result)

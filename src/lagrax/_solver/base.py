@@ -1,8 +1,16 @@
+from collections.abc import Callable
+from typing import ClassVar
+
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
+
+from .._linalg import inverse
+from .._mechanics import momentum
+from .._term import AbstractSecondOrderTerm, LagrangianTerm
 
 
 class AbstractSymmetricSolver(diffrax.AbstractSolver):
@@ -12,6 +20,9 @@ class AbstractSymmetricSolver(diffrax.AbstractSolver):
     Symmetric methods have even order, and a symmetric composition (`Yoshida4`)
     raises their order by two. None provides an error estimate: they are meant for
     `diffrax.ConstantStepSize`, where they keep their geometric properties.
+
+    Every step checks that it resolves the motion (`check_step`): a step that does
+    not, or that meets a singular mass matrix, fails instead of returning garbage.
     """
 
 
@@ -25,6 +36,23 @@ def split_state(y, solver: str) -> tuple[Float[Array, " dof"], Float[Array, " do
     return y
 
 
+def unwrap(terms):
+    """The user's term. `diffeqsolve` checks it against `term_structure`, then hands
+    it to the solver wrapped (in Diffrax's private `WrapTerm`, as `.term`, to flip
+    the time direction); a solver called directly gets it as it is."""
+    if isinstance(terms, AbstractSecondOrderTerm):
+        return terms
+    return getattr(terms, "term", terms)
+
+
+def time_direction(terms, t0, t1):
+    """`(h, direction)`: the signed physical step of `[t0, t1]` and the sign that
+    maps solver times to physical times (`diffeqsolve` integrates in `τ = −t` when
+    time runs backwards)."""
+    control = terms.contr(t0, t1)
+    return control, jnp.sign(control) * jnp.sign(t1 - t0)
+
+
 def first_failure(*results: diffrax.RESULTS) -> diffrax.RESULTS:
     """The first unsuccessful result code of several, else `successful`."""
     out = results[-1]
@@ -33,10 +61,54 @@ def first_failure(*results: diffrax.RESULTS) -> diffrax.RESULTS:
     return out
 
 
+def check_step(y0, y1, h, accelerations=None) -> diffrax.RESULTS:
+    """Whether a step of size `h` from `y0` to `y1` resolves the motion.
+
+    Any smooth motion satisfies `q₁ − q₀ = h (q̇₀ + q̇₁)/2 + O(h³)`, with a defect
+    of about `(hω)²/12` relative to the speed for an oscillation of frequency `ω`.
+    A step whose defect exceeds the largest of `|q̇₀|`, `|q̇₁|` and `|q₁ − q₀|/h`
+    (max norms) did not follow the motion at all, and at such steps the implicit
+    solvers' equations have spurious roots. With the `accelerations` `(q̈₀, q̈₁)` at
+    the step's ends (an explicit method's), the stiffness along the step,
+    `ω² ≈ |q̈₁ − q̈₀| / |q₁ − q₀|`, is also held to `hω < 2`: the exact stability
+    limit of `VelocityVerlet` on a linear oscillator, past which it blows up.
+
+    An unresolved step fails with `nonlinear_divergence`
+    (`lagrax.RESULTS.step_too_large`), a non-finite one with `nonfinite`. Costs no
+    evaluation of the Lagrangian.
+    """
+    (q0, v0), (q1, v1) = y0, y1
+    dq = q1 - q0
+    u = dq / h
+    defect = jnp.max(jnp.abs(u - 0.5 * (v0 + v1)))
+    scale = jnp.maximum(jnp.max(jnp.abs(u)), jnp.max(jnp.abs(jnp.stack([v0, v1]))))
+    unresolved = defect > scale
+    if accelerations is not None:
+        a0, a1 = accelerations
+        # h²ω² > 4, written without dividing by |q₁ − q₀|, which may vanish.
+        unresolved = unresolved | (
+            h**2 * jnp.max(jnp.abs(a1 - a0)) > 4 * jnp.max(jnp.abs(dq))
+        )
+    finite = jnp.all(jnp.isfinite(q1)) & jnp.all(jnp.isfinite(v1))
+    return diffrax.RESULTS.where(
+        finite,
+        diffrax.RESULTS.where(
+            unresolved,
+            diffrax.RESULTS.nonlinear_divergence,
+            diffrax.RESULTS.successful,
+        ),
+        diffrax.RESULTS.nonfinite,
+    )
+
+
+# Newton's outcomes, carried as floats through `custom_root` (see below).
+_CONVERGED, _NOT_CONVERGED, _SINGULAR = 0.0, 1.0, 2.0
+
+
 def newton_root(
     residual, guess: Float[Array, " n"], *, rtol: float, atol: float, max_steps: int
-) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
-    """Solve `residual(x) = 0` near `guess`; returns `(x, converged)`.
+) -> tuple[Float[Array, " n"], diffrax.RESULTS]:
+    """Solve `residual(x) = 0` near `guess`; returns `(x, result)`.
 
     The forward solve is a chord (simplified Newton) iteration: the Jacobian is
     formed and inverted at the guess and reused, so each iteration costs one residual
@@ -44,16 +116,17 @@ def newton_root(
     solvers (error O(h³)) it converges in two to four iterations. Should an update
     shrink by less than a factor of four (a coarse step, a poor guess), the Jacobian
     is formed and inverted again at the current iterate, which turns the slow linear
-    convergence into Newton's. The explicit inverse is on purpose: the systems here
-    have a few unknowns, where a LAPACK triangular solve costs far more in call
-    overhead than in arithmetic, and the Jacobian only sets the contraction rate,
-    never the root.
+    convergence into Newton's. The explicit inverse (`lagrax._linalg.inverse`) is on
+    purpose: the systems here have a few unknowns, where a LAPACK triangular solve
+    costs far more in call overhead than in arithmetic, and the Jacobian only sets
+    the contraction rate, never the root.
 
     It stops when the update is below `atol + rtol·|x|` (max norm) or when the
     contraction observed over the last two updates bounds the remaining error by
     that tolerance (Hairer & Wanner's criterion, which saves the last, confirming
-    iteration); after `max_steps` iterations, or at a non-finite iterate (a singular
-    Jacobian, a diverging iteration), it stops as not converged.
+    iteration): `successful`. A Jacobian that is singular by the criterion of
+    `lagrax.acceleration` stops it with `singular`; `max_steps` iterations without
+    convergence, or a non-finite iterate, with `nonlinear_max_steps_reached`.
 
     Derivatives do not go through the iterations: `jax.lax.custom_root` applies the
     implicit function theorem with the exact Jacobian at the solution, so gradients
@@ -62,7 +135,7 @@ def newton_root(
 
     def solve(f, x0):
         def inverse_jacobian(x):
-            return jnp.linalg.inv(jax.jacfwd(f)(x))
+            return inverse(jax.jacfwd(f)(x))
 
         tol = atol + rtol * jnp.max(jnp.abs(x0))
 
@@ -74,67 +147,116 @@ def newton_root(
             return (size <= tol) | ((step >= 2) & (theta < 1) & (estimate <= tol))
 
         def going(carry):
-            x, _, size, prev_size, step = carry
+            x, _, singular, size, prev_size, step = carry
             return (
                 (step < max_steps)
+                & ~singular
                 & ~converged(size, prev_size, step)
                 & jnp.all(jnp.isfinite(x))
             )
 
-        def update(x, jac_inv, size, step):
+        def update(x, jac_inv, singular, size, step):
             dx = jac_inv @ f(x)
-            return x - dx, jac_inv, jnp.max(jnp.abs(dx)), size, step + 1
+            return x - dx, jac_inv, singular, jnp.max(jnp.abs(dx)), size, step + 1
 
         # Chord iterations while they contract well; then, if needed, Newton with a
         # fresh Jacobian each iteration. Two loops rather than a branch per
         # iteration: the second costs nothing when the first converged.
         def chord_going(carry):
-            _, _, size, prev_size, _ = carry
+            size, prev_size = carry[3], carry[4]
             return going(carry) & ~(size > 0.25 * prev_size)
 
+        def chord(carry):
+            x, jac_inv, singular, size, _, step = carry
+            return update(x, jac_inv, singular, size, step)
+
+        def newton(carry):
+            x, _, singular, size, _, step = carry
+            jac_inv, now_singular = inverse_jacobian(x)
+            return update(x, jac_inv, singular | now_singular, size, step)
+
         inf = jnp.array(jnp.inf, x0.dtype)
-        carry = (x0, inverse_jacobian(x0), inf, inf, jnp.array(0))
-        carry = jax.lax.while_loop(chord_going, lambda c: update(*c[:3], c[4]), carry)
-        carry = jax.lax.while_loop(
-            going, lambda c: update(c[0], inverse_jacobian(c[0]), c[2], c[4]), carry
-        )
-        x, _, size, prev_size, step = carry
+        carry = (x0, *inverse_jacobian(x0), inf, inf, jnp.array(0))
+        carry = jax.lax.while_loop(chord_going, chord, carry)
+        carry = jax.lax.while_loop(going, newton, carry)
+        x, _, singular, size, prev_size, step = carry
         ok = converged(size, prev_size, step) & jnp.all(jnp.isfinite(x))
+        status = jnp.where(
+            singular, _SINGULAR, jnp.where(ok, _CONVERGED, _NOT_CONVERGED)
+        )
         # custom_root gives its auxiliary output a tangent of the output's dtype,
-        # which a boolean cannot have: pass the flag as a float.
-        return x, ok.astype(x.dtype)
+        # which an integer cannot have: pass the status as a float.
+        return x, status.astype(x.dtype)
 
     def tangent_solve(g, y):
-        return jnp.linalg.solve(jax.jacfwd(g)(y), y)
+        return inverse(jax.jacfwd(g)(y))[0] @ y
 
-    x, ok = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
-    return x, jax.lax.stop_gradient(ok) > 0.5
+    x, status = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
+    status = jax.lax.stop_gradient(status)
+    result = diffrax.RESULTS.where(
+        status == _CONVERGED,
+        diffrax.RESULTS.successful,
+        diffrax.RESULTS.where(
+            status == _SINGULAR,
+            diffrax.RESULTS.singular,
+            diffrax.RESULTS.nonlinear_max_steps_reached,
+        ),
+    )
+    return x, result
 
 
-def default_tolerance(tol: float | None, dtype) -> float:
-    """A Newton tolerance a few ulps above round-off for `dtype`, unless given."""
-    return 64 * float(jnp.finfo(dtype).eps) if tol is None else tol
+class AbstractVariationalSolver(AbstractSymmetricSolver):
+    """A variational integrator: it steps the discrete Euler–Lagrange equations of a
+    `lagrax.LagrangianTerm` in position–momentum form, with Newton solves, and
+    carries the discrete momentum `p` in its state.
 
-
-def unwrap_lagrangian_term(terms, solver: str):
-    """The `LagrangianTerm` inside `terms`.
-
-    `diffeqsolve` hands solvers its own wrapper around the user's term (to flip the
-    time direction, for instance); variational solvers need the Lagrangian itself,
-    so they find the `LagrangianTerm` by walking the pytree of terms.
+    Shared here: the Newton tolerances, the velocity solve `p₁ = ∂L/∂q̇(q₁, q̇₁)`
+    that closes every step, and how a step's failures are reported.
     """
-    from .._simulate import LagrangianTerm
 
-    found = [
-        leaf
-        for leaf in jtu.tree_leaves(
-            terms, is_leaf=lambda x: isinstance(x, LagrangianTerm)
+    rtol: eqx.AbstractVar[float | None]
+    atol: eqx.AbstractVar[float | None]
+    max_steps: eqx.AbstractVar[int]
+
+    term_structure: ClassVar = LagrangianTerm
+    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
+        diffrax.LocalLinearInterpolation
+    )
+
+    def __check_init__(self):
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
+            raise TypeError(f"`max_steps` must be an int, got {self.max_steps!r}.")
+        if self.max_steps < 1:
+            raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"`{name}` must be positive or None, got {value!r}.")
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def newton_options(self, dtype) -> dict:
+        """The Newton tolerances (default: 64 ulps of `dtype`) and budget."""
+        ulps = 64 * float(jnp.finfo(dtype).eps)
+        return dict(
+            rtol=ulps if self.rtol is None else self.rtol,
+            atol=ulps if self.atol is None else self.atol,
+            max_steps=self.max_steps,
         )
-        if isinstance(leaf, LagrangianTerm)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"{solver} needs the Lagrangian itself: pass a single "
-            "`lagrax.LagrangianTerm` as the terms of `diffeqsolve`."
+
+    def velocity(
+        self, lagrangian, q1, p1, guess
+    ) -> tuple[Float[Array, " dof"], diffrax.RESULTS]:
+        """`q̇₁` from `p₁ = ∂L/∂q̇(q₁, q̇₁)`, by Newton from `guess`. Its Jacobian is
+        the mass matrix at `(q₁, q̇₁)`, so a singular one is reported as such; for
+        an `L` quadratic in `q̇` the solve is linear: two evaluations."""
+        return newton_root(
+            lambda v: momentum(lagrangian, q1, v) - p1,
+            guess,
+            **self.newton_options(q1.dtype),
         )
-    return found[0]
+
+    def finish(self, y0, y1, h, *results: diffrax.RESULTS) -> diffrax.RESULTS:
+        """The step's result: its Newton solves' first failure, then `check_step`."""
+        return first_failure(*results, check_step(y0, y1, h))

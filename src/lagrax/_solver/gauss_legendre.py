@@ -1,8 +1,5 @@
 import functools
-from collections.abc import Callable
-from typing import ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,12 +7,11 @@ import numpy as np
 
 from .._mechanics import momentum
 from .base import (
-    AbstractSymmetricSolver,
-    default_tolerance,
-    first_failure,
+    AbstractVariationalSolver,
     newton_root,
     split_state,
-    unwrap_lagrangian_term,
+    time_direction,
+    unwrap,
 )
 
 
@@ -47,7 +43,7 @@ def _extrapolate(nodes, values, targets):
     return jnp.prod(numer / denom, axis=-1) @ values
 
 
-class GaussLegendre(AbstractSymmetricSolver):
+class GaussLegendre(AbstractVariationalSolver):
     r"""The Gauss–Legendre variational integrator, for any regular Lagrangian
     `L(q, q̇)`: a symplectic partitioned Runge–Kutta method of order `2·stages`.
 
@@ -79,9 +75,10 @@ class GaussLegendre(AbstractSymmetricSolver):
     extrapolates the previous step's stage velocities), `s` gradients for `p₁`, and
     the velocity solve of `VariationalMidpoint`. For the 4th-order default this is
     about half the cost of `Yoshida4()` with a far smaller error constant. Gradients
-    use the implicit function theorem; a solve that does not converge returns
-    `diffrax.RESULTS.nonlinear_max_steps_reached`. Fixed steps only (no error
-    estimate); dense output is linear.
+    use the implicit function theorem. A step is accepted only if its Newton solves
+    converged with regular Jacobians and it resolves the motion, as in
+    `VariationalMidpoint`. Takes a `lagrax.LagrangianTerm`. Fixed steps only (no
+    error estimate); dense output is linear.
 
     ??? cite "References"
 
@@ -110,25 +107,18 @@ class GaussLegendre(AbstractSymmetricSolver):
     atol: float | None = None
     max_steps: int = eqx.field(default=20, static=True)
 
-    term_structure: ClassVar = diffrax.AbstractTerm
-    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
-        diffrax.LocalLinearInterpolation
-    )
-
     def __check_init__(self):
         if isinstance(self.stages, bool) or not isinstance(self.stages, int):
             raise TypeError(f"`stages` must be an int, got {self.stages!r}.")
         if not 1 <= self.stages <= 6:
             raise ValueError(f"`stages` must be between 1 and 6, got {self.stages}.")
-        if self.max_steps < 1:
-            raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
 
     def order(self, terms):
         return 2 * self.stages
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "GaussLegendre")
-        lagrangian = unwrap_lagrangian_term(terms, "GaussLegendre").lagrangian
+        lagrangian = unwrap(terms).lagrangian
         h = jnp.asarray(terms.contr(t0, t1), q0.dtype)
         # A fictitious previous step at constant velocity: the first guess is
         # q̇₀ at every stage, which costs the first step an iteration or two but
@@ -138,7 +128,7 @@ class GaussLegendre(AbstractSymmetricSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "GaussLegendre")
-        term = unwrap_lagrangian_term(terms, "GaussLegendre")
+        term = unwrap(terms)
         lagrangian = term.lagrangian
         # The state is the discrete momentum p₀, plus the previous step's stage
         # velocities and size, which only feed the predictor.
@@ -147,16 +137,9 @@ class GaussLegendre(AbstractSymmetricSolver):
         )
         tableau = _gauss_legendre_tableau(self.stages)
         c, a, b = (jnp.asarray(x, q0.dtype) for x in tableau)
-        # As in VariationalMidpoint: the control is the signed physical step.
-        control = terms.contr(t0, t1)
+        control, direction = time_direction(terms, t0, t1)
         h = jnp.asarray(control, q0.dtype)
-        direction = jnp.sign(control) * jnp.sign(t1 - t0)
         stage_t = (t0 + c * (t1 - t0)) * direction
-        tol = dict(
-            rtol=default_tolerance(self.rtol, q0.dtype),
-            atol=default_tolerance(self.atol, q0.dtype),
-            max_steps=self.max_steps,
-        )
         shape = (self.stages, q0.shape[0])
 
         def stage_forces(flat_v):
@@ -183,7 +166,9 @@ class GaussLegendre(AbstractSymmetricSolver):
             jnp.concatenate([prev_v, v0[None]]),
             1 + ratio * c,
         )
-        flat_v, v_ok = newton_root(stage_residual, guess.reshape(-1), **tol)
+        flat_v, stage_result = newton_root(
+            stage_residual, guess.reshape(-1), **self.newton_options(q0.dtype)
+        )
         stage_v = flat_v.reshape(shape)
         q1 = q0 + h * (b @ stage_v)
         p1 = p0 + h * (b @ stage_forces(flat_v)[0])
@@ -192,24 +177,10 @@ class GaussLegendre(AbstractSymmetricSolver):
         v_guess = _extrapolate(
             jnp.concatenate([zero, c]), jnp.concatenate([v0[None], stage_v]), one
         )[0]
-        v1, v1_ok = newton_root(
-            lambda v: momentum(lagrangian, q1, v) - p1, v_guess, **tol
-        )
+        v1, v_result = self.velocity(lagrangian, q1, p1, v_guess)
         y1 = (q1, v1)
-        result = first_failure(
-            *(
-                diffrax.RESULTS.where(
-                    ok,
-                    diffrax.RESULTS.successful,
-                    diffrax.RESULTS.nonlinear_max_steps_reached,
-                )
-                for ok in (v_ok, v1_ok)
-            )
-        )
+        result = self.finish(y0, y1, h, stage_result, v_result)
         return y1, None, dict(y0=y0, y1=y1), (p1, stage_v, h), result
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 GaussLegendre.__init__.__doc__ = """**Arguments:**

@@ -1,23 +1,18 @@
-from collections.abc import Callable
-from typing import ClassVar
-
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._mechanics import momentum
 from .base import (
-    AbstractSymmetricSolver,
-    default_tolerance,
-    first_failure,
+    AbstractVariationalSolver,
     newton_root,
     split_state,
-    unwrap_lagrangian_term,
+    time_direction,
+    unwrap,
 )
 
 
-class VariationalMidpoint(AbstractSymmetricSolver):
+class VariationalMidpoint(AbstractVariationalSolver):
     r"""The midpoint variational integrator, for any regular Lagrangian `L(q, q̇)`.
 
     Discretizes the action with `L_d(q₀, q₁) = h L((q₀ + q₁)/2, (q₁ − q₀)/h)` and
@@ -43,11 +38,17 @@ class VariationalMidpoint(AbstractSymmetricSolver):
     carried in the solver state (error O(h³)); the velocity solve is linear, two
     evaluations, when `L` is quadratic in `q̇`. For higher order at a similar cost
     per step see `GaussLegendre`. Gradients through the step use the implicit
-    function theorem, exact for any number of iterations. A solve that does not
-    converge within `max_steps` returns
-    `diffrax.RESULTS.nonlinear_max_steps_reached`, so `diffeqsolve` raises (or, with
-    `throw=False`, reports it in `sol.result`). Fixed steps only (no error
-    estimate); dense output is linear.
+    function theorem, exact for any number of iterations.
+
+    A step is accepted only if both Newton solves converged to tolerance within
+    `max_steps` iterations, their Jacobians were regular (the velocity solve's is the
+    mass matrix) and the step resolves the motion (see `AbstractSymmetricSolver`);
+    otherwise it fails with a code that `lagrax.simulate` reports as
+    `lagrax.RESULTS.newton_failure`, `singular_mass_matrix` or `step_too_large`
+    (`diffeqsolve` itself raises, or with `throw=False` returns
+    `nonlinear_max_steps_reached`, `singular` or `nonlinear_divergence`). Takes a
+    `lagrax.LagrangianTerm`. Fixed steps only (no error estimate); dense output is
+    linear.
 
     ??? cite "Reference"
 
@@ -67,44 +68,28 @@ class VariationalMidpoint(AbstractSymmetricSolver):
     atol: float | None = None
     max_steps: int = eqx.field(default=20, static=True)
 
-    term_structure: ClassVar = diffrax.AbstractTerm
-    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
-        diffrax.LocalLinearInterpolation
-    )
-
-    def __check_init__(self):
-        if self.max_steps < 1:
-            raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
-
     def order(self, terms):
         return 2
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "VariationalMidpoint")
-        lagrangian = unwrap_lagrangian_term(terms, "VariationalMidpoint").lagrangian
+        lagrangian = unwrap(terms).lagrangian
         # No acceleration estimate yet: the first guess is q₀ + h q̇₀, which costs
         # the first step an iteration or two but keeps `init` to one gradient.
         return momentum(lagrangian, q0, v0), jnp.zeros_like(v0)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "VariationalMidpoint")
-        term = unwrap_lagrangian_term(terms, "VariationalMidpoint")
+        term = unwrap(terms)
         lagrangian = term.lagrangian
         # The state is the discrete momentum p₀ and an estimate of q̈ near t₀, which
         # only feeds the predictor.
         p0, a0 = jax.lax.cond(
             made_jump, lambda: self.init(terms, t0, t1, y0, args), lambda: solver_state
         )
-        # `terms` may integrate in reversed time τ = −t; the control is the signed
-        # physical step, and the physical time is τ times the direction.
-        control = terms.contr(t0, t1)
+        control, direction = time_direction(terms, t0, t1)
         h = jnp.asarray(control, q0.dtype)
-        t_mid = (t0 + 0.5 * (t1 - t0)) * jnp.sign(control) * jnp.sign(t1 - t0)
-        tol = dict(
-            rtol=default_tolerance(self.rtol, q0.dtype),
-            atol=default_tolerance(self.atol, q0.dtype),
-            max_steps=self.max_steps,
-        )
+        t_mid = (t0 + 0.5 * (t1 - t0)) * direction
 
         def midpoint_forces(q1):
             m = 0.5 * (q0 + q1)
@@ -119,30 +104,20 @@ class VariationalMidpoint(AbstractSymmetricSolver):
             return dl_du - 0.5 * h * dl_dq - p0
 
         # Taylor with the carried acceleration estimate: an O(h³) guess.
-        q1, q_ok = newton_root(position_residual, q0 + h * (v0 + 0.5 * h * a0), **tol)
+        q1, q_result = newton_root(
+            position_residual,
+            q0 + h * (v0 + 0.5 * h * a0),
+            **self.newton_options(q0.dtype),
+        )
         p1 = p0 + h * midpoint_forces(q1)[0]
         u = (q1 - q0) / h
         # 2u − q̇₀ extrapolates the velocity to t₁ with an O(h²) error.
-        v1, v_ok = newton_root(
-            lambda v: momentum(lagrangian, q1, v) - p1, 2 * u - v0, **tol
-        )
+        v1, v_result = self.velocity(lagrangian, q1, p1, 2 * u - v0)
         # q̇₁ − u ≈ ½ h q̈: an O(h) estimate of the acceleration for the next guess.
         a1 = 2 * (v1 - u) / h
         y1 = (q1, v1)
-        result = first_failure(
-            *(
-                diffrax.RESULTS.where(
-                    ok,
-                    diffrax.RESULTS.successful,
-                    diffrax.RESULTS.nonlinear_max_steps_reached,
-                )
-                for ok in (q_ok, v_ok)
-            )
-        )
+        result = self.finish(y0, y1, h, q_result, v_result)
         return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
 
 VariationalMidpoint.__init__.__doc__ = """**Arguments:**

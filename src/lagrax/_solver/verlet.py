@@ -3,8 +3,16 @@ from typing import ClassVar
 
 import diffrax
 import jax
+import jax.numpy as jnp
 
-from .base import AbstractSymmetricSolver, split_state
+from .._term import LagrangianTerm
+from .base import (
+    AbstractSymmetricSolver,
+    check_step,
+    first_failure,
+    split_state,
+    unwrap,
+)
 
 
 def _acceleration(terms, t, y, args):
@@ -28,8 +36,11 @@ class VelocityVerlet(AbstractSymmetricSolver):
     `VariationalMidpoint` (or `Yoshida4`) for such systems.
 
     Works with any term whose vector field on the state `(q, q̇)` is `(q̇, q̈)`, such
-    as `lagrax.LagrangianTerm`. Fixed steps only (no error estimate). Dense output
-    is cubic Hermite.
+    as `lagrax.LagrangianTerm`. A step fails, rather than returning garbage, when it
+    exceeds the stability limit `hω < 2` (see `AbstractSymmetricSolver`) or meets a
+    non-finite acceleration: for a `LagrangianTerm(..., throw=False)` at a finite
+    state that is a singular mass matrix (with `throw=True` it raises). Fixed steps
+    only (no error estimate). Dense output is cubic Hermite.
 
     ??? cite "Reference"
 
@@ -71,7 +82,21 @@ class VelocityVerlet(AbstractSymmetricSolver):
         v1 = v_half + 0.5 * terms.prod(a1, control)
         y1 = (q1, v1)
         dense_info = dict(y0=y0, y1=y1, k0=(dq0, dv0), k1=terms.prod((v1, a1), control))
-        return y1, None, dense_info, a1, diffrax.RESULTS.successful
+        # A Lagrangian's NaN acceleration at a finite state is a singular mass
+        # matrix; past an overflow (a blow-up, which `check_step` names) that would
+        # be a misleading diagnosis.
+        singular = (
+            isinstance(unwrap(terms), LagrangianTerm)
+            & ~jnp.all(jnp.isfinite(a1))
+            & jnp.all(jnp.isfinite(q1 + dv0))
+        )
+        result = first_failure(
+            diffrax.RESULTS.where(
+                singular, diffrax.RESULTS.singular, diffrax.RESULTS.successful
+            ),
+            check_step(y0, y1, jnp.asarray(control, q0.dtype), (a0, a1)),
+        )
+        return y1, None, dense_info, a1, result
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._baselines import AbstractDynamics
 from .._linalg import definiteness_shortfall
 from .._mechanics import acceleration_parts
+from .._simulate import solve_options
+from .._term import is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
-from .dynamics import check_model, model_acceleration, model_velocity
-from .rollout import check_solve_options, solve_from
+from .rollout import solve_batch
 
 
 def _penalty(norm: str):
@@ -64,7 +64,7 @@ def acceleration_loss(
     The scalar loss.
     """
     penalty = _penalty(norm)
-    check_model(model)
+    dynamics = is_dynamics(model)
     if not isinstance(data, AccelerationData):
         raise TypeError(
             f"`data` must be an AccelerationData, got {type(data).__name__}."
@@ -73,21 +73,18 @@ def acceleration_loss(
         raise ValueError(
             f"`definiteness` must be a finite number ≥ 0, got {definiteness!r}."
         )
-    if definiteness and isinstance(model, AbstractDynamics):
+    if definiteness and dynamics:
         raise ValueError(
             "`definiteness` penalizes a Lagrangian's mass matrix; "
             f"{type(model).__name__} has none."
         )
     if definiteness:
         return _with_definiteness(model, data, penalty, definiteness)
-    predicted = jax.vmap(model_acceleration, in_axes=(None, 0, 0))(
+    velocity, predicted = jax.vmap(model_dynamics, in_axes=(None, 0, 0))(
         model, data.q, data.qdot
     )
     loss = jnp.mean(penalty(predicted - data.qddot))
-    if isinstance(model, AbstractDynamics):
-        velocity = jax.vmap(model_velocity, in_axes=(None, 0, 0))(
-            model, data.q, data.qdot
-        )
+    if dynamics:
         loss = loss + jnp.mean(penalty(velocity - data.qdot))
     return loss
 
@@ -96,7 +93,9 @@ def _with_definiteness(lagrangian, data, penalty, margin):
     qddot, singular, h = jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(
         lagrangian, data.q, data.qdot
     )
-    predicted = jnp.where(singular[:, None], jnp.nan, qddot)
+    # NaN in value and gradient where singular, as `acceleration(throw=False)`.
+    poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
+    predicted = qddot * poison[:, None]
     trace = jnp.mean(jnp.trace(h, axis1=1, axis2=2))
     gauge = jax.lax.stop_gradient(jnp.where(trace >= 0, 1.0, -1.0)).astype(h.dtype)
     shortfall = jax.vmap(definiteness_shortfall, in_axes=(0, None))(gauge * h, margin)
@@ -190,7 +189,7 @@ def rollout_loss(
         ```
     """
     penalty = _penalty(norm)
-    check_model(model)
+    is_dynamics(model)  # a clear error for anything but a model
     if not isinstance(data, TrajectoryData):
         raise TypeError(f"`data` must be a TrajectoryData, got {type(data).__name__}.")
     num_times = data.ts.shape[0]
@@ -205,8 +204,14 @@ def rollout_loss(
         )
     if not continuity >= 0:
         raise ValueError(f"`continuity` must be non-negative, got {continuity!r}.")
-    solver, stepsize_controller, adjoint = check_solve_options(
-        solver, dt0, rtol, atol, stepsize_controller, adjoint, max_steps
+    options = solve_options(
+        solver=solver,
+        dt0=dt0,
+        rtol=rtol,
+        atol=atol,
+        stepsize_controller=stepsize_controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
     )
 
     num_windows = (num_times - 1) // (window - 1)
@@ -221,17 +226,8 @@ def rollout_loss(
     def flat(x):
         return x.reshape((num_traj * num_windows,) + x.shape[2:])
 
-    q_hat, qdot_hat = solve_from(
-        model,
-        flat(q[:, :, 0]),
-        flat(qdot[:, :, 0]),
-        flat(ts),
-        solver=solver,
-        dt0=dt0,
-        stepsize_controller=stepsize_controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        throw=throw,
+    q_hat, qdot_hat = solve_batch(
+        model, flat(q[:, :, 0]), flat(qdot[:, :, 0]), flat(ts), options, throw=throw
     )
     shape = (num_traj, num_windows, window, dof)
     q_hat = q_hat.reshape(shape)

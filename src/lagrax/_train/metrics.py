@@ -6,8 +6,8 @@ from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import LagrangianLike
 from .._mechanics import energy
+from .._term import model_dynamics
 from .data import AccelerationData, TrajectoryData
-from .dynamics import check_model, model_acceleration
 
 
 def _check_trajectories(x, name: str) -> None:
@@ -32,12 +32,11 @@ def acceleration_error(model: PyTree, data: AccelerationData) -> Float[Array, ""
 
     The scalar relative error.
     """
-    check_model(model)
     if not isinstance(data, AccelerationData):
         raise TypeError(
             f"`data` must be an AccelerationData, got {type(data).__name__}."
         )
-    predicted = jax.vmap(model_acceleration, in_axes=(None, 0, 0))(
+    _, predicted = jax.vmap(model_dynamics, in_axes=(None, 0, 0))(
         model, data.q, data.qdot
     )
     return jnp.linalg.norm(predicted - data.qddot) / jnp.linalg.norm(data.qddot)

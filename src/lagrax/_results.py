@@ -1,0 +1,62 @@
+"""The result codes of lagrax: Diffrax's, and the failures that only mechanics has.
+
+A Diffrax solver must report through `diffrax.RESULTS` (`diffeqsolve` merges its
+results with Diffrax's own), so the lagrax solvers report their failures with the
+Diffrax members closest in meaning: `singular` for a singular mass matrix,
+`nonlinear_max_steps_reached` for a Newton iteration that did not converge,
+`nonlinear_divergence` for a step too large to resolve the motion. `simulate`,
+`rollout` and the losses translate these into the members below, whose messages
+say what happened and what to do.
+"""
+
+import diffrax
+
+
+class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
+    """The result codes of lagrax: every member of `diffrax.RESULTS`, plus:
+
+    - `singular_mass_matrix`: the mass matrix `∂²L/∂q̇²` (or an implicit step's
+        Jacobian, which tends to it as the step shrinks) is singular on the way.
+    - `newton_failure`: an implicit lagrax solver's Newton iteration did not converge
+        to its tolerance within `max_steps` iterations.
+    - `step_too_large`: a fixed step does not resolve the motion.
+
+    `lagrax.simulate(..., throw=False)` returns one in `Trajectory.result`;
+    `RESULTS[result]` is its message.
+    """
+
+    singular_mass_matrix = (
+        "The mass matrix ∂²L/∂q̇² is singular (or not finite) at a state on the way "
+        "(for an implicit lagrax solver: its Newton Jacobian, which tends to the mass "
+        "matrix as dt0 shrinks), so the Euler–Lagrange equations do not determine "
+        "q̈ there. Inspect it with lagrax.mass_matrix_info; a learned Lagrangian can "
+        "be kept definite with acceleration_loss(..., definiteness=...)."
+    )
+    newton_failure = (
+        "The Newton iteration of an implicit lagrax solver did not converge to its "
+        "tolerance within `max_steps` iterations: reduce dt0 (or loosen the solver's "
+        "rtol/atol, or raise its max_steps)."
+    )
+    step_too_large = (
+        "A fixed step does not resolve the motion, so its result would be "
+        "meaningless: the positions moved unlike the velocities at the step's ends "
+        "(|(q₁ − q₀)/dt − (q̇₀ + q̇₁)/2| above the speed), or, for an explicit "
+        "solver, dt·ω ≥ 2 for the stiffness ω² ≈ |Δq̈|/|Δq| along the step "
+        "(VelocityVerlet's stability limit). Reduce dt0."
+    )
+
+
+# How the Diffrax codes that lagrax solvers return read in lagrax's terms.
+_TRANSLATIONS = (
+    (diffrax.RESULTS.singular, RESULTS.singular_mass_matrix),
+    (diffrax.RESULTS.nonlinear_max_steps_reached, RESULTS.newton_failure),
+    (diffrax.RESULTS.nonlinear_divergence, RESULTS.step_too_large),
+)
+
+
+def from_diffrax(result: diffrax.RESULTS) -> RESULTS:
+    """The lagrax reading of a result returned by `diffeqsolve` over lagrax terms."""
+    out = RESULTS.promote(result)
+    for diffrax_item, lagrax_item in _TRANSLATIONS:
+        out = RESULTS.where(result == diffrax_item, lagrax_item, out)
+    return out

@@ -1,0 +1,184 @@
+"""Diffrax terms for second-order dynamics, and the one seam between models and
+everything that trains or integrates them.
+
+A model is either a Lagrangian (any callable `L(q, q̇)`, usually an
+`AbstractLagrangian`) or an `AbstractDynamics` baseline that predicts `q̈` itself.
+`as_term` turns either into a term; simulation, rollouts, losses and metrics ask for
+`q̈` only through it.
+"""
+
+import abc
+
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, Bool, PyTree
+
+from ._baselines import AbstractDynamics
+from ._custom_types import Acceleration, ForceFn, LagrangianLike, Position, Velocity
+from ._mechanics import checked_acceleration
+
+
+State = tuple[Position, Velocity]
+
+
+class AbstractSecondOrderTerm(diffrax.AbstractTerm):
+    """A Diffrax term for a second-order system: the state is the tuple
+    `(q, qdot)`, the vector field `(velocity, acceleration)` and the control time.
+
+    The lagrax solvers take these terms: `VelocityVerlet` any of them,
+    `VariationalMidpoint` and `GaussLegendre` a `LagrangianTerm`. Subclasses
+    implement `dynamics`.
+    """
+
+    @abc.abstractmethod
+    def dynamics(
+        self, t, q: Position, qdot: Velocity
+    ) -> tuple[Velocity, Acceleration, Bool[Array, ""]]:
+        """**Arguments:**
+
+        - `t`: the time.
+        - `q`, `qdot`: the state, each of shape `(dof,)`.
+
+        **Returns:**
+
+        `(velocity, acceleration, singular)`: the rate of change of `q` (`qdot`
+        itself for a Lagrangian), `q̈`, and whether `q̈` is undetermined at this
+        state (a singular mass matrix).
+        """
+
+    def vf(self, t, y: State, args: PyTree) -> State:
+        if not (isinstance(y, tuple) and len(y) == 2):
+            raise ValueError(
+                f"The state of a {type(self).__name__} must be the tuple `(q, qdot)`, "
+                f"got {jtu.tree_structure(y)}."
+            )
+        velocity, qddot, _ = self.dynamics(t, *y)
+        return velocity, qddot
+
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0
+
+    def prod(self, vf: PyTree[Array], control) -> PyTree[Array]:
+        return jtu.tree_map(lambda v: jnp.asarray(control, v.dtype) * v, vf)
+
+
+class LagrangianTerm(AbstractSecondOrderTerm):
+    r"""The Euler–Lagrange equations of a Lagrangian as a Diffrax term.
+
+    The state is the tuple `(q, qdot)` and the vector field is `(q̇, q̈(t, q, q̇))`
+    with `q̈` from `lagrax.acceleration`; the control is time. Use it with
+    `diffrax.diffeqsolve` and any Diffrax ODE solver, and with the lagrax solvers
+    (the variational ones read `lagrangian` and `force` themselves).
+
+    A singular mass matrix met during the solve raises a runtime error with
+    `throw=True` (the default); with `throw=False` its acceleration is NaN instead,
+    and so is that acceleration's gradient: the lagrax solvers then report
+    `lagrax.RESULTS.singular_mass_matrix`, and a loss built on the solve is not
+    finite, which `lagrax.fit` skips. `lagrax.simulate(..., throw=...)` sets this.
+
+    !!! example
+
+        ```python
+        term = lagrax.LagrangianTerm(lagrax.systems.DoublePendulum())
+        sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 10.0, 0.01, (q0, qdot0))
+        ```
+    """
+
+    lagrangian: LagrangianLike
+    force: ForceFn | None = None
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        if not callable(self.lagrangian):
+            raise TypeError(
+                f"`lagrangian` must be a callable (q, qdot) -> scalar, got "
+                f"{type(self.lagrangian).__name__}."
+            )
+        if self.force is not None and not callable(self.force):
+            raise TypeError(
+                f"`force` must be a callable (t, q, qdot) -> Q or None, got "
+                f"{type(self.force).__name__}."
+            )
+        if not isinstance(self.throw, bool):
+            raise TypeError(f"`throw` must be a bool, got {self.throw!r}.")
+
+    def dynamics(
+        self, t, q: Position, qdot: Velocity
+    ) -> tuple[Velocity, Acceleration, Bool[Array, ""]]:
+        force = None if self.force is None else self.force(t, q, qdot)
+        qddot, singular = checked_acceleration(
+            self.lagrangian, q, qdot, force, throw=self.throw
+        )
+        return qdot, qddot, singular
+
+
+LagrangianTerm.__init__.__doc__ = """**Arguments:**
+
+- `lagrangian`: a callable `(q, qdot) -> scalar` for one state, such as an
+    `AbstractLagrangian`.
+- `force`: an optional generalized (non-conservative) force, a callable
+    `(t, q, qdot) -> Q` with `Q` of shape `(dof,)`.
+- `throw`: whether a singular mass matrix raises (default) or gives a NaN
+    acceleration.
+"""
+
+
+class DynamicsTerm(AbstractSecondOrderTerm):
+    """The ODE `(q, q̇)' = (velocity, q̈)` of an `AbstractDynamics` model (a baseline
+    such as `NeuralODEBaseline` or `HamiltonianNN`), as a Diffrax term.
+
+    Integrate it with any Diffrax ODE solver or with `lagrax.VelocityVerlet`; the
+    variational solvers need a Lagrangian (`LagrangianTerm`).
+    """
+
+    model: AbstractDynamics
+
+    def __check_init__(self):
+        if not isinstance(self.model, AbstractDynamics):
+            raise TypeError(
+                "`model` must be a lagrax.AbstractDynamics (for a Lagrangian use "
+                f"lagrax.LagrangianTerm), got {type(self.model).__name__}."
+            )
+
+    def dynamics(
+        self, t, q: Position, qdot: Velocity
+    ) -> tuple[Velocity, Acceleration, Bool[Array, ""]]:
+        velocity = self.model.velocity(q, qdot)
+        return velocity, self.model.acceleration(q, qdot), jnp.array(False)
+
+
+DynamicsTerm.__init__.__doc__ = """**Arguments:**
+
+- `model`: an `AbstractDynamics`.
+"""
+
+
+def is_dynamics(model) -> bool:
+    """Whether `model` predicts `q̈` itself (an `AbstractDynamics`) rather than being
+    a Lagrangian; raises a clear error if it is neither."""
+    if isinstance(model, AbstractDynamics):
+        return True
+    if callable(model):
+        return False
+    raise TypeError(
+        "`model` must be a Lagrangian (a callable (q, qdot) -> scalar) or a "
+        f"lagrax.AbstractDynamics, got {type(model).__name__}."
+    )
+
+
+def as_term(model, *, throw: bool) -> AbstractSecondOrderTerm:
+    """The term of a Lagrangian (`LagrangianTerm(model, throw=throw)`) or of an
+    `AbstractDynamics` (`DynamicsTerm(model)`)."""
+    if is_dynamics(model):
+        return DynamicsTerm(model)
+    return LagrangianTerm(model, throw=throw)
+
+
+def model_dynamics(model, q: Position, qdot: Velocity) -> tuple[Velocity, Acceleration]:
+    """`(velocity, q̈)` of a model at one state, for training and evaluation: a
+    Lagrangian's singular mass matrix gives an explicit NaN (value and gradient)
+    instead of an error, so that a training loop can skip (and count) that step."""
+    velocity, qddot, _ = as_term(model, throw=False).dynamics(None, q, qdot)
+    return velocity, qddot
