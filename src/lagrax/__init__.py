@@ -45,6 +45,7 @@ from ._train.data import (
     AbstractDataset as AbstractDataset,
     acceleration_data as acceleration_data,
     AccelerationData as AccelerationData,
+    MixedData as MixedData,
     sample_states as sample_states,
     train_test_split as train_test_split,
     trajectory_data as trajectory_data,
@@ -58,6 +59,7 @@ from ._train.losses import (
 from ._train.metrics import (
     acceleration_error as acceleration_error,
     energy_discrepancy as energy_discrepancy,
+    energy_error as energy_error,
     integrated_log_rollout_error as integrated_log_rollout_error,
     rollout_error as rollout_error,
 )

@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import LagrangianLike
 from .._mechanics import acceleration, energy
+from .._misc import check_int
 from .._simulate import simulate
 
 
@@ -149,6 +150,109 @@ class TrajectoryData(AbstractDataset):
 
     def __getitem__(self, index) -> "TrajectoryData":
         return TrajectoryData(self.ts, self.q[index], self.qdot[index])
+
+
+class MixedData(AbstractDataset):
+    """Trajectories paired with blocks of acceleration samples, to train on both at
+    once: sample `i` is trajectory `i` together with its own block of `block`
+    acceleration samples, so a minibatch of `MixedData` feeds a joint loss.
+
+    `len(data)` is the number of trajectories; `data[index]` selects trajectories
+    and their blocks; `data.accelerations` is the minibatch's `AccelerationData`.
+
+    !!! example
+
+        ```python
+        data = lagrax.MixedData(trajectories, accelerations, block=64)
+
+        def loss(model, batch):
+            return lagrax.acceleration_loss(model, batch.accelerations) + (
+                100.0 * lagrax.rollout_loss(model, batch.trajectories, window=5)
+            )
+
+        model, history = lagrax.fit(model, loss, data, batch_size=16, ...)
+        ```
+
+    **Fields:**
+
+    - `trajectories`: a `TrajectoryData`.
+    - `q`, `qdot`, `qddot`: the acceleration samples, shape
+        `(trajectories, block, dof)`.
+    """
+
+    trajectories: TrajectoryData
+    q: Float[Array, "trajectories block dof"]
+    qdot: Float[Array, "trajectories block dof"]
+    qddot: Float[Array, "trajectories block dof"]
+
+    def __init__(
+        self,
+        trajectories: TrajectoryData,
+        accelerations: AccelerationData,
+        *,
+        block: int | None = None,
+    ):
+        """**Arguments:**
+
+        - `trajectories`: a `TrajectoryData`.
+        - `accelerations`: an `AccelerationData` with at least one sample per
+            trajectory; trajectory `i` gets samples `i·block` to `(i + 1)·block − 1`,
+            and samples past `len(trajectories)·block` are left out.
+        - `block`: acceleration samples per trajectory; default (and at most)
+            `len(accelerations) // len(trajectories)`.
+        """
+        if not isinstance(trajectories, TrajectoryData):
+            raise TypeError(
+                "`trajectories` must be a TrajectoryData, got "
+                f"{type(trajectories).__name__}."
+            )
+        if not isinstance(accelerations, AccelerationData):
+            raise TypeError(
+                "`accelerations` must be an AccelerationData, got "
+                f"{type(accelerations).__name__}."
+            )
+        num = len(trajectories)
+        most = len(accelerations) // num
+        block = most if block is None else check_int(block, "block")
+        if not 1 <= block <= most:
+            raise ValueError(
+                f"{len(accelerations)} acceleration samples give each of {num} "
+                f"trajectories at most {most}, got block={block}; pass more "
+                "accelerations or a smaller block."
+            )
+        if accelerations.q.shape[1] != trajectories.q.shape[2]:
+            raise ValueError(
+                "`trajectories` and `accelerations` must have the same dof, got "
+                f"{trajectories.q.shape[2]} and {accelerations.q.shape[1]}."
+            )
+        self.trajectories = trajectories
+        self.q, self.qdot, self.qddot = (
+            x[: num * block].reshape(num, block, -1)
+            for x in (accelerations.q, accelerations.qdot, accelerations.qddot)
+        )
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __getitem__(self, index) -> "MixedData":
+        return eqx.tree_at(
+            lambda d: (d.trajectories, d.q, d.qdot, d.qddot),
+            self,
+            (
+                self.trajectories[index],
+                self.q[index],
+                self.qdot[index],
+                self.qddot[index],
+            ),
+        )
+
+    @property
+    def accelerations(self) -> AccelerationData:
+        """The acceleration samples of all blocks, as one `AccelerationData`."""
+        dof = self.q.shape[-1]
+        return AccelerationData(
+            *(x.reshape(-1, dof) for x in (self.q, self.qdot, self.qddot))
+        )
 
 
 def _box(box, name: str, dtype) -> tuple[Array, Array]:

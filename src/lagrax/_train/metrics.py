@@ -42,18 +42,51 @@ def acceleration_error(model: PyTree, data: AccelerationData) -> Float[Array, ""
     return jnp.linalg.norm(predicted - data.qddot) / jnp.linalg.norm(data.qddot)
 
 
+def energy_error(
+    system: LagrangianLike, predicted: TrajectoryData, *, scale: float = 1.0
+) -> Float[Array, "trajectories times"]:
+    """How far each predicted trajectory drifts from the true energy of its initial
+    state, over time:
+
+        |E(x̂(t)) − E(x̂(t_0))| / scale
+
+    with `E` the true energy (`lagrax.energy` of `system`). The true motion scores
+    0 (up to the solver's error). A failed rollout's unreached samples are `inf`,
+    so their errors are not finite.
+
+    **Arguments:**
+
+    - `system`: the true Lagrangian.
+    - `predicted`: a model's trajectories, such as `lagrax.rollout(model, q0,
+        qdot0, ts)`.
+    - `scale`: the normalizing energy, positive (see `energy_discrepancy`).
+
+    **Returns:**
+
+    The errors, shape `(trajectories, times)`.
+    """
+    _check_trajectories(predicted, "predicted")
+    if not scale > 0:
+        raise ValueError(f"`scale` must be positive, got {scale!r}.")
+    energies = jax.vmap(jax.vmap(lambda q, v: energy(system, q, v)))(
+        predicted.q, predicted.qdot
+    )
+    return jnp.abs(energies - energies[:, :1]) / scale
+
+
 def energy_discrepancy(
     system: LagrangianLike, predicted: TrajectoryData, *, scale: float = 1.0
 ) -> Float[Array, ""]:
     """The energy discrepancy of Cranmer et al.: how far predicted trajectories drift
-    from the true energy of their initial states.
+    from the true energy of their initial states by the last time, the mean over
+    trajectories of `lagrax.energy_error` at `t_end`,
 
         mean over trajectories of |E(x̂(t_end)) − E(x̂(t_0))| / scale
 
-    with `E` the true energy (`lagrax.energy` of `system`) and `x̂(t_0)` the
-    observed initial state that every rollout starts from. The paper normalizes by
-    the maximum potential energy: `scale=29.4` for the default
-    `lagrax.systems.DoublePendulum`. The true motion scores 0.
+    with `E` the true energy and `x̂(t_0)` the observed initial state that every
+    rollout starts from. The paper normalizes by the maximum potential energy:
+    `scale=lagrax.systems.DoublePendulum().max_potential_energy` (29.4 for the
+    default pendulum). The true motion scores 0.
 
     **Arguments:**
 
@@ -66,11 +99,11 @@ def energy_discrepancy(
     The scalar discrepancy.
     """
     _check_trajectories(predicted, "predicted")
-    if not scale > 0:
-        raise ValueError(f"`scale` must be positive, got {scale!r}.")
-    ends = predicted.q[:, jnp.array([0, -1])], predicted.qdot[:, jnp.array([0, -1])]
-    energies = jax.vmap(jax.vmap(lambda q, v: energy(system, q, v)))(*ends)
-    return jnp.mean(jnp.abs(energies[:, 1] - energies[:, 0])) / scale
+    ends = jnp.array([0, -1])
+    predicted = TrajectoryData(
+        predicted.ts[ends], predicted.q[:, ends], predicted.qdot[:, ends]
+    )
+    return jnp.mean(energy_error(system, predicted, scale=scale)[:, -1])
 
 
 def _check_pair(predicted: TrajectoryData, target: TrajectoryData) -> None:

@@ -46,7 +46,7 @@ class DoublePendulum(AbstractLagrangian):
         L = T − V
 
     `V` ranges over `±((m₁ + m₂) g l₁ + m₂ g l₂)`; with the defaults its maximum,
-    29.4, is the paper's energy normalization.
+    29.4 (`max_potential_energy`), is the paper's energy normalization.
 
     **Fields:**
 
@@ -63,6 +63,13 @@ class DoublePendulum(AbstractLagrangian):
 
     def __check_init__(self):
         check_positive(self, "m1", "m2", "l1", "l2")
+
+    @property
+    def max_potential_energy(self) -> float:
+        """`(m₁ + m₂) g l₁ + m₂ g l₂`, the largest potential energy (both arms up):
+        the energy normalization of Cranmer et al., and the largest energy of a
+        motion released from rest."""
+        return (self.m1 + self.m2) * self.g * self.l1 + self.m2 * self.g * self.l2
 
     def __call__(
         self, q: Float[Array, "2"], qdot: Float[Array, "2"]
