@@ -1,4 +1,7 @@
 import functools as ft
+import inspect
+import os
+import pathlib
 
 import diffrax
 import equinox as eqx
@@ -10,6 +13,8 @@ import optax
 import pytest
 
 import lagrax
+from lagrax._serialisation import read_checkpoint, write_checkpoint
+from lagrax._train.fit import _describe, _optimizer_fingerprint
 from lagrax.systems import HarmonicOscillator
 
 
@@ -95,81 +100,260 @@ def test_fit_rollout_loss_learns_oscillator():
     assert lagrax.acceleration_error(model, test) < 1e-2
 
 
-def _small_run(model, data, steps, **kwargs):
-    optimizer = optax.adam(optax.cosine_onecycle_schedule(40, 1e-2))
+# The small runs below share their data, model shapes and optimizer objects, so
+# that fit's step (cached on the optimizer object) and the rest compile once.
+_ADAM = optax.adam(1e-2)
+_ONECYCLE = optax.adam(optax.cosine_onecycle_schedule(40, 1e-2))
+
+
+@ft.cache
+def _small_data():
+    return _oscillator_accelerations(64, jr.key(0))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _small_run(
+    data,
+    steps,
+    *,
+    model=None,
+    loss=lagrax.acceleration_loss,
+    optimizer=_ADAM,
+    batch_size=16,
+    key=None,
+    progress=False,
+    **kwargs,
+):
+    if model is None:
+        model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
+    key = jr.key(7) if key is None else key
     return lagrax.fit(
         model,
-        lagrax.acceleration_loss,
+        loss,
         data,
         optimizer=optimizer,
         steps=steps,
-        batch_size=16,
-        key=jr.key(7),
-        progress=False,
+        batch_size=batch_size,
+        key=key,
+        progress=progress,
         **kwargs,
     )
 
 
 def test_checkpoint_resume_is_bit_identical(tmp_path):
-    data = _oscillator_accelerations(72, jr.key(0))  # 4 batches a epoch, 8 dropped
-    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
-    test = _oscillator_accelerations(20, jr.key(2))
+    data = _small_data()[:56]  # 3 batches a epoch, 8 dropped
+    test = _small_data()[56:]
     metrics = {"error": lagrax.acceleration_error}
-    full, full_history = _small_run(model, data, 40, test_data=test, metrics=metrics)
+    run = ft.partial(_small_run, optimizer=_ONECYCLE, test_data=test, metrics=metrics)
+    full, full_history = run(data, 40)
 
+    def stop(model, data):
+        raise _Stop
+
+    # Stopped by an error after its checkpoint at step 10, at the evaluation at 20.
     path = tmp_path / "run.lagrax"
-    half, _ = _small_run(
-        model,
-        data,
-        20,
-        checkpoint=path,
-        checkpoint_every=10,
-        test_data=test,
-        metrics=metrics,
-    )
+    with pytest.raises(_Stop):
+        run(
+            data,
+            40,
+            checkpoint=path,
+            checkpoint_every=10,
+            metrics={"error": stop},
+            eval_every=20,
+        )
     # A different starting model: only the checkpoint can make the result right.
     other = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(99))
-    resumed, history = _small_run(
-        other, data, 40, checkpoint=path, resume=True, test_data=test, metrics=metrics
-    )
+    resumed, history = run(data, 40, model=other, checkpoint=path, resume=True)
     assert eqx.tree_equal(resumed, full)
     np.testing.assert_array_equal(history.loss, full_history.loss)
-    assert not tree_allclose(half, full, rtol=1e-3, atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["run.lagrax"]  # no temp files left
 
-    with pytest.raises(ValueError, match="num_samples"):
-        _small_run(model, data[:64], 50, checkpoint=path, resume=True)
-    with pytest.raises(ValueError, match="optimizer"):
-        lagrax.fit(
-            model,
-            lagrax.acceleration_loss,
+    # The finished run can be neither shortened nor extended: its one-cycle
+    # schedule is over 40 steps, and one over 80 is another optimizer.
+    with pytest.raises(ValueError, match="`steps`=40; this run asks for 30"):
+        run(data, 30, checkpoint=path, resume=True)
+    onecycle80 = optax.adam(optax.cosine_onecycle_schedule(80, 1e-2))
+    with pytest.raises(ValueError, match="different `optimizer`.*schedule"):
+        run(data, 80, checkpoint=path, resume=True, optimizer=onecycle80)
+
+
+def test_resume_extends_only_a_finished_run(tmp_path):
+    data = _small_data()[:48]
+    fresh, fresh_history = _small_run(data, 12)
+    path = tmp_path / "run.lagrax"
+    _small_run(data, 8, checkpoint=path)
+    # Adam's steps do not depend on their total: 8 steps, then 4 more, are 12 steps.
+    extended, history = _small_run(data, 12, checkpoint=path, resume=True)
+    assert eqx.tree_equal(extended, fresh)
+    np.testing.assert_array_equal(history.loss, fresh_history.loss)
+    with pytest.raises(ValueError, match=r"`steps`=12; this run asks for 8 \(fewer"):
+        _small_run(data, 8, checkpoint=path, resume=True)
+
+    # Stopped after step 5 of 12: finishing it to 20 would be neither run.
+    unfinished = tmp_path / "unfinished.lagrax"
+    test = data[:8]
+
+    def stop(model, data):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        _small_run(
             data,
-            optimizer=optax.sgd(1e-3),
-            steps=50,
-            batch_size=16,
-            key=jr.key(7),
-            checkpoint=path,
-            resume=True,
-            progress=False,
+            12,
+            checkpoint=unfinished,
+            checkpoint_every=5,
+            test_data=test,
+            metrics={"error": stop},
+            eval_every=6,
         )
+    with pytest.raises(ValueError, match="`steps`=12; .* stopped after step 5 of 12"):
+        _small_run(data, 20, checkpoint=unfinished, resume=True)
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    data = _small_data()[:48]
+    path = tmp_path / "run.lagrax"
+    model, _ = _small_run(data, 6, checkpoint=path)
+    # The same run again, with a new optimizer object: the finished checkpoint.
+    again, _ = _small_run(
+        data, 6, checkpoint=path, resume=True, optimizer=optax.adam(1e-2)
+    )
+    assert eqx.tree_equal(again, model)
+
+    def refused(match, data=data, steps=6, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            _small_run(data, steps, checkpoint=path, resume=True, **kwargs)
+
+    refused("`batch_size`=16; this run asks for 8", batch_size=8)
+    refused("different `key`", key=jr.key(8))
+    refused(r"`len\(data\)`=48; this run has 40", data=data[:40])
+    shifted = eqx.tree_at(lambda d: d.qddot, data, data.qddot.at[3, 0].add(1e-9))
+    refused("different `data`", data=shifted)
+    for optimizer in (optax.adam(2e-2), optax.adam(1e-2, b1=0.8)):
+        refused("different `optimizer`", optimizer=optimizer)
+    # Another optimizer state does not load: the checkpoint's reader names it.
+    refused("optimizer", optimizer=optax.sgd(1e-2))
+    l2 = ft.partial(lagrax.acceleration_loss, norm="l2")
+    refused(
+        r"`loss`='lagrax\._train.*_loss'; this run has \"partial\(.*'l2'\)", loss=l2
+    )
+
+    # A checkpoint that does not record a setting cannot be checked against it.
+    like = (model, _ADAM.init(eqx.filter(model, eqx.is_inexact_array)))
+    state, info = read_checkpoint(path, like)
+    del info["optimizer"]
+    write_checkpoint(path, state, info)
+    refused("does not record its `optimizer`")
+
+
+def test_optimizer_fingerprint():
+    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(0))
+    params = eqx.filter(model, eqx.is_inexact_array)
+
+    def fingerprint(optimizer, params=params):
+        return _optimizer_fingerprint(optimizer, params)
+
+    adam = fingerprint(optax.adam(1e-3))
+    assert fingerprint(optax.adam(1e-3)) == adam  # behaviour, not identity
+    assert fingerprint(optax.adam(2e-3)) != adam
+    assert fingerprint(optax.sgd(1e-3)) != adam
+    onecycle = fingerprint(optax.adam(optax.cosine_onecycle_schedule(100, 1e-3)))
+    assert onecycle != adam
+    assert (
+        fingerprint(optax.adam(optax.cosine_onecycle_schedule(200, 1e-3))) != onecycle
+    )
+    # Schedules over 1000 and 2000 steps differ by 2e-6 in the first steps.
+    decay = [optax.cosine_decay_schedule(1e-3, steps) for steps in (1000, 2000)]
+    assert fingerprint(optax.adam(decay[0])) != fingerprint(optax.adam(decay[1]))
+    # Not the parameter values (a resumed run may start from another model), even
+    # for an optimizer whose updates depend on them.
+    other = eqx.filter(
+        lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1)), eqx.is_inexact_array
+    )
+    assert fingerprint(optax.adamw(1e-3), other) == fingerprint(optax.adamw(1e-3))
+
+
+def test_loss_description():
+    description = _describe(lagrax.acceleration_loss)
+    assert description == "lagrax._train.losses.acceleration_loss"
+    l1 = _describe(ft.partial(lagrax.acceleration_loss, norm="l1"))
+    assert l1 == f"partial({description}, norm='l1')"
+    assert _describe(ft.partial(lagrax.acceleration_loss, norm="l2")) != l1
+    rollout = ft.partial(lagrax.rollout_loss, window=3, solver=diffrax.Midpoint())
+    assert "window=3, solver=Midpoint()" in _describe(rollout)
+
+    def closure(weight, inner):
+        return lambda model, batch: weight * inner(model, batch)
+
+    same = closure(2.0, ft.partial(lagrax.acceleration_loss, norm="l1"))
+    assert _describe(same) == _describe(
+        closure(2.0, ft.partial(lagrax.acceleration_loss, norm="l1"))
+    )
+    assert _describe(same) != _describe(closure(2.0, lagrax.acceleration_loss))
+    assert _describe(same) != _describe(closure(1.0, lagrax.acceleration_loss))
+    weight = _describe(closure(jnp.asarray(2.0), lagrax.acceleration_loss))
+    assert weight != _describe(closure(jnp.asarray(1.0), lagrax.acceleration_loss))
+    # Nothing that changes from one process to the next: a module that holds a
+    # function is named by its type.
+    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(0))
+    held = _describe(closure(1.0, model))
+    assert "0x" not in held and "lagrax._lagrangian.MLPLagrangian" in held
+
+
+def test_checkpoint_folder_is_checked_before_training(tmp_path):
+    data = _small_data()[:48]
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+
+    def loss(model, batch):
+        raise AssertionError("fit trained before checking its checkpoint")
+
+    paths = [
+        (tmp_path / "missing" / "run.lagrax", "does not exist"),
+        (a_file / "run.lagrax", "is not a folder"),
+        (tmp_path, "is a folder"),
+    ]
+    if os.path.isdir("/sys"):  # sysfs takes no new files, not even from root
+        paths.append((pathlib.Path("/sys/run.lagrax"), "does not take new files"))
+    for path, problem in paths:
+        with pytest.raises(ValueError, match=f"`checkpoint`.*{problem}") as error:
+            _small_run(data, 4, checkpoint=path, loss=loss)
+        assert str(path) in str(error.value)
+
+
+def test_nan_gradients_are_skipped_and_counted():
+    data = _small_data()[:48]
+    # Sample 5 marked by a position of exactly zero, which no sampled one is.
+    data = eqx.tree_at(lambda d: d.q, data, data.q.at[5, 0].set(0.0))
+
+    def loss(model, batch):
+        value = lagrax.acceleration_loss(model, batch)
+        # On the batch with the marker, the value is unchanged but the gradient
+        # is NaN: √ has an infinite derivative at 0, and 0·∞ is NaN.
+        return jax.lax.cond(
+            jnp.any(batch.q == 0), lambda v: v + jnp.sqrt(0.0 * v), lambda v: v, value
+        )
+
+    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
+    # 3 batches a epoch, 2 epochs: sample 5 falls in exactly one batch per epoch.
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 6"):
+        trained, history = _small_run(data, 6, model=model, loss=loss)
+    assert history.num_skipped == 2 and np.all(np.isfinite(history.loss))
+    leaves = jax.tree.leaves(eqx.filter(trained, eqx.is_inexact_array))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    assert not tree_allclose(trained, model, rtol=1e-3, atol=1e-6)
 
 
 def test_nan_batches_are_skipped_and_counted():
-    data = _oscillator_accelerations(64, jr.key(0))
+    data = _small_data()[:48]
     data = eqx.tree_at(lambda d: d.qddot, data, data.qddot.at[5, 0].set(jnp.nan))
     model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
-    # 4 batches a epoch, 2 epochs: sample 5 falls in exactly one batch per epoch
-    with pytest.warns(RuntimeWarning, match="skipped 2 of 8"):
-        trained, history = lagrax.fit(
-            model,
-            lagrax.acceleration_loss,
-            data,
-            optimizer=optax.adam(1e-2),
-            steps=8,
-            batch_size=16,
-            key=jr.key(2),
-            progress=False,
-        )
+    # 3 batches a epoch, 2 epochs: sample 5 falls in exactly one batch per epoch
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 6"):
+        trained, history = _small_run(data, 6, model=model)
     assert history.num_skipped == 2
     assert np.all(np.isnan(history.loss[history.skipped]))
     assert np.all(np.isfinite(history.loss[~history.skipped]))
@@ -179,64 +363,45 @@ def test_nan_batches_are_skipped_and_counted():
 
     # Full batches all contain the NaN: nothing may change, then fit gives up.
     with pytest.warns(RuntimeWarning, match="skipped 3 of 3"):
-        same, history = lagrax.fit(
-            model,
-            lagrax.acceleration_loss,
-            data,
-            optimizer=optax.adam(1e-2),
-            steps=3,
-            batch_size=64,
-            key=jr.key(2),
-            progress=False,
-        )
+        same, history = _small_run(data, 3, model=model, batch_size=48)
     assert eqx.tree_equal(same, model)
     with pytest.raises(RuntimeError, match="skipped"):
-        lagrax.fit(
-            model,
-            lagrax.acceleration_loss,
-            data,
-            optimizer=optax.adam(1e-2),
-            steps=4,
-            batch_size=64,
-            key=jr.key(2),
-            max_consecutive_skips=3,
-            progress=False,
-        )
+        _small_run(data, 4, model=model, batch_size=48, max_consecutive_skips=3)
 
 
 def test_fit_is_a_loop_over_train_step(capsys):
-    data = _oscillator_accelerations(48, jr.key(0))
+    data = _small_data()[:48]
     model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
-    optimizer = optax.adam(1e-2)
     key = jr.key(2)
-    fitted, _ = lagrax.fit(
-        model,
-        lagrax.acceleration_loss,
-        data,
-        optimizer=optimizer,
-        steps=5,
-        batch_size=16,
-        key=key,
-        progress=True,
-    )
+    fitted, _ = _small_run(data, 5, model=model, key=key, progress=True)
     assert "loss=" in capsys.readouterr().err  # the progress bar
     # by hand: epoch e shuffles with fold_in(key, e); batches are consecutive slices
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    opt_state = _ADAM.init(eqx.filter(model, eqx.is_inexact_array))
     manual = model
     for step in range(5):
         epoch, b = divmod(step, 3)
         order = jr.permutation(jr.fold_in(key, epoch), 48)
         batch = data[order[16 * b : 16 * (b + 1)]]
         manual, opt_state, value, skipped = lagrax.train_step(
-            manual, opt_state, batch, loss=lagrax.acceleration_loss, optimizer=optimizer
+            manual, opt_state, batch, loss=lagrax.acceleration_loss, optimizer=_ADAM
         )
         assert not skipped and jnp.isfinite(value)
     assert tree_allclose(manual, fitted, rtol=1e-12, atol=1e-14)
 
 
-def test_fit_argument_errors(tmp_path):
-    data = _oscillator_accelerations(10, jr.key(0))
-    model = lagrax.MLPLagrangian(1, width=4, depth=1, key=jr.key(1))
+class _Duck:
+    """Has `len()` and indexing, but is no `lagrax.AbstractDataset`."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return self
+
+
+def test_fit_argument_errors():
+    data = _small_data()[:10]
+    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
     kwargs = dict(optimizer=optax.adam(1e-3), steps=3, batch_size=4, key=jr.key(2))
     for change, match in [
         (dict(steps=-1), "steps"),
@@ -244,6 +409,7 @@ def test_fit_argument_errors(tmp_path):
         (dict(batch_size=0), "batch_size"),
         (dict(resume=True), "checkpoint"),
         (dict(eval_every=0), "eval_every"),
+        (dict(max_consecutive_skips=0), "max_consecutive_skips"),
         (dict(metrics={"e": lagrax.acceleration_error}), "test_data"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -252,3 +418,20 @@ def test_fit_argument_errors(tmp_path):
         lagrax.fit(
             model, lagrax.acceleration_loss, data, **{**kwargs, "optimizer": "adam"}
         )
+    # A duck-typed dataset is refused: by the suite's runtime type checker, and
+    # by fit itself (as users without the checker call it), naming the argument.
+    unchecked = inspect.unwrap(lagrax.fit)
+    for name, train, test in [("data", _Duck(), None), ("test_data", data, _Duck())]:
+        with pytest.raises(TypeError, match="AbstractDataset"):
+            _small_run(train, 3, batch_size=4, test_data=test)
+        with pytest.raises(TypeError, match=f"`{name}` must be a dataset.*Abstract"):
+            unchecked(
+                model,
+                lagrax.acceleration_loss,
+                train,
+                test_data=test,
+                optimizer=_ADAM,
+                steps=3,
+                batch_size=4,
+                key=jr.key(2),
+            )

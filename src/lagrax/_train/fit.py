@@ -1,8 +1,13 @@
 """The training loop: a jitted step that users can call themselves, and `fit`."""
 
+import functools as ft
+import hashlib
+import inspect
+import json
 import math
 import os
 import pathlib
+import tempfile
 import warnings
 from collections.abc import Callable
 
@@ -17,7 +22,9 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from .._misc import check_int
 from .._serialisation import key_fingerprint, read_checkpoint, write_checkpoint
+from .data import AbstractDataset
 
 
 class History(eqx.Module):
@@ -26,7 +33,7 @@ class History(eqx.Module):
     **Fields:**
 
     - `loss`: the training loss of each step, on that step's minibatch, before its
-        update; not finite where the step was skipped.
+        update (finite even for a skipped step whose gradient alone was not).
     - `skipped`: whether each step was skipped because its loss or gradient was not
         finite (the model and optimizer state were left unchanged).
     - `eval_step`: the number of steps completed at each evaluation.
@@ -136,32 +143,252 @@ def _evaluate(model, data, loss, metrics):
     return loss(model, data), {name: fn(model, data) for name, fn in metrics.items()}
 
 
-def _positive_int(value, name: str, *, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{name}` must be {kind} int, got {value!r}.")
-
-
 def _check_data(data, name: str) -> int:
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+    if not isinstance(data, AbstractDataset):
         raise TypeError(
-            f"`{name}` must be a dataset with `len()` and indexing by an array of "
-            f"indices (such as lagrax.AccelerationData), got {type(data).__name__}."
+            f"`{name}` must be a dataset: an AccelerationData, a TrajectoryData or "
+            "an instance of your own subclass of lagrax.AbstractDataset, got "
+            f"{type(data).__name__}."
         )
     return len(data)
+
+
+def _check_checkpoint(checkpoint: str | os.PathLike) -> None:
+    """Fail before training, not after the first `checkpoint_every` steps, when the
+    checkpoint cannot be written: by the same route as the writer, a temporary
+    file in the checkpoint's folder."""
+    path = pathlib.Path(checkpoint)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"`checkpoint` must be a file, but {str(path)!r} is a folder.")
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise ValueError(
+            f"`checkpoint` {str(path)!r} cannot be written: its folder "
+            f"{str(folder)!r} {problem}."
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"`checkpoint` {str(path)!r} cannot be written: its folder "
+            f"{str(folder)!r} does not take new files ({e.strerror})."
+        ) from None
+
+
+def _name(obj) -> str:
+    """`module.qualname` of a function or class, or else of its type."""
+    if not hasattr(obj, "__qualname__"):
+        obj = type(obj)
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _describe(obj, seen: frozenset[int] = frozenset()) -> str:
+    """A description of a loss (or anything it holds) that is the same in every
+    process: names, and the values bound by `functools.partial` and closures. It
+    never holds a memory address, which would change on each run."""
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+        return repr(obj)
+    if eqx.is_array(obj):
+        # The values of a few numbers (a weight, say), the shape of anything more.
+        values = np.asarray(obj).tolist() if obj.size <= 16 else "..."
+        return f"{obj.dtype}{list(obj.shape)}{values}"
+    if isinstance(obj, tuple | list):
+        return f"({', '.join(_describe(x, seen) for x in obj)})"
+    if isinstance(obj, dict):
+        items = (f"{k!r}: {_describe(v, seen)}" for k, v in obj.items())
+        return f"{{{', '.join(items)}}}"
+    if callable(obj) and hasattr(obj, "__wrapped__"):
+        # Not the decorator's internals (such as a runtime type checker's, which
+        # hold ids), but the function it decorates.
+        obj = inspect.unwrap(obj)
+    if id(obj) in seen:  # a function whose closure holds itself
+        return _name(obj)
+    seen = seen | {id(obj)}
+    if isinstance(obj, ft.partial):
+        args = [_describe(x, seen) for x in obj.args]
+        args += [f"{k}={_describe(v, seen)}" for k, v in obj.keywords.items()]
+        return f"partial({', '.join([_describe(obj.func, seen), *args])})"
+    if isinstance(obj, eqx.Module):
+        # A solver or a step-size controller is its short repr; a model is its type.
+        text = repr(obj)
+        return text if len(text) <= 500 and " at 0x" not in text else _name(type(obj))
+    if callable(obj):
+        bound = []
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                bound.append(_describe(cell.cell_contents, seen))
+            except ValueError:  # a closure variable not yet assigned
+                bound.append("<empty>")
+        return _name(obj) + (f"[{', '.join(bound)}]" if bound else "")
+    return _name(obj)
+
+
+def _pattern(shape: tuple[int, ...], phase: int) -> np.ndarray:
+    """Varied probe values, exact in every float dtype (quarters from -1.5 to 1.5),
+    so the same on every machine."""
+    cycle = (7 * np.arange(math.prod(shape)) + phase) % 13
+    return ((cycle - 6) / 4).reshape(shape)
+
+
+def _summary(x, digits: int) -> list:
+    """A few statistics of one leaf of updates, rounded: `digits` significant
+    digits of its mean magnitude, and its mean and a weighted mean to the same
+    absolute precision. Statistics rather than the elements themselves: among
+    thousands of float32 elements, some would round the other way after a last-bit
+    change (another jax, another device) and refuse a resume."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        return ["not finite"]
+    scale = float(np.mean(np.abs(x)))
+    if scale == 0:
+        return [0]
+    quantum = scale * 10.0**-digits
+    stats = (np.mean(x), np.mean(x * _pattern(x.shape, 5)))
+    return [f"{scale:.{digits - 1}e}", *(round(float(s) / quantum) for s in stats)]
+
+
+def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> str:
+    """A SHA-256 of what `optimizer` does: Optax transformations are closures, so
+    they are told apart by their behaviour. From probe parameters shaped like
+    `params`, three updates on probe gradients that differ each call; then one
+    more as if after 10, 10², ..., 10⁶ steps (the state's integer scalars, Optax's
+    step counts, set to that), since schedules over different numbers of steps
+    barely differ in their first steps. The updates are hashed rounded (to fewer
+    digits for lower-precision dtypes), with the optimizer state's structure.
+    Another learning rate, schedule or transformation gives another fingerprint;
+    the model's own parameter values do not enter it."""
+    leaves, treedef = jtu.tree_flatten(params)
+
+    def probe(phase):
+        arrays = [
+            jnp.asarray(_pattern(x.shape, phase + 3 * k), dtype=x.dtype)
+            for k, x in enumerate(leaves)
+        ]
+        return jtu.tree_unflatten(treedef, arrays)
+
+    def summaries(updates):
+        return [
+            _summary(u, int(np.clip(jnp.finfo(u.dtype).precision - 3, 1, 6)))
+            for u in jtu.tree_leaves(updates)
+        ]
+
+    def after(steps, opt_state):
+        def count(x):
+            counter = eqx.is_array(x) and x.ndim == 0
+            if counter and jnp.issubdtype(x.dtype, jnp.integer):
+                return jnp.full_like(x, steps)
+            return x
+
+        return jtu.tree_map(count, opt_state)
+
+    record = []
+    probe_params = probe(0)
+    gradients = [probe(1 + call) for call in range(3)]
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = optimizer.init(probe_params)
+        for grads in gradients:
+            updates, opt_state = optimizer.update(grads, opt_state, probe_params)
+            probe_params = optax.apply_updates(probe_params, updates)
+            record.append(summaries(updates))
+        for power in range(1, 7):
+            later = after(10**power, opt_state)
+            updates, _ = optimizer.update(gradients[-1], later, probe_params)
+            record.append(summaries(updates))
+    for path, leaf in jtu.tree_flatten_with_path(opt_state)[0]:
+        kind = f"{leaf.dtype}{list(leaf.shape)}" if eqx.is_array(leaf) else ""
+        record.append([jtu.keystr(path), kind or _describe(leaf)])
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
+
+
+def _data_fingerprint(data: AbstractDataset) -> str:
+    """A SHA-256 of a dataset's structure and the bytes of its arrays."""
+    digest = hashlib.sha256(_name(type(data)).encode())
+    for path, leaf in jtu.tree_flatten_with_path(data)[0]:
+        digest.update(jtu.keystr(path).encode())
+        if eqx.is_array(leaf):
+            leaf = np.asarray(leaf)
+            digest.update(f"{leaf.dtype}{list(leaf.shape)}".encode())
+            digest.update(leaf.tobytes())
+        else:
+            digest.update(_describe(leaf).encode())
+    return digest.hexdigest()
+
+
+# How a mismatch names each setting a checkpoint records.
+_SETTINGS = {
+    "steps": "`steps`",
+    "batch_size": "`batch_size`",
+    "num_samples": "`len(data)`",
+    "data": "`data` (the same number of samples, other values)",
+    "key": "`key`",
+    "optimizer": (
+        "`optimizer` (it updates probe gradients differently: another learning "
+        "rate, schedule or transformation)"
+    ),
+    "loss": "`loss`",
+}
+# Fingerprints, whose values say nothing to a reader.
+_OPAQUE = ("data", "key", "optimizer")
+
+
+def _mismatch(where: str, name: str, saved, value, note: str = "") -> ValueError:
+    if name in _OPAQUE:
+        difference = f"a different {_SETTINGS[name]}"
+    else:
+        verb = "asks for" if name in ("steps", "batch_size") else "has"
+        difference = f"{_SETTINGS[name]}={saved!r}; this run {verb} {value!r}"
+    return ValueError(
+        f"The checkpoint {where} was written by a run with {difference}{note}, so "
+        "it cannot be resumed exactly. Delete it, or pass another `checkpoint`, to "
+        "start afresh."
+    )
+
+
+def _check_run(where: str, info: dict, run: dict) -> None:
+    """Raise unless the checkpoint's run is this one, or a finished run that this
+    one extends to more steps."""
+    for name in run:
+        if name not in info:
+            raise ValueError(
+                f"The checkpoint {where} does not record its {_SETTINGS[name]} "
+                "(an older lagrax wrote it), so it cannot be resumed exactly. Delete "
+                "it, or pass another `checkpoint`, to start afresh."
+            )
+    saved_steps, done, steps = info["steps"], info["step"], run["steps"]
+    if steps != saved_steps:
+        if done < saved_steps:
+            note = (
+                f" (it stopped after step {done} of {saved_steps}; only a finished "
+                "run can be extended, to more steps)"
+            )
+            raise _mismatch(where, "steps", saved_steps, steps, note)
+        if steps < done:
+            raise _mismatch(
+                where, "steps", saved_steps, steps, " (fewer than it has done)"
+            )
+    for name, value in run.items():
+        if name != "steps" and info[name] != value:
+            note = ""
+            if name == "optimizer" and steps != saved_steps:
+                note = (
+                    "; a schedule over the total number of steps is another "
+                    "schedule for other `steps`, so such a run cannot be extended"
+                )
+            raise _mismatch(where, name, info[name], value, note)
 
 
 def fit(
     model: PyTree,
     loss: Callable[[PyTree, PyTree], Float[Array, ""]],
-    data: PyTree,
+    data: AbstractDataset,
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
     batch_size: int,
     key: PRNGKeyArray,
-    test_data: PyTree | None = None,
+    test_data: AbstractDataset | None = None,
     metrics: dict[str, Callable[[PyTree, PyTree], Float[Array, ""]]] | None = None,
     eval_every: int | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -182,10 +409,24 @@ def fit(
     schedule, `optax.adam(optax.cosine_onecycle_schedule(steps, 1e-3))`.
 
     With `checkpoint`, the model, optimizer state, step count and history are
-    written there (atomically) every `checkpoint_every` steps and at the end.
-    With `resume=True` and an existing checkpoint, training continues from it up to
+    written there (atomically) every `checkpoint_every` steps and at the end,
+    together with what defines the run: `steps`, `batch_size`, `key`, the size of
+    `data` and a SHA-256 of its arrays, a fingerprint of `optimizer` (a hash of its
+    updates on probe gradients, so another learning rate or schedule differs), a
+    description of `loss` (its name and the values bound to it by
+    `functools.partial` or a closure) and the names of `metrics`. With
+    `resume=True` and an existing checkpoint, training continues from it up to
     `steps` in total. Minibatches depend only on `key` and the step number, so a
     run that is stopped and resumed ends bit-identical to one that was not.
+
+    A checkpoint written by a different run is refused with a `ValueError` naming
+    the setting that differs, with one exception: a finished run (one that did all
+    its `steps`) may be extended, by resuming it with a larger `steps` and every
+    other setting the same; training continues from it to the new total. Its
+    optimizer must not depend on `steps`: a schedule over the total number of steps,
+    such as the one-cycle schedule above, is another optimizer for another `steps`,
+    and is refused. Resuming with fewer steps than the checkpoint has done, or an
+    unfinished checkpoint with a different `steps`, is refused too.
 
     **Arguments:**
 
@@ -194,8 +435,8 @@ def fit(
         `lagrax.acceleration_loss` or
         `functools.partial(lagrax.rollout_loss, window=5, ...)`.
     - `data`: the training set: an `AccelerationData`, a `TrajectoryData` (whose
-        trajectories are the samples) or any dataset with `len()` and indexing
-        by an integer array.
+        trajectories are the samples) or an instance of your own subclass of
+        `lagrax.AbstractDataset`.
     - `optimizer`: an Optax gradient transformation.
     - `steps`: the total number of optimization steps.
     - `batch_size`: samples per minibatch, at most `len(data)`.
@@ -205,9 +446,11 @@ def fit(
         `{"acceleration": lagrax.acceleration_error}`.
     - `eval_every`: evaluate on `test_data` every this many steps (and at the
         end); default a tenth of `steps`.
-    - `checkpoint`: a file to write checkpoints to, optional.
+    - `checkpoint`: a file to write checkpoints to, optional. Its folder must exist
+        and be writable; this is checked before the first step.
     - `checkpoint_every`: steps between checkpoints; default a tenth of `steps`.
-    - `resume`: continue from `checkpoint` if it exists.
+    - `resume`: continue from `checkpoint` if it exists (see above for when it is
+        refused).
     - `max_consecutive_skips`: raise a `RuntimeError` once this many steps in a row
         were skipped (the model is stuck: look for NaNs in the data, a solver
         running out of `max_steps`, a Lagrangian with a singular mass matrix
@@ -218,8 +461,8 @@ def fit(
 
     `(model, history)`: the trained model and a `lagrax.History`.
     """
-    _positive_int(steps, "steps", allow_zero=True)
-    _positive_int(batch_size, "batch_size")
+    steps = check_int(steps, "steps", low=0)
+    batch_size = check_int(batch_size, "batch_size")
     if not callable(loss):
         raise TypeError(
             f"`loss` must be a function (model, batch) -> scalar, got {loss!r}."
@@ -247,37 +490,46 @@ def fit(
     default_every = max(1, steps // 10)
     eval_every = default_every if eval_every is None else eval_every
     checkpoint_every = default_every if checkpoint_every is None else checkpoint_every
-    _positive_int(eval_every, "eval_every")
-    _positive_int(checkpoint_every, "checkpoint_every")
+    eval_every = check_int(eval_every, "eval_every")
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
     if max_consecutive_skips is not None:
-        _positive_int(max_consecutive_skips, "max_consecutive_skips")
-    if resume and checkpoint is None:
+        check_int(max_consecutive_skips, "max_consecutive_skips")
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint)
+    elif resume:
         raise ValueError("`resume=True` needs a `checkpoint` file to resume from.")
-    fingerprint = key_fingerprint(key)
 
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    params = eqx.filter(model, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
     losses: list[float] = []
     skipped: list[bool] = []
     eval_steps: list[int] = []
     eval_losses: list[float] = []
     metric_values: dict[str, list[float]] = {name: [] for name in metrics}
     start = 0
-    run = dict(batch_size=batch_size, num_samples=num_samples, key=fingerprint)
-    if resume and pathlib.Path(checkpoint).exists():  # pyright: ignore
+    run = {}
+    if checkpoint is not None:
+        # Everything that defines the run, for a resumed run to be this one.
+        run = dict(
+            steps=steps,
+            batch_size=batch_size,
+            num_samples=num_samples,
+            data=_data_fingerprint(data),
+            key=key_fingerprint(key),
+            optimizer=_optimizer_fingerprint(optimizer, params),
+            loss=_describe(loss),
+        )
+    if resume and checkpoint is not None and pathlib.Path(checkpoint).exists():
         (model, opt_state), info = read_checkpoint(checkpoint, (model, opt_state))
-        for name, value in run.items():
-            if info[name] != value:
-                raise ValueError(
-                    f"The checkpoint {os.fspath(checkpoint)!r} was written by a run "
-                    f"with a different `{name}`: cannot resume it exactly."
-                )
+        where = repr(os.fspath(checkpoint))
+        _check_run(where, info, run)
         start = info["step"]
         saved = info["history"]
         losses, skipped = saved["loss"], saved["skipped"]
         eval_steps, eval_losses = saved["eval_step"], saved["eval_loss"]
         if set(saved["metrics"]) != set(metrics):
             raise ValueError(
-                f"The checkpoint {os.fspath(checkpoint)!r} recorded the metrics "
+                f"The checkpoint {where} recorded the metrics "
                 f"{sorted(saved['metrics'])}, this run asks for {sorted(metrics)}."
             )
         metric_values = saved["metrics"]
@@ -341,10 +593,8 @@ def fit(
             evaluate = test_data is not None and (
                 done % eval_every == 0 or done == steps
             )
-            save_now = checkpoint is not None and (
-                done % checkpoint_every == 0 or done == steps
-            )
-            if evaluate or save_now or len(pending) >= 32 or done == steps:
+            at_checkpoint = done % checkpoint_every == 0 or done == steps
+            if evaluate or at_checkpoint or len(pending) >= 32:
                 flush()
             if evaluate:
                 test_loss, test_metrics = _evaluate(model, test_data, loss, metrics)
@@ -352,7 +602,7 @@ def fit(
                 eval_losses.append(float(test_loss))
                 for name, value in test_metrics.items():
                     metric_values[name].append(float(value))
-            if save_now:
+            if checkpoint is not None and at_checkpoint:
                 info = dict(run, step=done, history=history_dict())
                 write_checkpoint(checkpoint, (model, opt_state), info)
     finally:
