@@ -112,12 +112,14 @@ def test_definiteness_penalty_pushes_an_indefinite_mass_matrix_to_definite():
         def __call__(self, q, qdot):
             return 0.5 * qdot @ (0.5 * (self.a + self.a.T)) @ qdot
 
-    model = Quadratic(jnp.array([[1.0, 0.0], [0.0, -0.3]]))
+    # −0.35: the descent's iterates step over the singular A (a singular mass
+    # matrix makes the loss and its gradient NaN, which a training loop skips).
+    model = Quadratic(jnp.array([[1.0, 0.0], [0.0, -0.35]]))
     zeros = jnp.zeros((4, 2))
     data = lagrax.AccelerationData(zeros, jnp.ones((4, 2)), zeros)
     loss = ft.partial(lagrax.acceleration_loss, data=data, definiteness=0.2)
-    # pivots 1 and −0.3: shortfall max(0, 0.2 − 1) + max(0, 0.2 + 0.3) = 0.5
-    np.testing.assert_allclose(loss(model), 0.5, rtol=1e-6)
+    # pivots 1 and −0.35: shortfall max(0, 0.2 − 1) + max(0, 0.2 + 0.35) = 0.55
+    np.testing.assert_allclose(loss(model), 0.55, rtol=1e-6)
     for _ in range(100):
         model = jax.tree_util.tree_map(
             lambda p, g: p - 0.1 * g, model, eqx.filter_grad(loss)(model)

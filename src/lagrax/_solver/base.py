@@ -107,8 +107,11 @@ _CONVERGED, _NOT_CONVERGED, _SINGULAR = 0.0, 1.0, 2.0
 
 def newton_root(
     residual, guess: Float[Array, " n"], *, rtol: float, atol: float, max_steps: int
-) -> tuple[Float[Array, " n"], diffrax.RESULTS]:
-    """Solve `residual(x) = 0` near `guess`; returns `(x, result)`.
+) -> tuple[
+    Float[Array, " n"], diffrax.RESULTS, Float[Array, "n n"], Float[Array, "n n"]
+]:
+    """Solve `residual(x) = 0` near `guess`; returns `(x, result, J, J⁻¹)` with `J`
+    the Jacobian at `guess` (for `check_stiffness`).
 
     The forward solve is a chord (simplified Newton) iteration: the Jacobian is
     formed and inverted at the guess and reused, so each iteration costs one residual
@@ -136,6 +139,9 @@ def newton_root(
     def solve(f, x0):
         def inverse_jacobian(x):
             return inverse(jax.jacfwd(f)(x))
+
+        jac0 = jax.jacfwd(f)(x0)
+        jac0_inv, singular0 = inverse(jac0)
 
         tol = atol + rtol * jnp.max(jnp.abs(x0))
 
@@ -176,7 +182,7 @@ def newton_root(
             return update(x, jac_inv, singular | now_singular, size, step)
 
         inf = jnp.array(jnp.inf, x0.dtype)
-        carry = (x0, *inverse_jacobian(x0), inf, inf, jnp.array(0))
+        carry = (x0, jac0_inv, singular0, inf, inf, jnp.array(0))
         carry = jax.lax.while_loop(chord_going, chord, carry)
         carry = jax.lax.while_loop(going, newton, carry)
         x, _, singular, size, prev_size, step = carry
@@ -186,13 +192,13 @@ def newton_root(
         )
         # custom_root gives its auxiliary output a tangent of the output's dtype,
         # which an integer cannot have: pass the status as a float.
-        return x, status.astype(x.dtype)
+        return x, (status.astype(x.dtype), jac0, jac0_inv)
 
     def tangent_solve(g, y):
         return inverse(jax.jacfwd(g)(y))[0] @ y
 
-    x, status = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
-    status = jax.lax.stop_gradient(status)
+    x, aux = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
+    status, jac0, jac0_inv = jax.lax.stop_gradient(aux)
     result = diffrax.RESULTS.where(
         status == _CONVERGED,
         diffrax.RESULTS.successful,
@@ -202,7 +208,34 @@ def newton_root(
             diffrax.RESULTS.nonlinear_max_steps_reached,
         ),
     )
-    return x, result
+    return x, result, jac0, jac0_inv
+
+
+# Past this, a step's implicit equations are ruled by the potential's curvature
+# rather than by inertia: hω > π, fewer than two steps per period of the fastest
+# oscillation, where no discretization can follow the motion.
+_MAX_STIFFNESS = (jnp.pi / 2) ** 2
+
+
+def check_stiffness(
+    scaled_jacobian: Float[Array, "n n"], mass_inverse: Float[Array, "n n"]
+) -> diffrax.RESULTS:
+    """Whether an implicit step resolves the fastest oscillation of the motion.
+
+    `scaled_jacobian` is `h` times the Jacobian of the step's equations in the
+    velocities (or velocity-like unknowns), which is the mass matrix `H` plus
+    `O(h)` gyroscopic and `−(h²/4)·∂²L/∂q²`-like terms; `mass_inverse` is `H⁻¹`
+    (blockwise, for several stages). `‖H⁻¹·hJ − I‖∞ ≈ (hω)²/4` for the fastest
+    frequency `ω` of the linearized motion: above `(π/2)²` the step fails with
+    `nonlinear_divergence` (`lagrax.RESULTS.step_too_large`).
+    """
+    eye = jnp.eye(scaled_jacobian.shape[0], dtype=scaled_jacobian.dtype)
+    deviation = jnp.max(jnp.sum(jnp.abs(mass_inverse @ scaled_jacobian - eye), axis=1))
+    return diffrax.RESULTS.where(
+        deviation > _MAX_STIFFNESS,
+        diffrax.RESULTS.nonlinear_divergence,
+        diffrax.RESULTS.successful,
+    )
 
 
 class AbstractVariationalSolver(AbstractSymmetricSolver):
@@ -247,15 +280,17 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
 
     def velocity(
         self, lagrangian, q1, p1, guess
-    ) -> tuple[Float[Array, " dof"], diffrax.RESULTS]:
-        """`q̇₁` from `p₁ = ∂L/∂q̇(q₁, q̇₁)`, by Newton from `guess`. Its Jacobian is
-        the mass matrix at `(q₁, q̇₁)`, so a singular one is reported as such; for
-        an `L` quadratic in `q̇` the solve is linear: two evaluations."""
-        return newton_root(
+    ) -> tuple[Float[Array, " dof"], diffrax.RESULTS, Float[Array, "dof dof"]]:
+        """`q̇₁` from `p₁ = ∂L/∂q̇(q₁, q̇₁)`, by Newton from `guess`; returns
+        `(q̇₁, result, H⁻¹)`. Its Jacobian is the mass matrix `H` (at the guess), so a
+        singular one is reported as such; for an `L` quadratic in `q̇` the solve is
+        linear: two evaluations."""
+        v1, result, _, mass_inverse = newton_root(
             lambda v: momentum(lagrangian, q1, v) - p1,
             guess,
             **self.newton_options(q1.dtype),
         )
+        return v1, result, mass_inverse
 
     def finish(self, y0, y1, h, *results: diffrax.RESULTS) -> diffrax.RESULTS:
         """The step's result: its Newton solves' first failure, then `check_step`."""

@@ -8,6 +8,7 @@ import numpy as np
 from .._mechanics import momentum
 from .base import (
     AbstractVariationalSolver,
+    check_stiffness,
     newton_root,
     split_state,
     time_direction,
@@ -166,7 +167,7 @@ class GaussLegendre(AbstractVariationalSolver):
             jnp.concatenate([prev_v, v0[None]]),
             1 + ratio * c,
         )
-        flat_v, stage_result = newton_root(
+        flat_v, stage_result, jacobian, _ = newton_root(
             stage_residual, guess.reshape(-1), **self.newton_options(q0.dtype)
         )
         stage_v = flat_v.reshape(shape)
@@ -177,9 +178,14 @@ class GaussLegendre(AbstractVariationalSolver):
         v_guess = _extrapolate(
             jnp.concatenate([zero, c]), jnp.concatenate([v0[None], stage_v]), one
         )[0]
-        v1, v_result = self.velocity(lagrangian, q1, p1, v_guess)
+        v1, v_result, mass_inverse = self.velocity(lagrangian, q1, p1, v_guess)
         y1 = (q1, v1)
-        result = self.finish(y0, y1, h, stage_result, v_result)
+        # The stage equations' Jacobian is blockwise H plus O(h) terms; compared
+        # stage by stage with H at the step's end.
+        blocks = jnp.kron(jnp.eye(self.stages, dtype=q0.dtype), mass_inverse)
+        result = self.finish(
+            y0, y1, h, stage_result, v_result, check_stiffness(jacobian, blocks)
+        )
         return y1, None, dict(y0=y0, y1=y1), (p1, stage_v, h), result
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from .._mechanics import momentum
 from .base import (
     AbstractVariationalSolver,
+    check_stiffness,
     newton_root,
     split_state,
     time_direction,
@@ -104,7 +105,7 @@ class VariationalMidpoint(AbstractVariationalSolver):
             return dl_du - 0.5 * h * dl_dq - p0
 
         # Taylor with the carried acceleration estimate: an O(h³) guess.
-        q1, q_result = newton_root(
+        q1, q_result, jacobian, _ = newton_root(
             position_residual,
             q0 + h * (v0 + 0.5 * h * a0),
             **self.newton_options(q0.dtype),
@@ -112,11 +113,13 @@ class VariationalMidpoint(AbstractVariationalSolver):
         p1 = p0 + h * midpoint_forces(q1)[0]
         u = (q1 - q0) / h
         # 2u − q̇₀ extrapolates the velocity to t₁ with an O(h²) error.
-        v1, v_result = self.velocity(lagrangian, q1, p1, 2 * u - v0)
+        v1, v_result, mass_inverse = self.velocity(lagrangian, q1, p1, 2 * u - v0)
         # q̇₁ − u ≈ ½ h q̈: an O(h) estimate of the acceleration for the next guess.
         a1 = 2 * (v1 - u) / h
         y1 = (q1, v1)
-        result = self.finish(y0, y1, h, q_result, v_result)
+        result = self.finish(
+            y0, y1, h, q_result, v_result, check_stiffness(h * jacobian, mass_inverse)
+        )
         return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
 
 

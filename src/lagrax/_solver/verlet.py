@@ -82,13 +82,12 @@ class VelocityVerlet(AbstractSymmetricSolver):
         v1 = v_half + 0.5 * terms.prod(a1, control)
         y1 = (q1, v1)
         dense_info = dict(y0=y0, y1=y1, k0=(dq0, dv0), k1=terms.prod((v1, a1), control))
-        # A Lagrangian's NaN acceleration at a finite state is a singular mass
-        # matrix; past an overflow (a blow-up, which `check_step` names) that would
-        # be a misleading diagnosis.
-        singular = (
-            isinstance(unwrap(terms), LagrangianTerm)
-            & ~jnp.all(jnp.isfinite(a1))
-            & jnp.all(jnp.isfinite(q1 + dv0))
+        # A Lagrangian's NaN acceleration at a finite state (y₀ always is) is a
+        # singular mass matrix; past an overflow (a blow-up, which `check_step`
+        # names) that would be a misleading diagnosis.
+        singular = isinstance(unwrap(terms), LagrangianTerm) & (
+            ~jnp.all(jnp.isfinite(a0))
+            | (~jnp.all(jnp.isfinite(a1)) & jnp.all(jnp.isfinite(q1 + dv0)))
         )
         result = first_failure(
             diffrax.RESULTS.where(
