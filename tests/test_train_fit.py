@@ -14,7 +14,10 @@ import pytest
 
 import lagrax
 from lagrax._serialisation import read_checkpoint, write_checkpoint
-from lagrax._train.fit import _describe, _optimizer_fingerprint
+from lagrax._train.fingerprint import (
+    describe as _describe,
+    optimizer_fingerprint as _optimizer_fingerprint,
+)
 from lagrax.systems import HarmonicOscillator
 
 

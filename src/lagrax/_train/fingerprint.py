@@ -1,0 +1,219 @@
+"""What defines a training run, so that `fit` resumes only the same run: a
+description of the loss, and fingerprints of the optimizer and the data."""
+
+import functools as ft
+import hashlib
+import inspect
+import json
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+import optax
+
+from .data import AbstractDataset
+
+
+def _name(obj) -> str:
+    """`module.qualname` of a function or class, or else of its type."""
+    if not hasattr(obj, "__qualname__"):
+        obj = type(obj)
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def describe(obj, seen: frozenset[int] = frozenset()) -> str:
+    """A description of a loss (or anything it holds) that is the same in every
+    process: names, and the values bound by `functools.partial` and closures. It
+    never holds a memory address, which would change on each run."""
+    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
+        return repr(obj)
+    if eqx.is_array(obj):
+        # The values of a few numbers (a weight, say), the shape of anything more.
+        values = np.asarray(obj).tolist() if obj.size <= 16 else "..."
+        return f"{obj.dtype}{list(obj.shape)}{values}"
+    if isinstance(obj, tuple | list):
+        return f"({', '.join(describe(x, seen) for x in obj)})"
+    if isinstance(obj, dict):
+        items = (f"{k!r}: {describe(v, seen)}" for k, v in obj.items())
+        return f"{{{', '.join(items)}}}"
+    if callable(obj) and hasattr(obj, "__wrapped__"):
+        # Not the decorator's internals (such as a runtime type checker's, which
+        # hold ids), but the function it decorates.
+        obj = inspect.unwrap(obj)
+    if id(obj) in seen:  # a function whose closure holds itself
+        return _name(obj)
+    seen = seen | {id(obj)}
+    if isinstance(obj, ft.partial):
+        args = [describe(x, seen) for x in obj.args]
+        args += [f"{k}={describe(v, seen)}" for k, v in obj.keywords.items()]
+        return f"partial({', '.join([describe(obj.func, seen), *args])})"
+    if isinstance(obj, eqx.Module):
+        # A solver or a step-size controller is its short repr; a model is its type.
+        text = repr(obj)
+        return text if len(text) <= 500 and " at 0x" not in text else _name(type(obj))
+    if callable(obj):
+        bound = []
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                bound.append(describe(cell.cell_contents, seen))
+            except ValueError:  # a closure variable not yet assigned
+                bound.append("<empty>")
+        return _name(obj) + (f"[{', '.join(bound)}]" if bound else "")
+    return _name(obj)
+
+
+def _pattern(shape: tuple[int, ...], phase: int) -> np.ndarray:
+    """Varied probe values, exact in every float dtype (quarters from -1.5 to 1.5),
+    so the same on every machine."""
+    cycle = (7 * np.arange(math.prod(shape)) + phase) % 13
+    return ((cycle - 6) / 4).reshape(shape)
+
+
+def _summary(x, digits: int) -> list:
+    """A few statistics of one leaf of updates, rounded: `digits` significant
+    digits of its mean magnitude, and its mean and a weighted mean to the same
+    absolute precision. Statistics rather than the elements themselves: among
+    thousands of float32 elements, some would round the other way after a last-bit
+    change (another jax, another device) and refuse a resume."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        return ["not finite"]
+    scale = float(np.mean(np.abs(x)))
+    if scale == 0:
+        return [0]
+    quantum = scale * 10.0**-digits
+    stats = (np.mean(x), np.mean(x * _pattern(x.shape, 5)))
+    return [f"{scale:.{digits - 1}e}", *(round(float(s) / quantum) for s in stats)]
+
+
+def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> str:
+    """A SHA-256 of what `optimizer` does: Optax transformations are closures, so
+    they are told apart by their behaviour. From probe parameters shaped like
+    `params`, three updates on probe gradients that differ each call; then one
+    more as if after 10, 10², ..., 10⁶ steps (the state's integer scalars, Optax's
+    step counts, set to that), since schedules over different numbers of steps
+    barely differ in their first steps. The updates are hashed rounded (to fewer
+    digits for lower-precision dtypes), with the optimizer state's structure.
+    Another learning rate, schedule or transformation gives another fingerprint;
+    the model's own parameter values do not enter it."""
+    leaves, treedef = jtu.tree_flatten(params)
+
+    def probe(phase):
+        arrays = [
+            jnp.asarray(_pattern(x.shape, phase + 3 * k), dtype=x.dtype)
+            for k, x in enumerate(leaves)
+        ]
+        return jtu.tree_unflatten(treedef, arrays)
+
+    def summaries(updates):
+        return [
+            _summary(u, int(np.clip(jnp.finfo(u.dtype).precision - 3, 1, 6)))
+            for u in jtu.tree_leaves(updates)
+        ]
+
+    def after(steps, opt_state):
+        def count(x):
+            counter = eqx.is_array(x) and x.ndim == 0
+            if counter and jnp.issubdtype(x.dtype, jnp.integer):
+                return jnp.full_like(x, steps)
+            return x
+
+        return jtu.tree_map(count, opt_state)
+
+    record = []
+    probe_params = probe(0)
+    gradients = [probe(1 + call) for call in range(3)]
+    with jax.numpy_dtype_promotion("standard"):
+        opt_state = optimizer.init(probe_params)
+        for grads in gradients:
+            updates, opt_state = optimizer.update(grads, opt_state, probe_params)
+            probe_params = optax.apply_updates(probe_params, updates)
+            record.append(summaries(updates))
+        for power in range(1, 7):
+            later = after(10**power, opt_state)
+            updates, _ = optimizer.update(gradients[-1], later, probe_params)
+            record.append(summaries(updates))
+    for path, leaf in jtu.tree_flatten_with_path(opt_state)[0]:
+        kind = f"{leaf.dtype}{list(leaf.shape)}" if eqx.is_array(leaf) else ""
+        record.append([jtu.keystr(path), kind or describe(leaf)])
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
+
+
+def data_fingerprint(data: AbstractDataset) -> str:
+    """A SHA-256 of a dataset's structure and the bytes of its arrays."""
+    digest = hashlib.sha256(_name(type(data)).encode())
+    for path, leaf in jtu.tree_flatten_with_path(data)[0]:
+        digest.update(jtu.keystr(path).encode())
+        if eqx.is_array(leaf):
+            leaf = np.asarray(leaf)
+            digest.update(f"{leaf.dtype}{list(leaf.shape)}".encode())
+            digest.update(leaf.tobytes())
+        else:
+            digest.update(describe(leaf).encode())
+    return digest.hexdigest()
+
+
+# How a mismatch names each setting a checkpoint records.
+_SETTINGS = {
+    "steps": "`steps`",
+    "batch_size": "`batch_size`",
+    "num_samples": "`len(data)`",
+    "data": "`data` (the same number of samples, other values)",
+    "key": "`key`",
+    "optimizer": (
+        "`optimizer` (it updates probe gradients differently: another learning "
+        "rate, schedule or transformation)"
+    ),
+    "loss": "`loss`",
+}
+# Fingerprints, whose values say nothing to a reader.
+_OPAQUE = ("data", "key", "optimizer")
+
+
+def _mismatch(where: str, name: str, saved, value, note: str = "") -> ValueError:
+    if name in _OPAQUE:
+        difference = f"a different {_SETTINGS[name]}"
+    else:
+        verb = "asks for" if name in ("steps", "batch_size") else "has"
+        difference = f"{_SETTINGS[name]}={saved!r}; this run {verb} {value!r}"
+    return ValueError(
+        f"The checkpoint {where} was written by a run with {difference}{note}, so "
+        "it cannot be resumed exactly. Delete it, or pass another `checkpoint`, to "
+        "start afresh."
+    )
+
+
+def check_run(where: str, info: dict, run: dict) -> None:
+    """Raise unless the checkpoint's run is this one, or a finished run that this
+    one extends to more steps."""
+    for name in run:
+        if name not in info:
+            raise ValueError(
+                f"The checkpoint {where} does not record its {_SETTINGS[name]} "
+                "(an older lagrax wrote it), so it cannot be resumed exactly. Delete "
+                "it, or pass another `checkpoint`, to start afresh."
+            )
+    saved_steps, done, steps = info["steps"], info["step"], run["steps"]
+    if steps != saved_steps:
+        if done < saved_steps:
+            note = (
+                f" (it stopped after step {done} of {saved_steps}; only a finished "
+                "run can be extended, to more steps)"
+            )
+            raise _mismatch(where, "steps", saved_steps, steps, note)
+        if steps < done:
+            raise _mismatch(
+                where, "steps", saved_steps, steps, " (fewer than it has done)"
+            )
+    for name, value in run.items():
+        if name != "steps" and info[name] != value:
+            note = ""
+            if name == "optimizer" and steps != saved_steps:
+                note = (
+                    "; a schedule over the total number of steps is another "
+                    "schedule for other `steps`, so such a run cannot be extended"
+                )
+            raise _mismatch(where, name, info[name], value, note)
