@@ -54,6 +54,7 @@ from .._mechanics import energy
 from .._solver.gauss_legendre import GaussLegendre
 from .._solver.variational import VariationalMidpoint
 from .._train.data import (
+    AbstractDataset,
     acceleration_data,
     AccelerationData,
     sample_states,
@@ -318,7 +319,7 @@ def run(args):
     return results, table, figures
 
 
-class _Paired(eqx.Module):
+class _Paired(AbstractDataset):
     """A dataset for `lagrax.fit` whose sample `i` is trajectory `i` together with
     a block of acceleration samples, so one minibatch feeds a joint loss."""
 
