@@ -54,7 +54,6 @@ from .._mechanics import energy
 from .._solver.gauss_legendre import GaussLegendre
 from .._solver.variational import VariationalMidpoint
 from .._train.data import (
-    AbstractDataset,
     acceleration_data,
     AccelerationData,
     sample_states,
@@ -319,7 +318,7 @@ def run(args):
     return results, table, figures
 
 
-class _Paired(AbstractDataset):
+class _Paired(eqx.Module):
     """A dataset for `lagrax.fit` whose sample `i` is trajectory `i` together with
     a block of acceleration samples, so one minibatch feeds a joint loss."""
 

@@ -45,6 +45,13 @@ def unwrap(terms):
     return getattr(terms, "term", terms)
 
 
+def lagrangian_term(terms) -> LagrangianTerm:
+    """The `LagrangianTerm` of a variational solver (its `term_structure`)."""
+    term = unwrap(terms)
+    assert isinstance(term, LagrangianTerm)  # checked by diffeqsolve
+    return term
+
+
 def time_direction(terms, t0, t1):
     """`(h, direction)`: the signed physical step of `[t0, t1]` and the sign that
     maps solver times to physical times (`diffeqsolve` integrates in `τ = −t` when

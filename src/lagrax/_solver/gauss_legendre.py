@@ -9,10 +9,10 @@ from .._mechanics import momentum
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    lagrangian_term,
     newton_root,
     split_state,
     time_direction,
-    unwrap,
 )
 
 
@@ -119,7 +119,7 @@ class GaussLegendre(AbstractVariationalSolver):
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "GaussLegendre")
-        lagrangian = unwrap(terms).lagrangian
+        lagrangian = lagrangian_term(terms).lagrangian
         h = jnp.asarray(terms.contr(t0, t1), q0.dtype)
         # A fictitious previous step at constant velocity: the first guess is
         # q̇₀ at every stage, which costs the first step an iteration or two but
@@ -129,7 +129,7 @@ class GaussLegendre(AbstractVariationalSolver):
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "GaussLegendre")
-        term = unwrap(terms)
+        term = lagrangian_term(terms)
         lagrangian = term.lagrangian
         # The state is the discrete momentum p₀, plus the previous step's stage
         # velocities and size, which only feed the predictor.

@@ -6,10 +6,10 @@ from .._mechanics import momentum
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    lagrangian_term,
     newton_root,
     split_state,
     time_direction,
-    unwrap,
 )
 
 
@@ -74,14 +74,14 @@ class VariationalMidpoint(AbstractVariationalSolver):
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "VariationalMidpoint")
-        lagrangian = unwrap(terms).lagrangian
+        lagrangian = lagrangian_term(terms).lagrangian
         # No acceleration estimate yet: the first guess is q₀ + h q̇₀, which costs
         # the first step an iteration or two but keeps `init` to one gradient.
         return momentum(lagrangian, q0, v0), jnp.zeros_like(v0)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "VariationalMidpoint")
-        term = unwrap(terms)
+        term = lagrangian_term(terms)
         lagrangian = term.lagrangian
         # The state is the discrete momentum p₀ and an estimate of q̈ near t₀, which
         # only feeds the predictor.
