@@ -7,6 +7,23 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+import lagrax
+
+
+# What a compiled `simulate` depends on besides the system and the solver: the
+# number of save times (not their values), the step budget and `throw`. Tests that
+# integrate through `simulate_on` share these, so each (system, solver, dtype)
+# compiles once for all of them, whatever their horizons and step sizes.
+SAMPLES = 201
+MAX_STEPS = 2**17
+
+
+def simulate_on(lagrangian, q0, qdot0, t0, t1, **kwargs):
+    """`lagrax.simulate` saving at `SAMPLES` equally spaced times from `t0` to `t1`
+    (decreasing when `t1 < t0`) with the shared step budget."""
+    ts = jnp.linspace(t0, t1, SAMPLES, dtype=q0.dtype)
+    return lagrax.simulate(lagrangian, q0, qdot0, ts, max_steps=MAX_STEPS, **kwargs)
+
 
 def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
     return bool(eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol))
