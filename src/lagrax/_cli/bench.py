@@ -4,6 +4,8 @@ import pathlib
 import runpy
 import sys
 
+from .parsing import UsageError
+
 
 BENCHMARKS = ("acceleration", "train_step", "solvers")
 
@@ -17,22 +19,26 @@ def benchmark_dir() -> pathlib.Path | None:
     return None
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers, common) -> None:
     parser = subparsers.add_parser(
         "bench",
+        parents=[common],
         help="run the benchmarks (acceleration, train_step, solvers)",
-        description="Run lagrax's benchmark scripts and print their tables. Options "
-        "after the name go to the script, e.g. `lagrax bench solvers --quick`.",
+        description="Run lagrax's benchmark scripts and print their tables; "
+        "`--quick` runs each in a short smoke version, e.g. "
+        "`lagrax bench solvers --quick`.",
     )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run)
 
 
-def run(args, parser) -> int:
+def run(args) -> int:
     folder = benchmark_dir()
     if folder is None:
-        parser.error("the benchmark scripts are not installed with this copy of lagrax")
+        raise UsageError(
+            "the benchmark scripts are not installed with this copy of lagrax"
+        )
     if args.name == "all":
         names = tuple(n for n in BENCHMARKS if (folder / f"{n}.py").exists())
     else:
@@ -42,7 +48,7 @@ def run(args, parser) -> int:
         for name in names:
             script = folder / f"{name}.py"
             if not script.exists():
-                parser.error(f"benchmark {name!r} is not available in {folder}")
+                raise UsageError(f"benchmark {name!r} is not available in {folder}")
             print(f"== lagrax bench {name} ==", flush=True)
             argv = sys.argv
             sys.argv = [str(script), *(["--quick"] if args.quick else [])]

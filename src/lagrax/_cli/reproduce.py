@@ -1,9 +1,13 @@
 """`lagrax reproduce EXPERIMENT`: the experiments of Cranmer et al., end to end.
 
-Each experiment trains its models with `lagrax.fit` (checkpointed in the output
-folder, so an interrupted run resumes where it stopped), evaluates them with the
-paper's protocol, prints a table of ours against the paper's numbers and writes
-`results.json` and PNG plots (when matplotlib is installed) to `--out`.
+Each experiment (a module of `lagrax.experiments`) trains its models with
+`lagrax.fit` (checkpointed in the output folder, so an interrupted run resumes
+where it stopped), evaluates them with the paper's protocol, prints a table of ours
+against the paper's numbers and writes `results.json` and PNG plots (when
+matplotlib is installed) to `--out`. The folder's manifest, `lagrax-run.json`,
+records the settings and the files written: a rerun with other settings is refused
+(`--fresh` removes those files first), so `results.json` always holds the numbers
+of the settings it names.
 
 `results.json` schema (all numbers are floats unless noted; a metric that could
 not be computed, such as the energy discrepancy of a model whose every rollout
@@ -13,6 +17,7 @@ failed, or the loss of a diverged model, is `null`):
       "experiment": str,                  # "double-pendulum" | "relativity"
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
+                                          # (but --debug)
       "training_samples": int,            # steps × batch size, per model trained
                                           # on accelerations
       "models": {
@@ -28,103 +33,185 @@ failed, or the loss of a diverged model, is `null`):
     }
 """
 
-import json
-import math
+import argparse
+import dataclasses
+import logging
 import pathlib
+import textwrap
 import time
 
-from . import double_pendulum, relativity
-from .common import non_negative_int, positive_int, save_figures
+from ..experiments import double_pendulum, relativity
+from . import manifest
+from .parsing import (
+    check_folder,
+    folder,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    UsageError,
+)
 
 
 EXPERIMENTS = {
-    "double-pendulum": double_pendulum,
-    "relativity": relativity,
+    "double-pendulum": (
+        double_pendulum,
+        "double pendulum: LNN vs black-box baseline, energy discrepancy at t = 100",
+    ),
+    "relativity": (
+        relativity,
+        "relativistic particle: LNN vs Hamiltonian networks, canonical or not",
+    ),
+}
+
+# The parsing and help of each setting's option; its default is the Settings'.
+OPTIONS = {
+    "steps": (positive_int, "training steps per model"),
+    "batch_size": (positive_int, "minibatch size"),
+    "seed": (non_negative_int, "PRNG seed"),
+    "width": (positive_int, "hidden units per layer"),
+    "train_size": (positive_int, "training states"),
+    "ics": (positive_int, "initial conditions of the energy evaluation"),
+    "t1": (positive_float, "rollout horizon"),
+    "lr": (positive_float, "peak learning rate"),
+    "clip": (
+        non_negative_float,
+        "clip gradients to this global norm (0 turns it off): without it Adam's "
+        "steps flip the sign of the learned mass matrix in places and training "
+        "stalls",
+    ),
+    "definiteness": (
+        non_negative_float,
+        "margin of the LNN's mass-matrix definiteness penalty (0 turns it off; see "
+        "lagrax.acceleration_loss): without it some seeds settle on an indefinite "
+        "mass matrix",
+    ),
+    "states": (
+        ("reachable", "box"),
+        "training and test states: 'box' is the paper's box; 'reachable' keeps the "
+        "box states with energy ≤ 29.4, those reachable from rest, where the "
+        "evaluation trajectories run",
+    ),
+    "rollout_steps": (
+        non_negative_int,
+        "steps of further training of a copy of the LNN on the acceleration loss "
+        "+ 100 × the rollout loss (0 skips it)",
+    ),
+    "rollout_lr": (
+        positive_float,
+        "initial learning rate of that stage, decaying to 0",
+    ),
 }
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "reproduce",
+        parents=[common],
         help="reproduce the paper's experiments (train, evaluate, plot)",
         description=__doc__.split("\n\n")[0]
         + " Trains on 2 CPU cores in about 10 minutes per experiment by default.",
     )
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    for name, module in EXPERIMENTS.items():
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
-        p.add_argument(
-            "--steps",
-            type=positive_int,
-            default=module.DEFAULT_STEPS,
-            help=f"training steps per model (default {module.DEFAULT_STEPS})",
+    for name, (module, summary) in EXPERIMENTS.items():
+        fields = [f.name for f in dataclasses.fields(module.Settings)]
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=as_options(module.__doc__, fields),
+            epilog=textwrap.fill(
+                f"The options are the fields of {module.__name__}.Settings; "
+                f"{module.__name__}.run(settings) runs the experiment from Python."
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument(
-            "--batch-size",
-            type=positive_int,
-            default=module.DEFAULT_BATCH,
-            help=f"minibatch size (default {module.DEFAULT_BATCH})",
-        )
-        p.add_argument("--seed", type=non_negative_int, default=0, help="PRNG seed")
+        for field in dataclasses.fields(module.Settings):
+            _add_setting(p, field)
         p.add_argument(
             "--out",
-            type=pathlib.Path,
+            type=folder,
             default=pathlib.Path("results") / name,
-            help=f"output folder (default results/{name})",
+            help=f"output folder (default results/{name}): checkpoints, results.json, "
+            f"plots and the manifest {manifest.MANIFEST}",
         )
         p.add_argument(
             "--fresh",
             action="store_true",
-            help="ignore checkpoints in --out and train from scratch",
+            help="first remove what earlier runs wrote to --out (the files its "
+            f"{manifest.MANIFEST} lists), to train from scratch or with other "
+            "settings",
         )
         p.add_argument(
             "--no-progress", action="store_true", help="hide the progress bars"
         )
-        module.add_arguments(p)
-        p.set_defaults(run=run, parser=p, module=module)
+        p.set_defaults(run=run, module=module)
 
 
-def run(args, parser) -> int:
+def _add_setting(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    kind, text = OPTIONS[field.name]
+    option = "--" + field.name.replace("_", "-")
+    help = f"{text} (default {field.default})"
+    if isinstance(kind, tuple):
+        parser.add_argument(option, choices=kind, default=field.default, help=help)
+    else:
+        parser.add_argument(option, type=kind, default=field.default, help=help)
+
+
+def as_options(text: str, names: list[str]) -> str:
+    """`text` with each setting named as `name` written as its option, --name."""
+    for name in names:
+        text = text.replace(f"`{name}`", "--" + name.replace("_", "-"))
+    return text
+
+
+def run(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.fresh:
-        for checkpoint in args.out.glob("*.ckpt"):
-            checkpoint.unlink()
-    start = time.perf_counter()
-    results, table, figures = args.module.run(args)
-    settings = {
-        k: (str(v) if isinstance(v, pathlib.Path) else v)
-        for k, v in vars(args).items()
-        if k not in ("run", "parser", "module")
-    }
-    from .. import __version__
-
-    record = dict(
+    module = args.module
+    names = [f.name for f in dataclasses.fields(module.Settings)]
+    try:
+        settings = module.Settings(**{name: getattr(args, name) for name in names})
+    except ValueError as e:
+        raise UsageError(as_options(str(e), names)) from None
+    check_folder(args.out)
+    manifest.prepare(
+        args.out,
         experiment=args.experiment,
-        lagrax_version=__version__,
-        settings=settings,
-        training_samples=args.steps * args.batch_size,
-        models=results,
-        paper=args.module.PAPER,
+        settings=dataclasses.asdict(settings),
+        files=module.files_written(settings),
+        fresh=args.fresh,
     )
-    text = json.dumps(_finite_or_none(record), indent=2, allow_nan=False)
-    (args.out / "results.json").write_text(text + "\n")
+    _show_training_notes()
+    start = time.perf_counter()
+    report = module.run(settings, out=args.out, progress=not args.no_progress)
     print()
-    print(table)
-    written = [args.out / "results.json"] + save_figures(figures, args.out)
+    print(report.table)
+    written = report.save(args.out, settings=_as_given(args))
     print(f"\nwall time {time.perf_counter() - start:.0f} s; wrote", end=" ")
     print(", ".join(str(p) for p in written))
     return 0
 
 
-def _finite_or_none(tree):
-    """`tree` with every NaN or infinite float replaced by None (JSON has neither)."""
-    if isinstance(tree, dict):
-        return {k: _finite_or_none(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_finite_or_none(v) for v in tree]
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return None
-    return tree
+def _as_given(args) -> dict:
+    """The command-line settings for results.json."""
+    return {
+        k: (str(v) if isinstance(v, pathlib.Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("run", "module", "debug")
+    }
+
+
+class _Print(logging.Handler):
+    """Prints to the current `sys.stdout` (which tests replace)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def _show_training_notes() -> None:
+    logger = logging.getLogger("lagrax.experiments")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _Print) for h in logger.handlers):
+        logger.addHandler(_Print())

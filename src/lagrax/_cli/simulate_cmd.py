@@ -1,4 +1,10 @@
-"""`lagrax simulate SYSTEM`: integrate an analytic system and report energy drift."""
+"""`lagrax simulate SYSTEM`: integrate an analytic system and report its energy drift.
+
+A solve that fails (a step too large for the motion, a Newton iteration that does
+not converge, the step budget spent) is an error with lagrax's reason, as is a state
+or energy that is not finite; an initial state outside the system's domain
+(a relativistic particle at |q̇| ≥ 1) is a bad argument.
+"""
 
 import argparse
 import json
@@ -6,21 +12,35 @@ import pathlib
 import time
 
 import diffrax
+import jax
+import jax.numpy as jnp
 
-from .. import systems
-from .._solver.variational import VariationalMidpoint
-from .._solver.verlet import VelocityVerlet
-from .._solver.yoshida import Yoshida4
+import lagrax
+
+from .parsing import (
+    check_folder,
+    finite_floats,
+    folder,
+    positive_float,
+    positive_int,
+    tolerance,
+    UsageError,
+)
 
 
 SYSTEMS = {
     # name: (constructor, default q0, default qdot0, energy scale for relative errors)
-    "harmonic-oscillator": (systems.HarmonicOscillator, [1.0], [0.0], 0.5),
-    "pendulum": (systems.Pendulum, [2.0], [0.0], 9.8),
-    "double-pendulum": (systems.DoublePendulum, [2.0, 1.0], [0.0, 0.0], 29.4),
-    "relativistic-particle": (systems.RelativisticParticle, [0.0], [0.5], 1.0),
+    "harmonic-oscillator": (lagrax.systems.HarmonicOscillator, [1.0], [0.0], 0.5),
+    "pendulum": (lagrax.systems.Pendulum, [2.0], [0.0], 9.8),
+    "double-pendulum": (
+        lagrax.systems.DoublePendulum,
+        [2.0, 1.0],
+        [0.0, 0.0],
+        lagrax.systems.DoublePendulum().max_potential_energy,
+    ),
+    "relativistic-particle": (lagrax.systems.RelativisticParticle, [0.0], [0.5], 1.0),
     "charged-particle": (
-        systems.ChargedParticle,
+        lagrax.systems.ChargedParticle,
         [1.0, 0.0, 0.0],
         [0.0, 1.0, 0.1],
         0.5,
@@ -31,142 +51,189 @@ SOLVERS = {
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
-    "verlet": VelocityVerlet,
-    "variational-midpoint": VariationalMidpoint,
-    "yoshida4": Yoshida4,
+    "verlet": lagrax.VelocityVerlet,
+    "variational-midpoint": lagrax.VariationalMidpoint,
+    "yoshida4": lagrax.Yoshida4,
+    "gauss-legendre": lagrax.GaussLegendre,
 }
 
-
-def floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        )
+# The most fixed steps a run may ask for (--t1 / --dt): past it, the step budget
+# alone would not fit in memory.
+MAX_STEPS = 10_000_000
 
 
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+def sample_count(text: str) -> int:
+    """An argparse type: an int ≥ 2, the first and last time at least."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
     return value
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers, common) -> None:
     parser = subparsers.add_parser(
         "simulate",
+        parents=[common],
         help="simulate an analytic system and report its energy drift",
         description="Integrate an analytic system from lagrax.systems (float64) and "
         "print the relative energy drift. Writes trajectory.json (and trajectory.png "
-        "when matplotlib is installed) to --out if given.",
+        "when matplotlib is installed) to --out if given. A failed solve is an "
+        "error with its reason.",
     )
     parser.add_argument("system", choices=sorted(SYSTEMS))
-    parser.add_argument("--solver", choices=sorted(SOLVERS), default="tsit5")
     parser.add_argument(
-        "--t1", type=positive, default=10.0, help="final time (default 10)"
+        "--solver",
+        choices=sorted(SOLVERS),
+        default="tsit5",
+        help="tsit5, dopri5, dopri8: adaptive (Diffrax); the others fixed-step "
+        "(lagrax; gauss-legendre has 2 stages, 4th order). Default tsit5",
+    )
+    parser.add_argument(
+        "--t1", type=positive_float, default=10.0, help="final time (default 10)"
     )
     parser.add_argument(
         "--dt",
-        type=positive,
+        type=positive_float,
         default=0.01,
         help="fixed step, or initial step of adaptive solvers (default 0.01)",
     )
     parser.add_argument(
-        "--rtol", type=positive, default=1e-8, help="adaptive tolerance"
+        "--rtol",
+        type=tolerance,
+        default=1e-8,
+        help="adaptive tolerance, rtol = atol, in [1e-14, 1) (default 1e-8)",
     )
     parser.add_argument(
-        "--samples", type=int, default=201, help="saved times (default 201)"
-    )
-    parser.add_argument("--q0", type=floats, help="initial positions, comma-separated")
-    parser.add_argument(
-        "--qdot0", type=floats, help="initial velocities, comma-separated"
+        "--samples", type=sample_count, default=201, help="saved times (default 201)"
     )
     parser.add_argument(
-        "--out", type=pathlib.Path, help="folder for trajectory.json/png"
+        "--q0", type=finite_floats, help="initial positions, comma-separated"
     )
-    parser.set_defaults(run=run, parser=parser)
+    parser.add_argument(
+        "--qdot0", type=finite_floats, help="initial velocities, comma-separated"
+    )
+    parser.add_argument("--out", type=folder, help="folder for trajectory.json/png")
+    parser.set_defaults(run=run)
 
 
-def run(args, parser) -> int:
-    import jax
-    import jax.numpy as jnp
-
-    from .._mechanics import energy
-    from .._simulate import simulate
-
-    jax.config.update("jax_enable_x64", True)
-    constructor, q0, qdot0, scale = SYSTEMS[args.system]
+def _initial_state(args) -> tuple[list[float], list[float]]:
+    """`--q0` and `--qdot0`, or the system's defaults; a `UsageError` for a wrong
+    number of values."""
+    _, q0, qdot0, _ = SYSTEMS[args.system]
     q0 = args.q0 if args.q0 is not None else q0
     qdot0 = args.qdot0 if args.qdot0 is not None else qdot0
     dof = len(SYSTEMS[args.system][1])
     for name, value in (("--q0", q0), ("--qdot0", qdot0)):
         if len(value) != dof:
-            parser.error(
+            raise UsageError(
                 f"{name}: {args.system} has {dof} degree(s) of freedom, "
                 f"got {len(value)} values"
             )
-    if args.samples < 2:
-        parser.error("--samples must be at least 2")
+    return q0, qdot0
+
+
+def _check(args, system, q0, qdot0) -> None:
+    """The checks that need the system: a `UsageError` for settings no solve can
+    meet."""
+    if args.t1 / args.dt > MAX_STEPS:
+        raise UsageError(
+            f"--t1 {args.t1:g} / --dt {args.dt:g} asks for more than {MAX_STEPS:,} "
+            "steps: raise --dt or lower --t1"
+        )
+    if not bool(jnp.isfinite(lagrax.energy(system, q0, qdot0))):
+        raise UsageError(
+            f"--q0 {q0.tolist()}, --qdot0 {qdot0.tolist()}: outside the domain of "
+            f"{args.system} (its energy there is not finite)"
+        )
+
+
+def run(args) -> int:
+    jax.config.update("jax_enable_x64", True)
+    constructor, _, _, scale = SYSTEMS[args.system]
+    q0, qdot0 = (jnp.asarray(x, dtype=jnp.float64) for x in _initial_state(args))
     system = constructor()
-    solver = SOLVERS[args.solver]()
+    _check(args, system, q0, qdot0)
+    if args.out is not None:
+        check_folder(args.out)
     ts = jnp.linspace(0.0, args.t1, args.samples)
     steps = int(args.t1 / args.dt) + 2
     run_once = jax.jit(
-        lambda: simulate(
+        lambda: lagrax.simulate(
             system,
-            jnp.asarray(q0),
-            jnp.asarray(qdot0),
+            q0,
+            qdot0,
             ts,
-            solver=solver,
+            solver=SOLVERS[args.solver](),
             dt0=args.dt,
             rtol=args.rtol,
             atol=args.rtol,
             max_steps=max(steps, 4096) * 4,
+            throw=False,
         )
     )
     traj = jax.block_until_ready(run_once())
     start = time.perf_counter()
     traj = jax.block_until_ready(run_once())
     wall = time.perf_counter() - start
-    energies = jax.vmap(energy, in_axes=(None, 0, 0))(system, traj.q, traj.qdot)
+    energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(system, traj.q, traj.qdot)
+    _check_solve(args, traj, energies)
     drift = jnp.abs(energies - energies[0]) / scale
     print(f"{args.system} with {args.solver}, t in [0, {args.t1}], float64")
     print(f"  final q     = {[round(float(x), 6) for x in traj.q[-1]]}")
     print(f"  final qdot  = {[round(float(x), 6) for x in traj.qdot[-1]]}")
-    print(f"  max |ΔE|/{scale} = {float(drift.max()):.3e}", end="")
+    print(f"  max |ΔE|/{scale:g} = {float(drift.max()):.3e}", end="")
     print(f"   final = {float(drift[-1]):.3e}")
     print(f"  wall time   = {wall:.3f} s (compiled)")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        record = dict(
-            system=args.system,
-            solver=args.solver,
-            dt=args.dt,
-            rtol=args.rtol,
-            ts=traj.ts.tolist(),
-            q=traj.q.tolist(),
-            qdot=traj.qdot.tolist(),
-            energy=energies.tolist(),
-        )
-        (args.out / "trajectory.json").write_text(json.dumps(record))
-        _plot(args, traj, drift, args.out / "trajectory.png")
-        print(f"  wrote {args.out / 'trajectory.json'}")
+        _write(args, traj, energies, drift)
     return 0
 
 
-def _plot(args, traj, drift, path) -> None:
-    try:
-        import matplotlib
+def _check_solve(args, traj: lagrax.Trajectory, energies) -> None:
+    """A `RuntimeError` with lagrax's reason for a failed solve, and, as a last
+    guard, for a state or energy on the way that is not finite."""
+    what = f"{args.system} with {args.solver} (--dt {args.dt:g})"
+    finite = jnp.isfinite(traj.q).all(axis=1) & jnp.isfinite(traj.qdot).all(axis=1)
+    finite = finite & jnp.isfinite(energies)
+    if bool(traj.result != lagrax.RESULTS.successful):
+        where = ""
+        if not bool(finite.all()):
+            first = int(jnp.argmin(finite))
+            where = (
+                f" after t = {float(traj.ts[first - 1]):g}" if first else " at t = 0"
+            )
+        raise RuntimeError(f"{what} failed{where}: {lagrax.RESULTS[traj.result]}")
+    if not bool(finite.all()):
+        first = float(traj.ts[jnp.argmin(finite)])
+        raise RuntimeError(
+            f"{what}: the state or its energy is not finite from t = {first:g}; "
+            "reduce --dt or --rtol"
+        )
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _write(args, traj: lagrax.Trajectory, energies, drift) -> None:
+    record = dict(
+        system=args.system,
+        solver=args.solver,
+        dt=args.dt,
+        rtol=args.rtol,
+        ts=traj.ts.tolist(),
+        q=traj.q.tolist(),
+        qdot=traj.qdot.tolist(),
+        energy=energies.tolist(),
+    )
+    (args.out / "trajectory.json").write_text(json.dumps(record))
+    _plot(args, traj, drift, args.out / "trajectory.png")
+    print(f"  wrote {args.out / 'trajectory.json'}")
+
+
+def _plot(args, traj: lagrax.Trajectory, drift, path: pathlib.Path) -> None:
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         return
-    fig, (ax_q, ax_e) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig = Figure(figsize=(7, 6))
+    ax_q, ax_e = fig.subplots(2, 1, sharex=True)
     ax_q.plot(traj.ts, traj.q)
     ax_q.set_ylabel("q")
     ax_q.set_title(f"{args.system}, {args.solver}")
@@ -175,4 +242,3 @@ def _plot(args, traj, drift, path) -> None:
     ax_e.set_xlabel("t")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

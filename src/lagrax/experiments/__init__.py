@@ -1,0 +1,24 @@
+"""The experiments of Cranmer et al. as library code, the ones `lagrax reproduce`
+runs: one module per experiment, each with a frozen `Settings` dataclass (the
+command line's options) and small functions, `data`, `models`, `train`,
+`evaluate`, `table`, `figures`, over it, and a `run` that chains them.
+
+!!! example
+
+    ```python
+    import jax
+    import lagrax.experiments
+    from lagrax.experiments import double_pendulum
+
+    jax.config.update("jax_enable_x64", True)  # the evaluation is in float64
+    settings = double_pendulum.Settings(steps=2_000, rollout_steps=0)
+    report = double_pendulum.run(settings, out="results/double-pendulum")
+    print(report.table)
+    report.save("results/double-pendulum")  # results.json and PNG plots
+    ```
+
+The experiments use only lagrax's public API.
+"""
+
+from . import double_pendulum as double_pendulum, relativity as relativity
+from ._common import Report as Report

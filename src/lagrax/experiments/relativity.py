@@ -1,0 +1,297 @@
+"""The relativistic particle of Cranmer et al., L = (1 − q̇²)^(−1/2) − 1 + g·q with
+g = 1 (c = m = 1): its canonical momentum p = q̇ (1 − q̇²)^(−3/2) is not q̇.
+
+Three models learn the dynamics from exact accelerations (and, for the Hamiltonian
+networks, velocities) of states with |q| < 10 and |q̇| < 0.95: an LNN, which needs
+no momenta; a Hamiltonian network given p := q̇, which cannot represent the dynamics
+(Hamilton's equations force q̇ = ∂H/∂p, so H = ½p² + V(q) and q̈ cannot depend on
+q̇); and a Hamiltonian network given the canonical momentum, which can. Each is
+rolled out from rest at q = 0 for t ∈ [0, 10] (`t1`; Tsit5, rtol = atol = 1e-8,
+float64) and compared with the true motion.
+
+Extra `results.json` metrics per model: `rollout_error` (mean over time of
+‖x̂ − x‖ / (‖x̂‖ + ‖x‖) with x = (q, q̇)), `final_velocity` and `true_final_velocity`.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float
+
+import lagrax
+
+from ._common import (
+    check_settings,
+    fmt,
+    FORWARD_ONLY,
+    LOSS_FIGURE,
+    loss_figure,
+    markdown_table,
+    output_files,
+    Report,
+    require_x64,
+    train as train_on_accelerations,
+)
+
+
+NAME = "relativity"
+TEST_SIZE = 2_000
+ROLLOUT_SAMPLES = 201
+PAPER = {
+    "lnn": {"learns": True},
+    "hnn_noncanonical": {"learns": False},
+    "hnn_canonical": {"learns": True},
+}
+NAMES = {
+    "lnn": "LNN",
+    "hnn_noncanonical": "HNN, p := q̇",
+    "hnn_canonical": "HNN, canonical p",
+}
+VELOCITY_FIGURE = "velocity.png"
+FIGURES = (VELOCITY_FIGURE, LOSS_FIGURE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The settings of the relativity experiment (the command line's options,
+    `--name-with-dashes`). Checked on construction: a `ValueError` (or a
+    `TypeError`) names a bad one."""
+
+    steps: int = 20_000
+    """Training steps per model."""
+    batch_size: int = 256
+    """Minibatch size."""
+    seed: int = 0
+    """PRNG seed of the data, the initializations and the minibatches."""
+    width: int = 128
+    """Hidden units per layer of the three models (2 hidden layers)."""
+    train_size: int = 20_000
+    """Training states."""
+    t1: float = 10.0
+    """Horizon of the rollout from rest."""
+    lr: float = 3e-3
+    """Peak learning rate of the one-cycle schedule."""
+
+    def __post_init__(self):
+        check_settings(
+            self,
+            positive=("steps", "batch_size", "width", "train_size", "t1", "lr"),
+            choices={},
+        )
+        if self.batch_size > self.train_size:
+            raise ValueError(
+                f"`batch_size` ({self.batch_size}) must be at most `train_size` "
+                f"({self.train_size})."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The experiment's data.
+
+    **Fields:**
+
+    - `system`: the true particle, `RelativisticParticle(g=1.0)`.
+    - `train`, `test`: acceleration samples (float32).
+    - `ts`: the save times of the rollout from rest (float64).
+    """
+
+    system: lagrax.systems.RelativisticParticle
+    train: lagrax.AccelerationData
+    test: lagrax.AccelerationData
+    ts: Float[Array, " times"]
+
+
+def files_written(settings: Settings) -> tuple[str, ...]:
+    """The names of the files that `run` and `Report.save` write into `out`: a
+    checkpoint per model, `results.json` and the figures."""
+    return output_files(list(NAMES), FIGURES)
+
+
+def _keys(settings: Settings):
+    return jr.split(jr.key(settings.seed), 6)
+
+
+def data(settings: Settings) -> Data:
+    """Draw the experiment's data from `settings.seed`."""
+    system = lagrax.systems.RelativisticParticle(g=1.0)
+    keys = _keys(settings)
+    # q must cover the rollout (q(10) ≈ 6): L depends on q, and a network only
+    # knows it where it was trained.
+    box = dict(
+        q_box=(-10 * jnp.ones(1), 10 * jnp.ones(1)),
+        qdot_box=(-0.95 * jnp.ones(1), 0.95 * jnp.ones(1)),
+    )
+
+    def accelerations(num, key):
+        states = lagrax.sample_states(num, **box, key=key, dtype=jnp.float64)
+        return lagrax.cast(lagrax.acceleration_data(system, *states), jnp.float32)
+
+    return Data(
+        system=system,
+        train=accelerations(settings.train_size, keys[0]),
+        test=accelerations(TEST_SIZE, keys[1]),
+        ts=jnp.linspace(0.0, settings.t1, ROLLOUT_SAMPLES),
+    )
+
+
+@functools.cache
+def _momentum(system: lagrax.systems.RelativisticParticle):
+    """The canonical momentum of `system`, one function per system: a model holds
+    it as a static field, so a new function would compile everything anew."""
+    return functools.partial(lagrax.momentum, system)
+
+
+def models(settings: Settings, system: lagrax.systems.RelativisticParticle):
+    """The untrained LNN and Hamiltonian networks (float32), initialized from
+    `settings.seed`; the canonical one is given `system`'s momentum."""
+    keys = _keys(settings)
+    options = dict(width=settings.width, depth=2, dtype=jnp.float32)
+    canonical = _momentum(system)
+    return {
+        "lnn": lagrax.MLPLagrangian(1, **options, key=keys[2]),
+        "hnn_noncanonical": lagrax.HamiltonianNN(1, **options, key=keys[3]),
+        "hnn_canonical": lagrax.HamiltonianNN(
+            1, **options, momentum=canonical, key=keys[4]
+        ),
+    }
+
+
+def train(
+    settings: Settings,
+    data: Data,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+):
+    """Train the three models on accelerations, checkpointed in `out` if given.
+    Returns `(trained, histories, results)`: the models, their `lagrax.History`
+    and their training metrics."""
+    trained, histories, results = {}, {}, {}
+    for name, model in models(settings, data.system).items():
+        trained[name], histories[name], results[name] = train_on_accelerations(
+            model,
+            data.train,
+            data.test,
+            name=name,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            clip=None,
+            definiteness=0.0,
+            seed=settings.seed,
+            out=out,
+            progress=progress,
+        )
+    return trained, histories, results
+
+
+def evaluate(data: Data, trained: dict[str, Any]):
+    """Roll each model out from rest (float64) and compare with the truth. Returns
+    `(metrics, truth, predictions)`: per model its metrics, and the trajectories."""
+    start = jnp.zeros((1, 1))
+    truth = lagrax.rollout(
+        data.system, start, start, data.ts, rtol=1e-10, atol=1e-10, adjoint=FORWARD_ONLY
+    )
+    metrics, predictions = {}, {}
+    for name, model in trained.items():
+        predicted = lagrax.rollout(
+            lagrax.cast(model, jnp.float64),
+            start,
+            start,
+            data.ts,
+            rtol=1e-8,
+            atol=1e-8,
+            throw=False,
+            max_steps=20_000,
+            adjoint=FORWARD_ONLY,
+        )
+        predictions[name] = predicted
+        error = np.asarray(lagrax.rollout_error(predicted, truth))
+        metrics[name] = dict(
+            rollout_error=float(np.mean(error)) if np.isfinite(error).all() else None,
+            final_velocity=float(predicted.qdot[0, -1, 0]),
+            true_final_velocity=float(truth.qdot[0, -1, 0]),
+        )
+    return metrics, truth, predictions
+
+
+def table(results) -> str:
+    """The results against the paper's, as a Markdown table with a caption."""
+    rows = [
+        [
+            NAMES[name],
+            fmt(r["test_l1_acceleration_error"]),
+            fmt(r["rollout_error"]),
+            fmt(r["final_velocity"], ".4f"),
+            fmt(r["true_final_velocity"], ".4f"),
+            "learns" if PAPER[name]["learns"] else "fails",
+        ]
+        for name, r in results.items()
+    ]
+    header = ["model", "test L1 q̈ error", "rollout error", "q̇(t₁)", "true q̇(t₁)"]
+    return "Relativistic particle (g = 1), float32 training, float64 rollouts\n\n" + (
+        markdown_table([*header, "paper"], rows)
+    )
+
+
+def figures(data: Data, truth, predictions, histories) -> tuple:
+    """The plots, as `(filename, draw)` pairs: the velocity from rest of each model
+    against the truth, and the training losses."""
+    return (
+        (VELOCITY_FIGURE, functools.partial(_draw_velocity, data, truth, predictions)),
+        loss_figure(histories, NAMES),
+    )
+
+
+def _draw_velocity(data: Data, truth, predictions, fig) -> None:
+    ts = np.asarray(data.ts)
+    ax = fig.add_subplot()
+    ax.plot(ts, np.asarray(truth.qdot[0, :, 0]), "k", label="truth")
+    for i, (name, predicted) in enumerate(predictions.items()):
+        ax.plot(ts, np.asarray(predicted.qdot[0, :, 0]), f"C{i}--", label=NAMES[name])
+    ax.axhline(1.0, color="gray", lw=0.5)
+    ax.set(xlabel="t", ylabel="q̇", title="Relativistic particle from rest (c = 1)")
+    ax.legend()
+
+
+def run(
+    settings: Settings = Settings(),
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Report:
+    """Run the experiment: data, training, evaluation, report.
+
+    **Arguments:**
+
+    - `settings`: the `Settings`.
+    - `out`: a folder for the training checkpoints, `NAME.ckpt` (see
+        `files_written`): an interrupted run resumes from them; `None` keeps
+        nothing. `lagrax.fit` refuses a checkpoint written with other settings.
+    - `progress`: show progress bars. (Each model's training is announced to the
+        `lagrax.experiments` logger.)
+
+    **Returns:**
+
+    A `Report`; `report.save(out)` writes `results.json` and the figures.
+    """
+    require_x64()
+    prepared = data(settings)
+    trained, histories, results = train(settings, prepared, out=out, progress=progress)
+    metrics, truth, predictions = evaluate(prepared, trained)
+    for name in results:
+        results[name].update(metrics[name])
+    return Report(
+        experiment=NAME,
+        settings=settings,
+        models=results,
+        paper=PAPER,
+        table=table(results),
+        figures=figures(prepared, truth, predictions, histories),
+    )

@@ -1,0 +1,300 @@
+"""The experiments of lagrax.experiments, end to end through `lagrax reproduce` (the
+command line's own behaviour is tested, with a stand-in experiment, in
+test_cli.py), and their pieces."""
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import math
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from .test_cli import _main, _one_error_line, _strict_json, TINY_DP, TINY_REL
+
+
+SOURCE = pathlib.Path(__file__).resolve().parent.parent / "src" / "lagrax"
+MODEL_KEYS = {
+    "test_l1_acceleration_error",
+    "train_seconds",
+    "skipped_steps",
+    "final_train_loss",
+}
+
+
+def _check_schema(record, experiment, models):
+    assert set(record) == {
+        "experiment",
+        "lagrax_version",
+        "settings",
+        "training_samples",
+        "models",
+        "paper",
+    }
+    assert record["experiment"] == experiment
+    assert isinstance(record["lagrax_version"], str)
+    assert record["training_samples"] == 3 * 16
+    assert set(record["models"]) == set(models)
+    for metrics in record["models"].values():
+        assert MODEL_KEYS <= set(metrics)
+        assert isinstance(metrics["skipped_steps"], int)
+    assert set(record["paper"]) >= {"lnn"}
+
+
+def _numbers(record):
+    """Everything but wall-clock times."""
+    return {
+        name: {k: v for k, v in metrics.items() if k != "train_seconds"}
+        for name, metrics in record["models"].items()
+    }
+
+
+def _check_files(folder: pathlib.Path, expected) -> None:
+    """`folder` holds the manifest and exactly `expected`, the plots among them
+    where matplotlib is installed to draw them."""
+    names = {p.name for p in folder.iterdir()}
+    if importlib.util.find_spec("matplotlib") is None:
+        expected = {name for name in expected if not name.endswith(".png")}
+    assert names == {*expected, "lagrax-run.json"}
+
+
+@pytest.mark.slow
+def test_double_pendulum(tmp_path, capsys):
+    from lagrax.experiments import double_pendulum
+
+    # As many training states as test states: one compilation samples both.
+    size = str(double_pendulum.TEST_SIZE)
+    argv = [*TINY_DP, "--train-size", size, "--rollout-steps", "2"]
+    argv += ["--out", str(tmp_path)]
+    assert _main(argv) == 0
+    record = _strict_json(tmp_path / "results.json")
+    _check_schema(record, "double-pendulum", {"lnn", "baseline", "lnn_rollout"})
+    assert record["settings"]["states"] == "reachable"
+    assert record["settings"]["rollout_steps"] == 2
+    lnn = record["models"]["lnn"]
+    assert {
+        "energy_discrepancy",
+        "energy_discrepancy_variational_midpoint",
+        "energy_discrepancy_gauss_legendre",
+        "failed_rollouts",
+        "failed_rollouts_variational_midpoint",
+        "failed_rollouts_gauss_legendre",
+    } <= set(lnn)
+    for metrics in record["models"].values():
+        assert {
+            "energy_discrepancy",
+            "failed_rollouts",
+            "test_rollout_error",
+            "failed_test_rollouts",
+        } <= set(metrics)
+        assert 0 <= metrics["failed_test_rollouts"] <= 32
+    assert {
+        "energy_discrepancy_gauss_legendre",
+        "failed_rollouts_gauss_legendre",
+    } <= set(record["models"]["lnn_rollout"])
+    out = capsys.readouterr().out
+    assert "energy discrepancy" in out
+    assert "LNN + rollout loss" in out
+    assert "training lnn_rollout: 2 steps of batch 16" in out
+    written = set(double_pendulum.files_written(double_pendulum.Settings()))
+    _check_files(tmp_path, written)
+    manifest = json.loads((tmp_path / "lagrax-run.json").read_text())
+    assert set(manifest["files"]) == written
+    assert manifest["settings"]["rollout_steps"] == 2
+
+    # The paper's box, without the rollout stage, through the library (compiled
+    # already, so quick): no LNN + rollout loss anywhere.
+    settings = dataclasses.replace(
+        double_pendulum.Settings(**manifest["settings"]),
+        states="box",
+        rollout_steps=0,
+    )
+    report = double_pendulum.run(settings, progress=False)
+    assert set(report.models) == {"lnn", "baseline"}
+    assert "LNN + rollout loss" not in report.table
+    assert "the paper's box" in report.table
+    assert report.record()["settings"]["states"] == "box"
+    assert "lnn_rollout.ckpt" not in double_pendulum.files_written(settings)
+
+
+@pytest.mark.slow
+def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    second.mkdir()
+    (second / "mine.ckpt").write_text("a user's own file")
+    assert _main([*TINY_REL, "--out", str(first), "--seed", "3"]) == 0
+    assert _main([*TINY_REL, "--out", str(second), "--seed", "3"]) == 0
+    a = _strict_json(first / "results.json")
+    b = _strict_json(second / "results.json")
+    _check_schema(a, "relativity", {"lnn", "hnn_noncanonical", "hnn_canonical"})
+    assert _numbers(a) == _numbers(b)
+    # A rerun in the same folder resumes from the finished checkpoints: no
+    # training, same numbers; settings that do not change results may differ.
+    rerun = [arg for arg in TINY_REL if arg != "--no-progress"]
+    assert _main([*rerun, "--out", str(first), "--seed", "3"]) == 0
+    assert _numbers(_strict_json(first / "results.json")) == _numbers(a)
+    # Other settings in the same folder: refused, not a results.json with the
+    # new settings and the old models' numbers.
+    capsys.readouterr()
+    more = ["--out", str(second), "--seed", "3", "--steps", "4"]
+    assert _main([*TINY_REL, *more]) == 2
+    error = _one_error_line(capsys.readouterr().err)
+    assert "--fresh" in error and "--steps 3 there, 4 here" in error
+    assert _strict_json(second / "results.json") == b
+    # --fresh removes what the earlier run wrote, and nothing else.
+    assert _main([*TINY_REL, *more, "--fresh"]) == 0
+    d = _strict_json(second / "results.json")
+    assert d["settings"]["steps"] == 4 and d["training_samples"] == 4 * 16
+    assert _numbers(d) != _numbers(a)
+    assert (second / "mine.ckpt").read_text() == "a user's own file"
+    # The same numbers from the library, trained anew without checkpoints (and
+    # compiled already, so quick); other ones from another seed.
+    from lagrax.experiments import relativity
+
+    names = {field.name for field in dataclasses.fields(relativity.Settings)}
+    settings = relativity.Settings(
+        **{k: v for k, v in a["settings"].items() if k in names}
+    )
+    assert _numbers(relativity.run(settings, progress=False).record()) == _numbers(a)
+    other = relativity.run(dataclasses.replace(settings, seed=4), progress=False)
+    assert _numbers(other.record()) != _numbers(a)
+    _check_files(
+        first,
+        {
+            "lnn.ckpt",
+            "hnn_noncanonical.ckpt",
+            "hnn_canonical.ckpt",
+            "results.json",
+            "velocity.png",
+            "losses.png",
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (dict(width=0), "width"),
+        (dict(t1=math.inf), "t1"),
+        (dict(lr=math.nan), "lr"),
+        (dict(t1=0.05), "t1"),
+        (dict(clip=-1.0), "clip"),
+        (dict(batch_size=512, train_size=256), "batch_size"),
+        (dict(train_size=100, batch_size=16), "train_size"),
+    ],
+)
+def test_double_pendulum_settings_are_checked(change, name):
+    from lagrax.experiments import double_pendulum
+
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        double_pendulum.Settings(**change)
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [(dict(steps=1.5), "steps"), (dict(seed=True), "seed"), (dict(states=1), "states")],
+)
+def test_settings_of_the_wrong_type_are_refused(change, name):
+    """A TypeError, from the settings' own check or, in these tests, from the
+    runtime type checker before it."""
+    from lagrax.experiments import double_pendulum
+
+    with pytest.raises(TypeError, match=name):
+        double_pendulum.Settings(**change)
+
+
+def test_relativity_settings_are_checked():
+    from lagrax.experiments import relativity
+
+    with pytest.raises(ValueError, match="`batch_size`"):
+        relativity.Settings(batch_size=64, train_size=32)
+    with pytest.raises(ValueError, match="`t1`"):
+        relativity.Settings(t1=0.0)
+
+
+def test_double_pendulum_uses_the_systems_constants():
+    import lagrax
+    from lagrax.experiments import double_pendulum
+
+    system = lagrax.systems.DoublePendulum()
+    results = {
+        name: dict(
+            energy_discrepancy=0.5,
+            energy_discrepancy_variational_midpoint=None,
+            energy_discrepancy_gauss_legendre=20.0,
+            test_l1_acceleration_error=0.1,
+            test_rollout_error=None,
+        )
+        for name in ("lnn", "baseline")
+    }
+    table = double_pendulum.table(double_pendulum.Settings(), system, results)
+    assert f"energy ≤ {system.max_potential_energy:g} " in table
+    assert "LNN + rollout loss:" in table  # the caption names the stage
+    assert "2.0e+01 (diverged)" in table and "50.00%" in table
+    assert len(table.splitlines()) == 2 + 2 + 4  # caption, header, a row per run
+
+
+def test_report_record_is_json_without_nan(tmp_path):
+    import lagrax
+    from lagrax.experiments import relativity, Report
+
+    settings = relativity.Settings(steps=10, batch_size=4)
+    report = Report(
+        experiment="relativity",
+        settings=settings,
+        models={"lnn": {"a": math.nan, "b": [math.inf, 1.0], "c": 2}},
+        paper=relativity.PAPER,
+        table="",
+        figures=(),
+    )
+    record = report.record()
+    assert record["models"]["lnn"] == {"a": None, "b": [None, 1.0], "c": 2}
+    assert record["training_samples"] == 40
+    assert record["lagrax_version"] == lagrax.__version__
+    assert record["settings"] == dataclasses.asdict(settings)
+    assert report.save(tmp_path) == [tmp_path / "results.json"]
+    assert _strict_json(tmp_path / "results.json") == record
+
+
+def test_mixed_data_blocks_match_the_rollout_batches():
+    """The rollout stage pairs each trajectory with its own block of the first
+    accelerations (at most ROLLOUT_BLOCK of them)."""
+    import lagrax
+    from lagrax.experiments import double_pendulum
+
+    ts = jnp.linspace(0.0, 1.0, 3)
+    trajectories = lagrax.TrajectoryData(ts, jnp.zeros((4, 3, 2)), jnp.zeros((4, 3, 2)))
+    values = jnp.arange(2.0 * 1000).reshape(1000, 2)
+    accelerations = lagrax.AccelerationData(values, values, values)
+    data = double_pendulum._mixed(trajectories, accelerations)
+    assert data.q.shape == (4, double_pendulum.ROLLOUT_BLOCK, 2)
+    np.testing.assert_array_equal(data[jnp.array([1])].accelerations.q, values[64:128])
+    small = double_pendulum._mixed(trajectories, accelerations[jnp.arange(10)])
+    assert small.q.shape == (4, 2, 2)
+
+
+def _imports(path: pathlib.Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            yield "." * node.level + (node.module or "")
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+@pytest.mark.parametrize(
+    "folder, allowed",
+    [("experiments", {".", "._common"}), ("_cli", {".", ".parsing", ".manifest"})],
+)
+def test_only_public_lagrax_is_imported(folder, allowed):
+    """The experiments and the command line are written with lagrax's public API:
+    nothing private of lagrax but their own helpers."""
+    for path in (SOURCE / folder).glob("*.py"):
+        for name in _imports(path):
+            if name.startswith("."):
+                own = name in allowed or name == "..experiments"
+                assert own and not name.startswith(".._"), (path.name, name)
+            else:
+                assert not name.startswith("lagrax._"), (path.name, name)
