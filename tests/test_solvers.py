@@ -67,7 +67,10 @@ def test_order_harmonic_oscillator(name):
     t1 = 3.0
     exact = np.cos(2 * t1) + 0.25 * np.sin(2 * t1)
     dts = np.array([0.1, 0.05, 0.025, 0.0125]) * STEP_SCALE[order]
-    errors = [abs(float(_solve(system, solver, y0, t1, dt).ys[0][-1, 0]) - exact) for dt in dts]
+    errors = [
+        abs(float(_solve(system, solver, y0, t1, dt).ys[0][-1, 0]) - exact)
+        for dt in dts
+    ]
     assert abs(_slope(dts, errors) - order) < 0.2, errors
 
 
@@ -75,11 +78,17 @@ def test_order_harmonic_oscillator(name):
 def _charged_problem():
     """System, initial state, horizon and a tight reference solution, shared by
     every solver (computed once)."""
-    system = ChargedParticle(magnetic_field=(0.2, -0.5, 1.5), electric_field=(0.3, 0.0, 0.1))
+    system = ChargedParticle(
+        magnetic_field=(0.2, -0.5, 1.5), electric_field=(0.3, 0.0, 0.1)
+    )
     y0 = (jnp.array([0.1, 0.2, 0.0]), jnp.array([0.5, -0.3, 0.2]))
     t1 = 2.0
     ref = _solve(
-        system, diffrax.Dopri8(), y0, t1, 0.01,
+        system,
+        diffrax.Dopri8(),
+        y0,
+        t1,
+        0.01,
         stepsize_controller=diffrax.PIDController(rtol=1e-13, atol=1e-13),
     ).ys[0][-1]
     return system, y0, t1, ref
@@ -88,7 +97,10 @@ def _charged_problem():
 @pytest.mark.parametrize(
     "name",
     [
-        "VelocityVerlet", "VariationalMidpoint", "Yoshida4", "GaussLegendre",
+        "VelocityVerlet",
+        "VariationalMidpoint",
+        "Yoshida4",
+        "GaussLegendre",
         "GaussLegendre[3]",
     ],
 )
@@ -122,8 +134,10 @@ def _qp_step_jacobian(solver, lagrangian, h, q, v):
 
     y0 = jnp.concatenate([q, v])
     y1 = step(y0)
-    return jax.jacfwd(legendre)(y1) @ jax.jacrev(step)(y0) @ jnp.linalg.inv(
-        jax.jacfwd(legendre)(y0)
+    return (
+        jax.jacfwd(legendre)(y1)
+        @ jax.jacrev(step)(y0)
+        @ jnp.linalg.inv(jax.jacfwd(legendre)(y0))
     )
 
 
@@ -134,7 +148,9 @@ def test_symplectic_one_step_map(name):
     q, v = jnp.array([1.3, -0.4]), jnp.array([0.7, 2.1])
     solver = SYMPLECTIC.get(name, diffrax.Tsit5())
     jac = _qp_step_jacobian(solver, system, 0.1, q, v)
-    omega = jnp.block([[jnp.zeros((2, 2)), jnp.eye(2)], [-jnp.eye(2), jnp.zeros((2, 2))]])
+    omega = jnp.block(
+        [[jnp.zeros((2, 2)), jnp.eye(2)], [-jnp.eye(2), jnp.zeros((2, 2))]]
+    )
     defect = float(jnp.max(jnp.abs(jac.T @ omega @ jac - omega)))
     if name == "Tsit5":
         assert defect > 1e-6  # the check can fail: Runge–Kutta is not symplectic
@@ -144,7 +160,9 @@ def test_symplectic_one_step_map(name):
 
 def test_verlet_symplectic_when_separable():
     system = Pendulum()
-    jac = _qp_step_jacobian(lagrax.VelocityVerlet(), system, 0.1, jnp.array([1.0]), jnp.array([0.5]))
+    jac = _qp_step_jacobian(
+        lagrax.VelocityVerlet(), system, 0.1, jnp.array([1.0]), jnp.array([0.5])
+    )
     # In one dimension symplectic means area preserving: det = 1.
     np.testing.assert_allclose(jnp.linalg.det(jac), 1.0, atol=1e-13)
 
@@ -165,7 +183,11 @@ def test_long_run_energy_double_pendulum():
     y0 = (jnp.array([1.0, 0.5]), jnp.array([0.0, 0.0]))
     dt, steps = 0.05, 100_000
     rk_first, rk_last = _energy_drift(
-        system, diffrax.Tsit5(), y0, dt, steps,
+        system,
+        diffrax.Tsit5(),
+        y0,
+        dt,
+        steps,
         stepsize_controller=diffrax.ConstantStepSize(),
     )
     assert rk_last > 5 * rk_first  # explicit Runge–Kutta drifts ...
@@ -194,8 +216,12 @@ def test_noether_momentum_exact():
         ("gl", lagrax.GaussLegendre()),
         ("rk", diffrax.Tsit5()),
     ]:
-        sol = _solve(translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts))
-        p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(translation_invariant, *sol.ys)
+        sol = _solve(
+            translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts)
+        )
+        p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(
+            translation_invariant, *sol.ys
+        )
         total[name] = np.asarray(p[:, :2] + p[:, 2:])
     vm_error = np.abs(total["vm"] - total["vm"][0]).max()
     rk_error = np.abs(total["rk"] - total["rk"][0]).max()
@@ -240,8 +266,13 @@ def test_gradient_through_solve(name, getkey):
             return 2.0 * jnp.dot(v, v) + 0.1 * params(q, v)
 
         traj = lagrax.simulate(
-            lagrangian, q0, jnp.array([0.1, -0.2]), ts,
-            solver=solver, dt0=0.05, adjoint=diffrax.RecursiveCheckpointAdjoint(),
+            lagrangian,
+            q0,
+            jnp.array([0.1, -0.2]),
+            ts,
+            solver=solver,
+            dt0=0.05,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(),
         )
         return jnp.sum(traj.q**2) + jnp.sum(jnp.sin(traj.qdot))
 
@@ -302,15 +333,21 @@ def test_float32_variational():
     system = DoublePendulum()
     y0 = (jnp.array([1.0, 0.5], jnp.float32), jnp.array([0.0, 0.0], jnp.float32))
     for solver in (
-        lagrax.VariationalMidpoint(), lagrax.Yoshida4(), lagrax.VelocityVerlet(),
+        lagrax.VariationalMidpoint(),
+        lagrax.Yoshida4(),
+        lagrax.VelocityVerlet(),
         lagrax.GaussLegendre(),
     ):
         traj = simulate_on(system, *y0, 0.0, 2.0, solver=solver, dt0=0.01)
         assert traj.q.dtype == jnp.float32
         # (The float64 references are the solves other tests compile.)
         ref = simulate_on(
-            system, *(x.astype(jnp.float64) for x in y0), 0.0, 2.0,
-            solver=solver, dt0=0.01,
+            system,
+            *(x.astype(jnp.float64) for x in y0),
+            0.0,
+            2.0,
+            solver=solver,
+            dt0=0.01,
         )
         np.testing.assert_allclose(traj.q, ref.q, atol=1e-4)
 
@@ -364,8 +401,14 @@ def test_order_with_time_dependent_force(name):
     dts = np.array([0.1, 0.05, 0.025]) * STEP_SCALE[order]
     forward, backward = [], []
     for dt in dts:
-        sol = _solve(HarmonicOscillator(), solver, (jnp.zeros(1), jnp.zeros(1)), t1, dt,
-                     force=force)
+        sol = _solve(
+            HarmonicOscillator(),
+            solver,
+            (jnp.zeros(1), jnp.zeros(1)),
+            t1,
+            dt,
+            force=force,
+        )
         forward.append(abs(float(sol.ys[0][-1, 0]) - float(end[0][0])))
         sol = _solve(HarmonicOscillator(), solver, end, 0.0, -dt, t0=t1, force=force)
         backward.append(abs(float(sol.ys[0][-1, 0])))
@@ -389,6 +432,11 @@ def test_solver_errors():
     np.testing.assert_allclose(sol.ys[0][-1], [np.cos(1.0)], atol=1e-6)
     with pytest.raises((ValueError, RuntimeError), match="adaptive"):
         diffrax.diffeqsolve(
-            lagrax.LagrangianTerm(HarmonicOscillator()), lagrax.VariationalMidpoint(),
-            0.0, 1.0, 0.1, y0, stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+            lagrax.LagrangianTerm(HarmonicOscillator()),
+            lagrax.VariationalMidpoint(),
+            0.0,
+            1.0,
+            0.1,
+            y0,
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-3),
         )
