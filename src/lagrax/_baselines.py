@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._misc import angle_features, check_angles, check_state
+from ._misc import angle_features, check_angles, check_int, check_state
 
 
 class AbstractDynamics(eqx.Module):
@@ -57,8 +57,7 @@ class AbstractDynamics(eqx.Module):
 
 def _check_sizes(**sizes) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+        check_int(value, name)
 
 
 def _check_input(model, q, qdot) -> None:

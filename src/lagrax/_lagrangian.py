@@ -11,7 +11,13 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._misc import angle_features, check_angles, check_state, split_angles
+from ._misc import (
+    angle_features,
+    check_angles,
+    check_int,
+    check_state,
+    split_angles,
+)
 
 
 class AbstractLagrangian(eqx.Module):
@@ -143,8 +149,7 @@ class MLPLagrangian(AbstractJetLagrangian):
         - `key`: a JAX PRNG key.
         """
         for name, value in (("dof", dof), ("width", width), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+            check_int(value, name)
         if init not in ("lnn", "default"):
             raise ValueError(f"`init` must be 'lnn' or 'default', got {init!r}.")
         if not callable(activation):

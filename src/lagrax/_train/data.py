@@ -320,8 +320,7 @@ def sample_states(
         return _sample_below_energy(
             num, q_box, qdot_box, key, dtype, max_energy, lagrangian
         )
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"`num` must be a positive int, got {num!r}.")
+    check_int(num, "num")
     dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
