@@ -83,6 +83,40 @@ def _lnn_std(index: int, num_layers: int, weight_shape: tuple[int, ...]) -> floa
     return 0.58 * index / n**0.5
 
 
+def scalar_mlp(
+    in_size: int,
+    width: int,
+    depth: int,
+    *,
+    init: Literal["lnn", "default"],
+    dtype: DTypeLike | None,
+    key: PRNGKeyArray,
+) -> tuple[eqx.nn.Linear, ...]:
+    """The layers of a scalar-valued MLP with `depth` hidden layers of `width` units,
+    initialized as `MLPLagrangian` documents for `init`."""
+    sizes = [in_size] + [width] * depth
+    keys = jr.split(key, 2 * (depth + 1))
+    layers = [
+        eqx.nn.Linear(n_in, n_out, dtype=dtype, key=k)
+        for n_in, n_out, k in zip(sizes[:-1], sizes[1:], keys[:depth])
+    ]
+    layers.append(eqx.nn.Linear(width, "scalar", dtype=dtype, key=keys[depth]))
+    if init == "lnn":
+        layers = [
+            eqx.tree_at(
+                lambda lin: (lin.weight, lin.bias),
+                layer,
+                (
+                    _lnn_std(i, len(layers), layer.weight.shape)
+                    * jr.normal(k, layer.weight.shape, layer.weight.dtype),
+                    jnp.zeros_like(layer.bias),
+                ),
+            )
+            for i, (layer, k) in enumerate(zip(layers, keys[depth + 1 :]))
+        ]
+    return tuple(layers)
+
+
 class MLPLagrangian(AbstractJetLagrangian):
     """A black-box Lagrangian: a multilayer perceptron of `concat(q, qdot)`.
 
@@ -155,27 +189,9 @@ class MLPLagrangian(AbstractJetLagrangian):
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         angles = check_angles(angles, dof)
-        sizes = [2 * dof + len(angles)] + [width] * depth
-        keys = jr.split(key, 2 * (depth + 1))
-        layers = [
-            eqx.nn.Linear(n_in, n_out, dtype=dtype, key=k)
-            for n_in, n_out, k in zip(sizes[:-1], sizes[1:], keys[:depth])
-        ]
-        layers.append(eqx.nn.Linear(width, "scalar", dtype=dtype, key=keys[depth]))
-        if init == "lnn":
-            layers = [
-                eqx.tree_at(
-                    lambda lin: (lin.weight, lin.bias),
-                    layer,
-                    (
-                        _lnn_std(i, len(layers), layer.weight.shape)
-                        * jr.normal(k, layer.weight.shape, layer.weight.dtype),
-                        jnp.zeros_like(layer.bias),
-                    ),
-                )
-                for i, (layer, k) in enumerate(zip(layers, keys[depth + 1 :]))
-            ]
-        self.layers = tuple(layers)
+        self.layers = scalar_mlp(
+            2 * dof + len(angles), width, depth, init=init, dtype=dtype, key=key
+        )
         self.activation = activation
         self.dof = dof
         self.angles = angles

@@ -21,6 +21,8 @@ from ._custom_types import (
     Scalar,
     Velocity,
 )
+from ._graph import BlockSparseMatrix, colour_seeds, decompress
+from ._graph_lagrangian import AbstractGraphLagrangian
 from ._lagrangian import AbstractJetLagrangian
 from ._linalg import solve
 from ._misc import check_like, check_state
@@ -38,22 +40,47 @@ def _directions(qdot: Velocity) -> Float[Array, "2*dof dof+1"]:
 
 def _euler_lagrange_parts(
     lagrangian: LagrangianLike, q: Position, qdot: Velocity
-) -> tuple[Float[Array, " dof"], MassMatrix, Float[Array, " dof"]]:
-    """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state."""
+) -> tuple[Float[Array, " dof"], MassMatrix | BlockSparseMatrix, Float[Array, " dof"]]:
+    """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state; `H` block sparse for a graph
+    Lagrangian."""
     n = q.shape[0]
+    if isinstance(lagrangian, AbstractGraphLagrangian):
+        lagrangian.check_input(q, qdot)
+        # Velocity directions: the colour seeds of the graph, not all n unit vectors.
+        graph, block = lagrangian.graph, lagrangian.node_dim
+        seeds = colour_seeds(graph, block, qdot.dtype).T
+        directions = jnp.concatenate(
+            [
+                jnp.concatenate([jnp.zeros_like(seeds), seeds]),
+                jnp.concatenate([qdot, jnp.zeros_like(qdot)])[:, None],
+            ],
+            axis=1,
+        )
+        grad, hvps = _hessian_products(lagrangian, q, qdot, directions)
+        return grad[:n], decompress(graph, block, hvps[:-1, n:]), hvps[-1, n:]
     directions = _directions(qdot)
     if isinstance(lagrangian, AbstractJetLagrangian):
         grad, block = lagrangian.jet(q, qdot, directions)
         return grad[:n], block[:n, :n], block[:n, n]
+    grad, hvps = _hessian_products(lagrangian, q, qdot, directions)
+    # H is symmetric, so the rows we hold are its columns.
+    return grad[:n], hvps[:n, n:], hvps[n, n:]
 
+
+def _hessian_products(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    directions: Float[Array, "2*dof k"],
+) -> tuple[Float[Array, " 2*dof"], Float[Array, "k 2*dof"]]:
+    """`∇L` and the products `∇²L u` with the columns `u` of `directions`."""
+    n = q.shape[0]
     grad_fn = jax.grad(lambda x: lagrangian(x[:n], x[n:]))
     x = jnp.concatenate([q, qdot])
     # vmap over tangents only: the primal forward and backward passes run once.
-    grad, hvps = jax.vmap(lambda u: jax.jvp(grad_fn, (x,), (u,)), out_axes=(None, 0))(
+    return jax.vmap(lambda u: jax.jvp(grad_fn, (x,), (u,)), out_axes=(None, 0))(
         directions.T
     )
-    # H is symmetric, so the rows we hold are its columns.
-    return grad[:n], hvps[:n, n:], hvps[n, n:]
 
 
 class MassMatrixInfo(eqx.Module):
@@ -133,8 +160,9 @@ def acceleration(
 
 _SINGULAR_MESSAGE = (
     "lagrax.acceleration: the mass matrix ∂²L/∂q̇² is singular (or not finite) at "
-    "this state, so the Euler–Lagrange equations do not determine q̈. Inspect it with "
-    "lagrax.mass_matrix_info."
+    "this state, so the Euler–Lagrange equations do not determine q̈ (for a graph "
+    "Lagrangian: or too ill-conditioned for its sparse iterative solve to converge). "
+    "Inspect it with lagrax.mass_matrix_info."
 )
 
 
@@ -172,12 +200,24 @@ def acceleration_parts(
     rhs = dl_dq - mixed
     if force is not None:
         rhs = rhs + force
-    qddot, _, singular = solve(h, rhs)
+    if isinstance(h, BlockSparseMatrix):
+        qddot, singular = h.solve(rhs)
+    else:
+        qddot, _, singular = solve(h, rhs)
     return qddot, singular, h
+
+
+# `mass_matrix` builds a dense array for a graph Lagrangian up to this many
+# coordinates (32 MiB in float64); beyond, it refuses and names `graph_mass_matrix`.
+_DENSE_GRAPH_MAX_DOF = 2048
 
 
 def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> MassMatrix:
     """The mass matrix `H = ∂²L/∂q̇²` at one state.
+
+    For an `AbstractGraphLagrangian` this is the dense form of `graph_mass_matrix`
+    (computed at linear cost, then scattered into an `O(dof²)` array), for up to
+    2048 coordinates; larger graphs raise a `ValueError`: use `graph_mass_matrix`.
 
     **Arguments:**
 
@@ -189,7 +229,44 @@ def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Mass
     `H`, of shape `(dof, dof)`.
     """
     check_state(q, qdot)
+    if isinstance(lagrangian, AbstractGraphLagrangian):
+        if q.shape[0] > _DENSE_GRAPH_MAX_DOF:
+            raise ValueError(
+                f"lagrax.mass_matrix: a dense ({q.shape[0]}, {q.shape[0]}) mass "
+                f"matrix of a graph Lagrangian is refused above {_DENSE_GRAPH_MAX_DOF} "
+                "coordinates; lagrax.graph_mass_matrix gives its nonzero blocks."
+            )
+        return graph_mass_matrix(lagrangian, q, qdot).todense()
     return _euler_lagrange_parts(lagrangian, q, qdot)[1]
+
+
+def graph_mass_matrix(
+    lagrangian: AbstractGraphLagrangian, q: Position, qdot: Velocity
+) -> BlockSparseMatrix:
+    """The mass matrix `H = ∂²L/∂q̇²` of a graph Lagrangian, block sparse.
+
+    Costs `colours × node_dim` Hessian-vector products (see
+    `AbstractGraphLagrangian`): linear in the number of nodes.
+
+    **Arguments:**
+
+    - `lagrangian`: an `AbstractGraphLagrangian`.
+    - `q`, `qdot`: the state, each of shape `(num_nodes · node_dim,)`.
+
+    **Returns:**
+
+    A `lagrax.BlockSparseMatrix`: `node_dim × node_dim` blocks, one per node and
+    two per pair of neighbours; `.mv(x)`, `.solve(b)`, `.todense()`.
+    """
+    if not isinstance(lagrangian, AbstractGraphLagrangian):
+        raise TypeError(
+            "`lagrangian` must be a lagrax.AbstractGraphLagrangian (for any other "
+            f"use lagrax.mass_matrix), got {type(lagrangian).__name__}."
+        )
+    check_state(q, qdot)
+    h = _euler_lagrange_parts(lagrangian, q, qdot)[1]
+    assert isinstance(h, BlockSparseMatrix)
+    return h
 
 
 def mass_matrix_info(

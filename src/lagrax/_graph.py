@@ -1,0 +1,301 @@
+"""Sparse linear algebra on a static graph, for Lagrangians that are sums of local
+densities (`AbstractGraphLagrangian`).
+
+The Hessian of such a Lagrangian, and the Jacobian of any map whose `i`-th block
+depends only on node `i` and its neighbours, is block sparse: one `b × b` block per
+node and two per neighbouring pair. Three pieces keep every computation on it linear
+in the number of nodes:
+
+- `Graph`: the static pattern, with a distance-2 colouring of its nodes (two nodes
+  that are neighbours, or share a neighbour, get different colours).
+- `sparse_jacobian`: all nonzero blocks from `colours × b` Jacobian-vector
+  products, one per colour and block component: a product with the sum of the
+  unit vectors of one colour's nodes hits each row block at most once
+  (Curtis, Powell & Reid, 1974). A ring needs 3–5 colours, a square lattice 5.
+- `BlockSparseMatrix.solve`: BiCGStab, right-preconditioned with the inverses of
+  the diagonal blocks (block Jacobi), to a relative residual of `100·eps`;
+  differentiated implicitly by `jax.lax.custom_linear_solve`. No dense `N × N`
+  array is ever formed.
+"""
+
+import functools
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+from ._linalg import inverse
+from ._misc import check_int
+
+
+class Graph:
+    """A static graph on `num_nodes` nodes with directed edges `senders[k] →
+    receivers[k]`: the pattern of a graph Lagrangian's densities.
+
+    Immutable and hashable (it is a static field of the models that hold it), built
+    from concrete integer arrays, and validated once here. Derived, and cached: the
+    unordered pairs of distinct neighbouring nodes (`pairs`), which is the block
+    pattern of the mass matrix, and a distance-2 colouring of the nodes.
+    """
+
+    senders: np.ndarray
+    receivers: np.ndarray
+    num_nodes: int
+
+    def __init__(self, senders: ArrayLike, receivers: ArrayLike, num_nodes: int):
+        num_nodes = check_int(num_nodes, "num_nodes")
+        arrays = []
+        for name, value in (("senders", senders), ("receivers", receivers)):
+            try:
+                array = np.asarray(value)
+            except jax.errors.TracerArrayConversionError:
+                raise TypeError(
+                    f"`{name}` must be a concrete array (the graph is static), got a "
+                    "traced value; build the model outside jit."
+                ) from None
+            if array.ndim != 1:
+                raise ValueError(
+                    f"`{name}` must be a 1-D array of node indices, got shape "
+                    f"{array.shape}."
+                )
+            if array.size and not np.issubdtype(array.dtype, np.integer):
+                raise TypeError(
+                    f"`{name}` must hold integer node indices, got dtype {array.dtype}."
+                )
+            array = array.astype(np.int64)
+            if array.size and (array.min() < 0 or array.max() >= num_nodes):
+                bad = array[(array < 0) | (array >= num_nodes)][0]
+                raise ValueError(
+                    f"`{name}` must hold node indices in [0, num_nodes={num_nodes}), "
+                    f"got {bad}."
+                )
+            array.setflags(write=False)
+            arrays.append(array)
+        if arrays[0].shape != arrays[1].shape:
+            raise ValueError(
+                "`senders` and `receivers` must have the same length (one entry per "
+                f"edge), got {arrays[0].size} and {arrays[1].size}."
+            )
+        self.senders, self.receivers = arrays
+        self.num_nodes = num_nodes
+
+    def __repr__(self) -> str:
+        return f"Graph(num_nodes={self.num_nodes}, num_edges={self.senders.size})"
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, Graph)
+            and self.num_nodes == other.num_nodes
+            and np.array_equal(self.senders, other.senders)
+            and np.array_equal(self.receivers, other.receivers)
+        )
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.num_nodes, self.senders.tobytes(), self.receivers.tobytes()))
+
+    @functools.cached_property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(i, j)` with `i < j`: each unordered pair of distinct neighbours once."""
+        distinct = self.senders != self.receivers
+        low = np.minimum(self.senders, self.receivers)[distinct]
+        high = np.maximum(self.senders, self.receivers)[distinct]
+        unique = np.unique(low * self.num_nodes + high)
+        return unique // self.num_nodes, unique % self.num_nodes
+
+    @functools.cached_property
+    def colours(self) -> np.ndarray:
+        """A greedy distance-2 colouring: `colours[i]` for each node."""
+        i, j = self.pairs
+        neighbours = [[] for _ in range(self.num_nodes)]
+        for a, b in zip(i.tolist(), j.tolist()):
+            neighbours[a].append(b)
+            neighbours[b].append(a)
+        colours = np.full(self.num_nodes, -1, dtype=np.int64)
+        for node in range(self.num_nodes):
+            taken = set()
+            for other in neighbours[node]:
+                taken.add(colours[other])
+                taken.update(colours[k] for k in neighbours[other])
+            colour = 0
+            while colour in taken:
+                colour += 1
+            colours[node] = colour
+        colours.setflags(write=False)
+        return colours
+
+    @functools.cached_property
+    def num_colours(self) -> int:
+        return int(self.colours.max()) + 1
+
+
+class BlockSparseMatrix(eqx.Module):
+    """A `(N·b) × (N·b)` matrix with the block pattern of a `Graph`: `diagonal[i]`
+    is block `(i, i)`; for the `k`-th neighbouring pair `(i, j)` (`Graph.pairs`),
+    `upper[k]` is block `(i, j)` and `lower[k]` block `(j, i)`. Rows and columns are
+    node-major: node `i` owns entries `i·b … i·b + b − 1`.
+
+    `lagrax.graph_mass_matrix` returns one; `todense()` builds the dense array
+    (`O(N²)` memory: small graphs only).
+    """
+
+    diagonal: Float[Array, "nodes b b"]
+    upper: Float[Array, "pairs b b"]
+    lower: Float[Array, "pairs b b"]
+    graph: Graph = eqx.field(static=True)
+
+    @property
+    def block_size(self) -> int:
+        return self.diagonal.shape[-1]
+
+    def mv(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        """The product with a vector of shape `(N·b,)`."""
+        i, j = self.graph.pairs
+        blocks = x.reshape(self.graph.num_nodes, self.block_size)
+        y = jnp.einsum("nab,nb->na", self.diagonal, blocks)
+        y = y.at[i].add(jnp.einsum("pab,pb->pa", self.upper, blocks[j]))
+        y = y.at[j].add(jnp.einsum("pab,pb->pa", self.lower, blocks[i]))
+        return y.reshape(-1)
+
+    def transpose(self) -> "BlockSparseMatrix":
+        swap = jnp.matrix_transpose
+        return BlockSparseMatrix(
+            swap(self.diagonal), swap(self.lower), swap(self.upper), self.graph
+        )
+
+    def todense(self) -> Float[Array, "n n"]:
+        """The dense matrix (`O(N²)` memory)."""
+        n, b = self.graph.num_nodes, self.block_size
+        i, j = self.graph.pairs
+        dense = jnp.zeros((n, b, n, b), self.diagonal.dtype)
+        nodes = np.arange(n)
+        dense = dense.at[nodes, :, nodes, :].set(self.diagonal)
+        dense = dense.at[i, :, j, :].set(self.upper)
+        dense = dense.at[j, :, i, :].set(self.lower)
+        return dense.reshape(n * b, n * b)
+
+    def solve(
+        self, rhs: Float[Array, " n"], *, max_steps: int = 200
+    ) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
+        """`(x, failed)` with `x` solving `M x = rhs`.
+
+        Preconditioned BiCGStab (block Jacobi) to a relative residual `‖r‖ ≤
+        100·eps·‖rhs‖`. `failed` is set when a diagonal block is singular (by the
+        criterion of the dense solves), the iteration did not reach the tolerance
+        in `max_steps` iterations (an ill-conditioned or singular matrix), or the
+        result is not finite. Differentiable (implicitly) in `rhs` and the blocks.
+        """
+        inverses, singular = jax.vmap(inverse)(jax.lax.stop_gradient(self.diagonal))
+        b = self.block_size
+
+        def precondition(blocks_inverse):
+            def apply(v):
+                v = v.reshape(-1, b)
+                return jnp.einsum("nab,nb->na", blocks_inverse, v).reshape(-1)
+
+            return apply
+
+        def solve(matvec, v):
+            return _bicgstab(matvec, v, precondition(inverses), max_steps)
+
+        def transpose_solve(vecmat, v):
+            return _bicgstab(
+                vecmat, v, precondition(jnp.matrix_transpose(inverses)), max_steps
+            )
+
+        x, converged = jax.lax.custom_linear_solve(
+            self.mv, rhs, solve, transpose_solve, has_aux=True
+        )
+        failed = jnp.any(singular) | ~converged | ~jnp.all(jnp.isfinite(x))
+        return x, failed
+
+
+def _bicgstab(
+    matvec: Callable, rhs: Array, precondition: Callable, max_steps: int
+) -> tuple[Array, Bool[Array, ""]]:
+    """Right-preconditioned BiCGStab from the preconditioned guess `P rhs`; returns
+    `(x, converged)`. Stops at `‖r‖₂ ≤ 100·eps·‖rhs‖₂` (the recursive residual,
+    confirmed by the true one)."""
+    tolerance = 100 * jnp.finfo(rhs.dtype).eps * jnp.linalg.norm(rhs)
+    x = precondition(rhs)
+    r = rhs - matvec(x)
+    shadow = r
+    one = jnp.ones((), rhs.dtype)
+    zero = jnp.zeros_like(rhs)
+
+    def going(carry):
+        _, r, _, _, _, _, _, step, broke = carry
+        return (jnp.linalg.norm(r) > tolerance) & (step < max_steps) & ~broke
+
+    def iterate(carry):
+        x, r, p, v, rho, alpha, omega, step, _ = carry
+        rho_new = jnp.vdot(shadow, r)
+        beta = (rho_new / rho) * (alpha / omega)
+        p = r + beta * (p - omega * v)
+        p_hat = precondition(p)
+        v = matvec(p_hat)
+        alpha = rho_new / jnp.vdot(shadow, v)
+        s = r - alpha * v
+        s_hat = precondition(s)
+        t = matvec(s_hat)
+        tt = jnp.vdot(t, t)
+        omega = jnp.where(tt > 0, jnp.vdot(t, s) / jnp.where(tt > 0, tt, 1), 0)
+        x = x + alpha * p_hat + omega * s_hat
+        r = s - omega * t
+        broke = (rho_new == 0) | (omega == 0) | ~jnp.isfinite(alpha)
+        # A breakdown with s already small is convergence, not failure.
+        broke = broke & (jnp.linalg.norm(s) > tolerance)
+        return x, r, p, v, rho_new, alpha, omega, step + 1, broke
+
+    carry = (x, r, zero, zero, one, one, one, jnp.array(0), jnp.array(False))
+    x, *_ = jax.lax.while_loop(going, iterate, carry)
+    # The recursive residual drifts from the true one: judge by the latter.
+    converged = jnp.linalg.norm(rhs - matvec(x)) <= 10 * tolerance
+    return x, converged
+
+
+def colour_seeds(graph: Graph, block: int, dtype) -> Float[Array, "seeds n"]:
+    """The `colours × block` seed vectors of `sparse_jacobian`: seed `(c, k)` is the
+    sum of the unit vectors of component `k` of every node of colour `c`."""
+    onehot = graph.colours[None, :] == np.arange(graph.num_colours)[:, None]
+    seeds = onehot[:, None, :, None] & np.eye(block, dtype=bool)[None, :, None, :]
+    return jnp.asarray(seeds.reshape(graph.num_colours * block, -1), dtype)
+
+
+def decompress(
+    graph: Graph, block: int, products: Float[Array, "seeds n"]
+) -> BlockSparseMatrix:
+    """The blocks of `M` from its products `M @ seed` with `colour_seeds`."""
+    # products[c, k, i, a] = M[(i, a), (j, k)] for the node j of colour c next to i.
+    products = products.reshape(graph.num_colours, block, graph.num_nodes, block)
+    colours = graph.colours
+    nodes = np.arange(graph.num_nodes)
+    i, j = graph.pairs
+    # Gathering [colour, :, node, :] gives (…, k, a): swap to (…, a, k).
+    swap = jnp.matrix_transpose
+    return BlockSparseMatrix(
+        diagonal=swap(products[colours, :, nodes, :]),
+        upper=swap(products[colours[j], :, i, :]),
+        lower=swap(products[colours[i], :, j, :]),
+        graph=graph,
+    )
+
+
+def sparse_jacobian(
+    fn: Callable[[Float[Array, " n"]], Float[Array, " n"]],
+    x: Float[Array, " n"],
+    graph: Graph,
+    block: int,
+) -> BlockSparseMatrix:
+    """The Jacobian of `fn` at `x`, for a map whose node-major block `i` depends only
+    on nodes `i` and its neighbours in `graph`: `colours × block` JVPs."""
+    seeds = colour_seeds(graph, block, x.dtype)
+    products = jax.vmap(lambda u: jax.jvp(fn, (x,), (u,))[1])(seeds)
+    return decompress(graph, block, products)
+
