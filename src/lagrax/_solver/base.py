@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float
 
+from .._graph import BlockSparseMatrix, Graph, sparse_jacobian
+from .._graph_lagrangian import AbstractGraphLagrangian
 from .._linalg import inverse
 from .._mechanics import momentum
 from .._term import AbstractSecondOrderTerm, LagrangianTerm
@@ -112,11 +114,47 @@ def check_step(y0, y1, h, accelerations=None) -> diffrax.RESULTS:
 _CONVERGED, _NOT_CONVERGED, _SINGULAR = 0.0, 1.0, 2.0
 
 
+class GraphPattern(NamedTuple):
+    """The sparsity of a Newton system on a graph: unknowns of shape
+    `(stages, num_nodes · node_dim)` whose residual at node `i` depends only on the
+    unknowns of node `i` and its neighbours."""
+
+    graph: Graph
+    node_dim: int
+    stages: int = 1
+
+    def to_node_major(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        shape = (self.stages, self.graph.num_nodes, self.node_dim)
+        return x.reshape(shape).transpose(1, 0, 2).reshape(-1)
+
+    def from_node_major(self, x: Float[Array, " n"]) -> Float[Array, " n"]:
+        shape = (self.graph.num_nodes, self.stages, self.node_dim)
+        return x.reshape(shape).transpose(1, 0, 2).reshape(-1)
+
+    @property
+    def block(self) -> int:
+        return self.stages * self.node_dim
+
+
+def pattern_of(lagrangian, stages: int = 1) -> GraphPattern | None:
+    """The `GraphPattern` of a graph Lagrangian's Newton systems, else `None`."""
+    if isinstance(lagrangian, AbstractGraphLagrangian):
+        return GraphPattern(lagrangian.graph, lagrangian.node_dim, stages)
+    return None
+
+
+Jacobian = Float[Array, "n n"] | BlockSparseMatrix
+
+
 def newton_root(
-    residual, guess: Float[Array, " n"], *, rtol: float, atol: float, max_steps: int
-) -> tuple[
-    Float[Array, " n"], diffrax.RESULTS, Float[Array, "n n"], Float[Array, "n n"]
-]:
+    residual,
+    guess: Float[Array, " n"],
+    *,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    pattern: GraphPattern | None = None,
+) -> tuple[Float[Array, " n"], diffrax.RESULTS, Jacobian, Jacobian]:
     """Solve `residual(x) = 0` near `guess`; returns `(x, result, J, J⁻¹)` with `J`
     the Jacobian at `guess` (for `check_stiffness`).
 
@@ -141,14 +179,50 @@ def newton_root(
     Derivatives do not go through the iterations: `jax.lax.custom_root` applies the
     implicit function theorem with the exact Jacobian at the solution, so gradients
     are exact however many iterations ran.
+
+    With a `pattern` (a graph Lagrangian's system) `J` is a `BlockSparseMatrix`
+    from `pattern.graph`'s colouring, each linear solve is its preconditioned
+    BiCGStab (a failed one counts as a singular Jacobian), and the second returned
+    matrix is `J` itself: no inverse is formed. The unknowns and the residual keep
+    their layout; the blocks are node-major.
     """
+    options = dict(rtol=rtol, atol=atol, max_steps=max_steps)
+    if pattern is None:
+        return _newton(residual, guess, _dense_factor, _dense_apply, **options)
+
+    def factor(f, x):
+        jac = sparse_jacobian(f, x, pattern.graph, pattern.block)
+        return jac, jac, jnp.array(False)
+
+    x, result, jac0, _ = _newton(
+        lambda x: pattern.to_node_major(residual(pattern.from_node_major(x))),
+        pattern.to_node_major(guess),
+        factor,
+        _sparse_apply,
+        **options,
+    )
+    return pattern.from_node_major(x), result, jac0, jac0
+
+
+def _dense_factor(f, x):
+    jac = jax.jacfwd(f)(x)
+    return (jac, *inverse(jac))
+
+
+def _dense_apply(jac_inv, r):
+    return jac_inv @ r, jnp.array(False)
+
+
+def _sparse_apply(jac, r):
+    return jac.solve(r)
+
+
+def _newton(residual, guess, factor, apply, *, rtol, atol, max_steps):
+    """`newton_root` with the Jacobian's `factor(f, x) -> (J, F, singular)` and
+    `apply(F, r) -> (J⁻¹r, failed)`."""
 
     def solve(f, x0):
-        def inverse_jacobian(x):
-            return inverse(jax.jacfwd(f)(x))
-
-        jac0 = jax.jacfwd(f)(x0)
-        jac0_inv, singular0 = inverse(jac0)
+        jac0, jac0_inv, singular0 = factor(f, x0)
 
         tol = atol + rtol * jnp.max(jnp.abs(x0))
 
@@ -169,7 +243,8 @@ def newton_root(
             )
 
         def update(x, jac_inv, singular, size, step):
-            dx = jac_inv @ f(x)
+            dx, failed = apply(jac_inv, f(x))
+            singular = singular | failed
             return x - dx, jac_inv, singular, jnp.max(jnp.abs(dx)), size, step + 1
 
         # Chord iterations while they contract well; then, if needed, Newton with a
@@ -185,7 +260,7 @@ def newton_root(
 
         def newton(carry):
             x, _, singular, size, _, step = carry
-            jac_inv, now_singular = inverse_jacobian(x)
+            _, jac_inv, now_singular = factor(f, x)
             return update(x, jac_inv, singular | now_singular, size, step)
 
         inf = jnp.array(jnp.inf, x0.dtype)
@@ -202,7 +277,9 @@ def newton_root(
         return x, (status.astype(x.dtype), jac0, jac0_inv)
 
     def tangent_solve(g, y):
-        return inverse(jax.jacfwd(g)(y))[0] @ y
+        # g is linear: its Jacobian anywhere is the one at the solution.
+        jac, jac_inv, _ = factor(g, y)
+        return apply(jac_inv, y)[0]
 
     x, aux = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
     status, jac0, jac0_inv = jax.lax.stop_gradient(aux)
@@ -225,24 +302,58 @@ _MAX_STIFFNESS = (jnp.pi / 2) ** 2
 
 
 def check_stiffness(
-    scaled_jacobian: Float[Array, "n n"], mass_inverse: Float[Array, "n n"]
+    scaled_jacobian: Jacobian, mass: tuple[Jacobian, Jacobian], stages: int = 1
 ) -> diffrax.RESULTS:
     """Whether an implicit step resolves the fastest oscillation of the motion.
 
     `scaled_jacobian` is `h` times the Jacobian of the step's equations in the
-    velocities (or velocity-like unknowns), which is the mass matrix `H` plus
-    `O(h)` gyroscopic and `−(h²/4)·∂²L/∂q²`-like terms; `mass_inverse` is `H⁻¹`
-    (blockwise, for several stages). `‖H⁻¹·hJ − I‖∞ ≈ (hω)²/4` for the fastest
-    frequency `ω` of the linearized motion: above `(π/2)²` the step fails with
-    `nonlinear_divergence` (`lagrax.RESULTS.step_too_large`).
+    velocities (or velocity-like unknowns, `stages` of them per coordinate), which
+    is the mass matrix `H` (blockwise, per stage) plus `O(h)` gyroscopic and
+    `−(h²/4)·∂²L/∂q²`-like terms; `mass` is `(H, H⁻¹)` as the velocity solve
+    returns it. `‖H⁻¹·hJ − I‖∞ ≈ (hω)²/4` for the fastest frequency `ω` of the
+    linearized motion: above `(π/2)²` the step fails with `nonlinear_divergence`
+    (`lagrax.RESULTS.step_too_large`).
+
+    For a graph Lagrangian (block-sparse matrices) `H⁻¹` is replaced by the inverse
+    of its diagonal blocks, exact when `H` is block diagonal (as for the systems
+    with a diagonal kinetic energy) and an estimate otherwise; the cost is linear.
     """
-    eye = jnp.eye(scaled_jacobian.shape[0], dtype=scaled_jacobian.dtype)
-    deviation = jnp.max(jnp.sum(jnp.abs(mass_inverse @ scaled_jacobian - eye), axis=1))
+    if isinstance(scaled_jacobian, BlockSparseMatrix):
+        deviation = _graph_deviation(scaled_jacobian, mass[0], stages)
+    else:
+        mass_inverse = mass[1]
+        if stages > 1:
+            eye = jnp.eye(stages, dtype=mass_inverse.dtype)
+            mass_inverse = jnp.kron(eye, mass_inverse)
+        eye = jnp.eye(scaled_jacobian.shape[0], dtype=scaled_jacobian.dtype)
+        deviation = jnp.max(
+            jnp.sum(jnp.abs(mass_inverse @ scaled_jacobian - eye), axis=1)
+        )
     return diffrax.RESULTS.where(
         deviation > _MAX_STIFFNESS,
         diffrax.RESULTS.nonlinear_divergence,
         diffrax.RESULTS.successful,
     )
+
+
+def _graph_deviation(
+    jacobian: BlockSparseMatrix, mass: BlockSparseMatrix, stages: int
+) -> Float[Array, ""]:
+    """`‖D⁻¹ (hJ − I_s ⊗ H)‖∞` with `D` the diagonal blocks of `I_s ⊗ H`, from the
+    blocks alone."""
+    eye = jnp.eye(stages, dtype=mass.diagonal.dtype)
+    per_stage = jax.vmap(lambda block: jnp.kron(eye, block))
+    pre = per_stage(jax.vmap(inverse)(mass.diagonal)[0])
+    i, j = mass.graph.pairs
+
+    def row_sums(pre, jac_blocks, mass_blocks):
+        product = pre @ (jac_blocks - per_stage(mass_blocks))
+        return jnp.sum(jnp.abs(product), axis=-1)
+
+    rows = row_sums(pre, jacobian.diagonal, mass.diagonal)
+    rows = rows.at[i].add(row_sums(pre[i], jacobian.upper, mass.upper))
+    rows = rows.at[j].add(row_sums(pre[j], jacobian.lower, mass.lower))
+    return jnp.max(rows)
 
 
 class AbstractVariationalSolver(AbstractSymmetricSolver):
@@ -287,17 +398,19 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
 
     def velocity(
         self, lagrangian, q1, p1, guess
-    ) -> tuple[Float[Array, " dof"], diffrax.RESULTS, Float[Array, "dof dof"]]:
+    ) -> tuple[Float[Array, " dof"], diffrax.RESULTS, tuple[Jacobian, Jacobian]]:
         """`q̇₁` from `p₁ = ∂L/∂q̇(q₁, q̇₁)`, by Newton from `guess`; returns
-        `(q̇₁, result, H⁻¹)`. Its Jacobian is the mass matrix `H` (at the guess), so a
-        singular one is reported as such; for an `L` quadratic in `q̇` the solve is
-        linear: two evaluations."""
-        v1, result, _, mass_inverse = newton_root(
+        `(q̇₁, result, (H, H⁻¹))` for `check_stiffness` (for a graph Lagrangian
+        both are the block-sparse `H`). Its Jacobian is the mass matrix `H` (at the
+        guess), so a singular one is reported as such; for an `L` quadratic in `q̇`
+        the solve is linear: two evaluations."""
+        v1, result, mass, mass_inverse = newton_root(
             lambda v: momentum(lagrangian, q1, v) - p1,
             guess,
+            pattern=pattern_of(lagrangian),
             **self.newton_options(q1.dtype),
         )
-        return v1, result, mass_inverse
+        return v1, result, (mass, mass_inverse)
 
     def finish(self, y0, y1, h, *results: diffrax.RESULTS) -> diffrax.RESULTS:
         """The step's result: its Newton solves' first failure, then `check_step`."""

@@ -8,6 +8,7 @@ from .base import (
     check_stiffness,
     lagrangian_term,
     newton_root,
+    pattern_of,
     split_state,
     time_direction,
 )
@@ -108,17 +109,19 @@ class VariationalMidpoint(AbstractVariationalSolver):
         q1, q_result, jacobian, _ = newton_root(
             position_residual,
             q0 + h * (v0 + 0.5 * h * a0),
+            pattern=pattern_of(lagrangian),
             **self.newton_options(q0.dtype),
         )
         p1 = p0 + h * midpoint_forces(q1)[0]
         u = (q1 - q0) / h
         # 2u − q̇₀ extrapolates the velocity to t₁ with an O(h²) error.
-        v1, v_result, mass_inverse = self.velocity(lagrangian, q1, p1, 2 * u - v0)
+        v1, v_result, mass = self.velocity(lagrangian, q1, p1, 2 * u - v0)
         # q̇₁ − u ≈ ½ h q̈: an O(h) estimate of the acceleration for the next guess.
         a1 = 2 * (v1 - u) / h
         y1 = (q1, v1)
+        scaled = jax.tree.map(lambda block: h * block, jacobian)
         result = self.finish(
-            y0, y1, h, q_result, v_result, check_stiffness(h * jacobian, mass_inverse)
+            y0, y1, h, q_result, v_result, check_stiffness(scaled, mass)
         )
         return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
 
