@@ -6,6 +6,11 @@ from ._baselines import (
     HamiltonianNN as HamiltonianNN,
     NeuralODEBaseline as NeuralODEBaseline,
 )
+from ._graph import BlockSparseMatrix as BlockSparseMatrix, Graph as Graph
+from ._graph_lagrangian import (
+    AbstractGraphLagrangian as AbstractGraphLagrangian,
+    GraphLagrangian as GraphLagrangian,
+)
 from ._lagrangian import (
     AbstractJetLagrangian as AbstractJetLagrangian,
     AbstractLagrangian as AbstractLagrangian,
@@ -15,6 +20,7 @@ from ._mechanics import (
     acceleration as acceleration,
     energy as energy,
     generalized_force as generalized_force,
+    graph_mass_matrix as graph_mass_matrix,
     mass_matrix as mass_matrix,
     mass_matrix_info as mass_matrix_info,
     MassMatrixInfo as MassMatrixInfo,

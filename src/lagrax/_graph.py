@@ -19,7 +19,7 @@ in the number of nodes:
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -29,6 +29,10 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 
 from ._linalg import inverse
 from ._misc import check_int
+
+
+#: Node indices: an integer array or a sequence of ints (checked by `Graph`).
+Indices = ArrayLike | Sequence
 
 
 class Graph:
@@ -45,7 +49,12 @@ class Graph:
     receivers: np.ndarray
     num_nodes: int
 
-    def __init__(self, senders: ArrayLike, receivers: ArrayLike, num_nodes: int):
+    def __init__(
+        self,
+        senders: Indices,
+        receivers: Indices,
+        num_nodes: int,
+    ):
         num_nodes = check_int(num_nodes, "num_nodes")
         arrays = []
         for name, value in (("senders", senders), ("receivers", receivers)):
@@ -298,4 +307,3 @@ def sparse_jacobian(
     seeds = colour_seeds(graph, block, x.dtype)
     products = jax.vmap(lambda u: jax.jvp(fn, (x,), (u,))[1])(seeds)
     return decompress(graph, block, products)
-

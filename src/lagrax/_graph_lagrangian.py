@@ -8,10 +8,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._graph import Graph
+from ._graph import Graph, Indices
 from ._lagrangian import AbstractLagrangian, scalar_mlp
 from ._misc import check_int, check_state
 
@@ -94,8 +94,8 @@ class GraphLagrangian(AbstractGraphLagrangian):
 
     def __init__(
         self,
-        senders: ArrayLike,
-        receivers: ArrayLike,
+        senders: Indices,
+        receivers: Indices,
         *,
         num_nodes: int,
         node_dim: int,
@@ -132,7 +132,8 @@ class GraphLagrangian(AbstractGraphLagrangian):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         if not isinstance(translation_invariant, bool):
             raise TypeError(
-                f"`translation_invariant` must be a bool, got {translation_invariant!r}."
+                "`translation_invariant` must be a bool, got "
+                f"{translation_invariant!r}."
             )
         self.graph = Graph(senders, receivers, num_nodes)
         node_key, edge_key = jax.random.split(key)
@@ -175,12 +176,16 @@ class GraphLagrangian(AbstractGraphLagrangian):
         """The sum over rows of a scalar MLP, as batched matrix products."""
         h = features
         for layer in layers[:-1]:
-            h = self.activation(h @ layer.weight.T + layer.bias)
+            h = self.activation(h @ layer.weight.T + layer.bias[None, :])
         output = layers[-1]
         return jnp.sum(h @ output.weight[0]) + features.shape[0] * jnp.sum(output.bias)
 
     def with_graph(
-        self, senders: ArrayLike, receivers: ArrayLike, *, num_nodes: int
+        self,
+        senders: Indices,
+        receivers: Indices,
+        *,
+        num_nodes: int,
     ) -> "GraphLagrangian":
         """The same densities (the same parameters) on another graph.
 

@@ -193,7 +193,7 @@ def acceleration_parts(
     q: Position,
     qdot: Velocity,
     force: Float[Array, " dof"] | None = None,
-) -> tuple[Acceleration, Bool[Array, ""], MassMatrix]:
+) -> tuple[Acceleration, Bool[Array, ""], MassMatrix | BlockSparseMatrix]:
     """`(q̈, singular, H)` from one pass: `acceleration` without the checks and the
     singularity handling, and the mass matrix it solved with."""
     dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float
 
+from .._custom_types import MassMatrix
 from .._graph import BlockSparseMatrix, Graph, sparse_jacobian
 from .._graph_lagrangian import AbstractGraphLagrangian
 from .._linalg import inverse
@@ -302,7 +303,9 @@ _MAX_STIFFNESS = (jnp.pi / 2) ** 2
 
 
 def check_stiffness(
-    scaled_jacobian: Jacobian, mass: tuple[Jacobian, Jacobian], stages: int = 1
+    scaled_jacobian: Float[Array, "n n"] | BlockSparseMatrix,
+    mass: tuple[MassMatrix | BlockSparseMatrix, MassMatrix | BlockSparseMatrix],
+    stages: int = 1,
 ) -> diffrax.RESULTS:
     """Whether an implicit step resolves the fastest oscillation of the motion.
 

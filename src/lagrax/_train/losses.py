@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._graph_lagrangian import AbstractGraphLagrangian
 from .._linalg import definiteness_shortfall
 from .._mechanics import acceleration_parts
 from .._simulate import solve_options
@@ -77,6 +78,11 @@ def acceleration_loss(
         raise ValueError(
             "`definiteness` penalizes a Lagrangian's mass matrix; "
             f"{type(model).__name__} has none."
+        )
+    if definiteness and isinstance(model, AbstractGraphLagrangian):
+        raise ValueError(
+            "`definiteness` penalizes a dense mass matrix; it is not available for "
+            "graph Lagrangians."
         )
     if definiteness:
         return _with_definiteness(model, data, penalty, definiteness)

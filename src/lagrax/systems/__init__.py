@@ -4,4 +4,5 @@ from ._charged import ChargedParticle as ChargedParticle
 from ._oscillator import HarmonicOscillator as HarmonicOscillator
 from ._pendulum import DoublePendulum as DoublePendulum, Pendulum as Pendulum
 from ._relativistic import RelativisticParticle as RelativisticParticle
+from ._springs import SpringNetwork as SpringNetwork
 from ._wave import Wave1D as Wave1D

@@ -60,7 +60,7 @@ class Wave1D(AbstractGraphLagrangian):
     @property
     def grid(self) -> Float[Array, " nodes"]:
         """The positions `xᵢ = i·Δx` of the grid points."""
-        return jnp.arange(self.num_nodes) * self.spacing
+        return jnp.arange(self.num_nodes, dtype=float) * self.spacing
 
     def frequency(self, k: int) -> float:
         """`ω_k = (2c/Δx) sin(π k / N)`, the frequency of the `k`-th normal mode."""

@@ -1,0 +1,278 @@
+"""Graph Lagrangians: the sparse path against the dense one, the wave and spring
+systems against their closed forms, the graph's symmetries, and bad graphs."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import lagrax
+from lagrax.systems import SpringNetwork, Wave1D
+
+
+def _dense(lagrangian):
+    """The same Lagrangian as a plain function: lagrax takes the dense path."""
+    return lambda q, qdot: lagrangian(q, qdot)
+
+
+def _random_graph(key, num_nodes, num_edges):
+    senders, receivers = jr.randint(key, (2, num_edges), 0, num_nodes)
+    # A duplicated edge and a self-loop: both are legal density terms.
+    senders = np.append(np.asarray(senders), [senders[0], 2])
+    receivers = np.append(np.asarray(receivers), [receivers[0], 2])
+    return senders, receivers
+
+
+def _state(key, size, scale=0.5):
+    q, qdot = scale * jr.normal(key, (2, size))
+    return q, qdot
+
+
+def _close(x, y, rtol):
+    """Leafwise `max |x − y| ≤ rtol · max |y|`: round-off scales with the largest
+    entry, not with each entry."""
+    pairs = zip(
+        jax.tree.leaves(eqx.filter(x, eqx.is_array)),
+        jax.tree.leaves(eqx.filter(y, eqx.is_array)),
+    )
+    return all(jnp.max(jnp.abs(a - b)) <= rtol * jnp.max(jnp.abs(b)) for a, b in pairs)
+
+
+def test_sparse_path_matches_dense(getkey):
+    senders, receivers = _random_graph(getkey(), 7, 9)
+    model = lagrax.GraphLagrangian(
+        senders,
+        receivers,
+        num_nodes=7,
+        node_dim=2,
+        width=8,
+        key=getkey(),
+    )
+    q, qdot = _state(getkey(), 14)
+
+    def loss(model, lagrangian):
+        return jnp.sum(jnp.sin(lagrax.acceleration(lagrangian(model), q, qdot)))
+
+    @eqx.filter_jit
+    def compare(model):
+        hessian = jax.hessian(model, argnums=1)(q, qdot)
+        sparse = lagrax.graph_mass_matrix(model, q, qdot)
+        paths = [
+            eqx.filter_value_and_grad(loss)(model, path)
+            for path in (lambda m: m, _dense)
+        ]
+        return hessian, sparse.todense(), sparse.mv(qdot), paths
+
+    hessian, dense_form, product, (sparse_path, dense_path) = compare(model)
+    # The blocks are exactly the Hessian's entries (the same products, gathered).
+    assert jnp.array_equal(dense_form, hessian)
+    assert _close(product, hessian @ qdot, 1e-14)
+    assert _close(sparse_path, dense_path, 1e-12)
+
+
+def test_gauss_legendre_takes_the_sparse_path(getkey):
+    """GaussLegendre gives the same trajectory and parameter gradient on the sparse
+    and the dense path: its stage solve (node-major blocks of both stages) and its
+    velocity solve run Newton with block-sparse Jacobians on a graph."""
+    model = lagrax.GraphLagrangian(
+        np.arange(6),
+        (np.arange(6) + 1) % 6,
+        num_nodes=6,
+        node_dim=1,
+        width=8,
+        translation_invariant=True,
+        init="default",  # milder than the paper's: no near-singular mass matrix
+        key=getkey(),
+    )
+    q, qdot = _state(getkey(), 6, scale=0.3)
+    ts = jnp.linspace(0.0, 0.1, 3)
+
+    def final(model, lagrangian):
+        solver = lagrax.GaussLegendre()
+        traj = lagrax.simulate(lagrangian(model), q, qdot, ts, solver=solver, dt0=0.01)
+        return jnp.sum(traj.q[-1] ** 2)
+
+    sparse_path, dense_path = eqx.filter_jit(
+        lambda model: [
+            eqx.filter_value_and_grad(final)(model, path)
+            for path in (lambda m: m, _dense)
+        ]
+    )(model)
+    assert _close(sparse_path, dense_path, 1e-12)
+
+
+def test_wave_accelerations_are_exact_at_scale(getkey):
+    """The discrete Laplacian at 16,384 nodes, with the compiled computation's
+    temporary memory linear in N (a dense mass matrix alone would need 2 GiB)."""
+    n = 16384
+    wave = Wave1D(n, length=2.0, wave_speed=1.5)
+    q, qdot = _state(getkey(), n)
+    laplacian = (jnp.roll(q, -1) - 2 * q + jnp.roll(q, 1)) / wave.spacing**2
+    compiled = jax.jit(lambda q, qdot: lagrax.acceleration(wave, q, qdot))
+    compiled = compiled.lower(q, qdot).compile()
+    qddot = compiled(q, qdot)
+    assert jnp.allclose(qddot, 1.5**2 * laplacian, rtol=1e-12, atol=1e-6)
+    assert compiled.memory_analysis().temp_size_in_bytes < 64 * n * 8
+    with pytest.raises(ValueError, match="graph_mass_matrix"):
+        lagrax.mass_matrix(wave, q, qdot)
+    assert lagrax.graph_mass_matrix(wave, q, qdot).diagonal.shape == (n, 1, 1)
+
+
+def test_wave_normal_mode_and_energy_under_gauss_legendre():
+    """A discrete normal mode `cos(2πk x)` oscillates as `cos(ω_k t)` with
+    `ω_k = (2c/Δx) sin(πk/N)`; at N = 1000 over one period of the slowest wave,
+    GaussLegendre keeps the energy to round-off."""
+    n, k = 1000, 3
+    wave = Wave1D(n)
+    q0 = jnp.cos(2 * jnp.pi * k * wave.grid)
+    ts = jnp.linspace(0.0, 1.0, 5)
+    traj = lagrax.simulate(
+        wave,
+        q0,
+        jnp.zeros(n),
+        ts,
+        solver=lagrax.GaussLegendre(),
+        dt0=wave.spacing,
+    )
+    exact = jnp.cos(wave.frequency(k) * ts)[:, None] * q0[None]
+    assert jnp.max(jnp.abs(traj.q - exact)) < 1e-8
+    energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(wave, traj.q, traj.qdot)
+    assert jnp.max(jnp.abs(energies / energies[0] - 1)) < 1e-12
+
+
+def test_spring_network_accelerations_follow_hookes_law(getkey):
+    """Each spring pulls its ends together with force `k (|d| − ℓ)` along
+    `d = x_r − x_s`; gravity adds `−g` to every vertical acceleration."""
+    masses, stiffness, rest = jnp.array([1.0, 2.0, 0.5]), jnp.array([3.0, 5.0]), 0.7
+    network = SpringNetwork(
+        [0, 1],
+        [1, 2],
+        num_nodes=3,
+        masses=masses,
+        stiffness=stiffness,
+        rest_lengths=rest,
+        gravity=9.8,
+    )
+    q, qdot = _state(getkey(), 6, scale=1.0)
+    x = q.reshape(3, 2)
+    force = jnp.zeros((3, 2))
+    for (s, r), k in zip([(0, 1), (1, 2)], stiffness):
+        d = x[r] - x[s]
+        pull = k * (jnp.linalg.norm(d) - rest) * d / jnp.linalg.norm(d)
+        force = force.at[s].add(pull).at[r].add(-pull)
+    expected = force / masses[:, None] - jnp.array([0.0, 9.8])[None, :]
+    acceleration = eqx.filter_jit(lagrax.acceleration)
+    qddot = acceleration(network, q, qdot).reshape(3, 2)
+    assert jnp.allclose(qddot, expected, rtol=1e-12, atol=1e-12)
+    lattice = SpringNetwork.lattice(2, 3)
+    rest_state = lattice.rest_positions()
+    assert jnp.allclose(acceleration(lattice, rest_state, 0 * rest_state), 0)
+
+
+def test_relabelling_nodes_permutes_accelerations(getkey):
+    senders, receivers = _random_graph(getkey(), 6, 8)
+    model = lagrax.GraphLagrangian(
+        senders, receivers, num_nodes=6, node_dim=2, width=8, key=getkey()
+    )
+    q, qdot = _state(getkey(), 12)
+    perm = np.asarray(jr.permutation(getkey(), 6))  # new node a is old node perm[a]
+    relabel = np.argsort(perm)  # old node i is new node relabel[i]
+    moved = model.with_graph(relabel[senders], relabel[receivers], num_nodes=6)
+
+    def permute(x):
+        return x.reshape(6, 2)[perm].reshape(-1)
+
+    acceleration = eqx.filter_jit(lagrax.acceleration)
+    expected = permute(acceleration(model, q, qdot))
+    actual = acceleration(moved, permute(q), permute(qdot))
+    assert jnp.allclose(actual, expected, rtol=1e-11, atol=1e-11)
+
+
+def test_with_graph_moves_the_parameters_to_a_longer_ring(getkey):
+    """A translation-invariant model on a ring of 8 carrying a state that repeats a
+    ring-of-4 state twice: the Lagrangian doubles and the accelerations repeat."""
+
+    def ring(n):
+        return np.arange(n), (np.arange(n) + 1) % n
+
+    model = lagrax.GraphLagrangian(
+        *ring(4),
+        num_nodes=4,
+        node_dim=1,
+        width=8,
+        translation_invariant=True,
+        key=getkey(),
+    )
+    longer = model.with_graph(*ring(8), num_nodes=8)
+    assert longer.num_nodes == 8 and model.num_nodes == 4
+    assert longer.node_layers is model.node_layers
+    q, qdot = _state(getkey(), 4)
+    q2, qdot2 = jnp.tile(q, 2), jnp.tile(qdot, 2)
+    assert jnp.allclose(longer(q2, qdot2), 2 * model(q, qdot), rtol=1e-13)
+    acceleration = eqx.filter_jit(lagrax.acceleration)
+    assert jnp.allclose(
+        acceleration(longer, q2, qdot2),
+        jnp.tile(acceleration(model, q, qdot), 2),
+        rtol=1e-11,
+    )
+
+
+class _Frozen(lagrax.AbstractGraphLagrangian):
+    """A chain whose first node has no kinetic energy: a singular mass matrix."""
+
+    graph: lagrax.Graph = eqx.field(static=True)
+    node_dim: int = eqx.field(static=True, default=1)
+
+    def __call__(self, q, qdot):
+        self.check_input(q, qdot)
+        return 0.5 * jnp.sum(qdot[1:] ** 2) - 0.5 * jnp.sum(jnp.diff(q) ** 2)
+
+
+def test_singular_graph_mass_matrix_is_reported():
+    system = _Frozen(lagrax.Graph(np.arange(4), np.arange(1, 5), 5))
+    q, qdot = jnp.ones(5), jnp.ones(5)
+    with pytest.raises(Exception, match="singular"):
+        lagrax.acceleration(system, q, qdot)
+    assert jnp.all(jnp.isnan(lagrax.acceleration(system, q, qdot, throw=False)))
+    solver = lagrax.VariationalMidpoint()
+    traj = lagrax.simulate(
+        system, q, qdot, jnp.array([0.0, 1.0]), solver=solver, dt0=0.1, throw=False
+    )
+    assert traj.result == lagrax.RESULTS.singular_mass_matrix
+
+
+@pytest.mark.parametrize(
+    "senders, receivers, num_nodes, match",
+    [
+        ([0, 1], [1, 4], 4, r"receivers.*\[0, num_nodes=4\).*got 4"),
+        ([-1, 1], [1, 2], 4, r"senders.*\[0, num_nodes=4\).*got -1"),
+        ([0, 1, 2], [1, 2], 4, "same length"),
+        ([[0, 1]], [[1, 2]], 4, "1-D"),
+        ([0.0, 1.0], [1, 2], 4, "integer"),
+        ([0, 1], [1, 2], 0, "num_nodes"),
+    ],
+)
+def test_bad_graphs_are_refused(getkey, senders, receivers, num_nodes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        lagrax.GraphLagrangian(
+            senders, receivers, num_nodes=num_nodes, node_dim=1, key=getkey()
+        )
+
+
+def test_bad_graph_inputs_are_refused(getkey):
+    model = lagrax.GraphLagrangian([0], [1], num_nodes=2, node_dim=2, key=getkey())
+    with pytest.raises(ValueError, match=r"shape \(4,\), node-major; got \(3,\)"):
+        lagrax.acceleration(model, jnp.ones(3), jnp.ones(3))
+    with pytest.raises(TypeError, match="concrete"):
+        jax.jit(lambda s: lagrax.Graph(s, s, 3))(jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="num_nodes"):
+        Wave1D(2)
+    with pytest.raises(ValueError, match=r"stiffness.*shape \(1,\)"):
+        SpringNetwork([0], [1], num_nodes=2, stiffness=[1.0, 2.0])
+    with pytest.raises(ValueError, match="graph Lagrangians"):
+        data = lagrax.AccelerationData(
+            jnp.ones((1, 4)), jnp.ones((1, 4)), jnp.ones((1, 4))
+        )
+        lagrax.acceleration_loss(model, data, definiteness=0.1)
