@@ -4,6 +4,7 @@ from . import systems as systems
 from ._baselines import (
     AbstractDynamics as AbstractDynamics,
     HamiltonianNN as HamiltonianNN,
+    MessagePassingBaseline as MessagePassingBaseline,
     NeuralODEBaseline as NeuralODEBaseline,
 )
 from ._graph import BlockSparseMatrix as BlockSparseMatrix, Graph as Graph

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._graph import Graph, Indices, replace_graph
 from ._misc import angle_features, check_angles, check_int, check_state
 
 
@@ -283,3 +284,120 @@ class HamiltonianNN(AbstractDynamics):
         _check_input(self, q, qdot)
         p = qdot if self.momentum is None else self.momentum(q, qdot)
         return jax.grad(self.hamiltonian, argnums=1)(q, p)
+
+
+class MessagePassingBaseline(AbstractDynamics):
+    r"""A black-box graph network for `q̈`: one round of message passing, no
+    Lagrangian, the baseline of the graph experiments.
+
+    Each edge `s → r` computes a message `m = MLP_edge(q_s, q̇_s, q_r, q̇_r)` (or
+    `MLP_edge(q_r − q_s, q̇_s, q̇_r)` with `translation_invariant=True`) of
+    `2·message_dim` entries, the first half sent to `r` and the second to `s`;
+    each node sums what it receives and predicts its own acceleration,
+    `q̈_i = MLP_node(q_i, q̇_i, Σ messages)` (without `q_i` when translation
+    invariant). Shared MLPs make it permutation-equivariant and let it run on any
+    graph (`with_graph`), like `lagrax.GraphLagrangian`, and its cost is one
+    evaluation per node and edge; but nothing in it conserves energy.
+    """
+
+    edge_mlp: eqx.nn.MLP
+    node_mlp: eqx.nn.MLP
+    graph: Graph = eqx.field(static=True)
+    node_dim: int = eqx.field(static=True)
+    message_dim: int = eqx.field(static=True)
+    translation_invariant: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        senders: Indices,
+        receivers: Indices,
+        *,
+        num_nodes: int,
+        node_dim: int,
+        width: int = 64,
+        depth: int = 2,
+        message_dim: int = 16,
+        activation: Callable[[Array], Array] = jax.nn.softplus,
+        translation_invariant: bool = False,
+        dtype: DTypeLike | None = None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `senders`, `receivers`, `num_nodes`, `node_dim`: the graph, as for
+            `lagrax.GraphLagrangian`.
+        - `width`, `depth`: units per hidden layer and hidden layers of each MLP.
+        - `message_dim`: entries of a message to each end of an edge.
+        - `activation`: elementwise activation.
+        - `translation_invariant`: whether the MLPs see only position differences
+            along edges.
+        - `dtype`: parameter dtype; defaults to JAX's default float dtype.
+        - `key`: a JAX PRNG key.
+        """
+        _check_sizes(
+            node_dim=node_dim, width=width, depth=depth, message_dim=message_dim
+        )
+        if not callable(activation):
+            raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        self.graph = Graph(senders, receivers, num_nodes)
+        edge_key, node_key = jax.random.split(key)
+        edge_in = (3 if translation_invariant else 4) * node_dim
+        node_in = (1 if translation_invariant else 2) * node_dim + message_dim
+        options = dict(activation=activation, dtype=dtype)
+        self.edge_mlp = eqx.nn.MLP(
+            edge_in, 2 * message_dim, width, depth, key=edge_key, **options
+        )
+        self.node_mlp = eqx.nn.MLP(
+            node_in, node_dim, width, depth, key=node_key, **options
+        )
+        self.node_dim = node_dim
+        self.message_dim = message_dim
+        self.translation_invariant = translation_invariant
+
+    def acceleration(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Arguments:**
+
+        - `q`, `qdot`: the state, flat `(num_nodes · node_dim,)`, node-major.
+
+        **Returns:**
+
+        The predicted `q̈`, of the same shape.
+        """
+        check_state(q, qdot)
+        size = self.graph.num_nodes * self.node_dim
+        if q.shape != (size,):
+            raise ValueError(
+                f"This MessagePassingBaseline has {self.graph.num_nodes} nodes of "
+                f"dimension {self.node_dim}: `q` and `qdot` must have shape "
+                f"({size},), got {q.shape}."
+            )
+        x = q.reshape(self.graph.num_nodes, self.node_dim)
+        v = qdot.reshape(self.graph.num_nodes, self.node_dim)
+        s, r = self.graph.senders, self.graph.receivers
+        if self.translation_invariant:
+            edge_features = jnp.concatenate([x[r] - x[s], v[s], v[r]], axis=1)
+            node_features = v
+        else:
+            edge_features = jnp.concatenate([x[s], v[s], x[r], v[r]], axis=1)
+            node_features = jnp.concatenate([x, v], axis=1)
+        messages = jax.vmap(self.edge_mlp)(edge_features)
+        received = jnp.zeros((self.graph.num_nodes, self.message_dim), q.dtype)
+        received = received.at[r].add(messages[:, : self.message_dim])
+        received = received.at[s].add(messages[:, self.message_dim :])
+        inputs = jnp.concatenate([node_features, received], axis=1)
+        return jax.vmap(self.node_mlp)(inputs).reshape(-1)
+
+    def velocity(
+        self, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+    ) -> Float[Array, " dof"]:
+        """**Returns:** `qdot`: the baseline models `q̈` only."""
+        return qdot
+
+    def with_graph(
+        self, senders: Indices, receivers: Indices, *, num_nodes: int
+    ) -> "MessagePassingBaseline":
+        """The same MLPs (the same parameters) on another graph, as
+        `lagrax.GraphLagrangian.with_graph`."""
+        return replace_graph(self, Graph(senders, receivers, num_nodes))

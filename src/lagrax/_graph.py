@@ -18,6 +18,7 @@ in the number of nodes:
   array is ever formed.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
@@ -142,6 +143,17 @@ class Graph:
     @functools.cached_property
     def num_colours(self) -> int:
         return int(self.colours.max()) + 1
+
+
+def replace_graph(module: eqx.Module, graph: Graph) -> eqx.Module:
+    """A copy of `module` with its static field `graph` replaced. (Static fields are
+    not leaves, so `eqx.tree_at` cannot swap them; the other fields are copied as
+    they are, already validated.)"""
+    new = object.__new__(type(module))
+    for field in dataclasses.fields(module):
+        object.__setattr__(new, field.name, getattr(module, field.name))
+    object.__setattr__(new, "graph", graph)
+    return new
 
 
 class BlockSparseMatrix(eqx.Module):

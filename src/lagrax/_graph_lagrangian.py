@@ -1,6 +1,5 @@
 """Lagrangians that are sums of local densities over a static graph."""
 
-import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -11,7 +10,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._graph import Graph, Indices
+from ._graph import Graph, Indices, replace_graph
 from ._lagrangian import AbstractLagrangian, scalar_mlp
 from ._misc import check_int, check_state
 
@@ -198,11 +197,4 @@ class GraphLagrangian(AbstractGraphLagrangian):
 
         A `GraphLagrangian`.
         """
-        graph = Graph(senders, receivers, num_nodes)
-        # Static fields are not leaves, so `eqx.tree_at` cannot swap the graph: copy
-        # the fields instead (all already validated).
-        new = object.__new__(type(self))
-        for field in dataclasses.fields(self):
-            object.__setattr__(new, field.name, getattr(self, field.name))
-        object.__setattr__(new, "graph", graph)
-        return new
+        return replace_graph(self, Graph(senders, receivers, num_nodes))
