@@ -14,7 +14,7 @@ not be computed, such as the energy discrepancy of a model whose every rollout
 failed, or the loss of a diverged model, is `null`):
 
     {
-      "experiment": str,                  # "double-pendulum" | "relativity"
+      "experiment": str,                  # "double-pendulum" | "relativity" | "wave"
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
                                           # (but --debug)
@@ -40,7 +40,7 @@ import pathlib
 import textwrap
 import time
 
-from ..experiments import double_pendulum, relativity
+from ..experiments import double_pendulum, relativity, wave
 from . import manifest
 from .parsing import (
     check_folder,
@@ -61,6 +61,10 @@ EXPERIMENTS = {
     "relativity": (
         relativity,
         "relativistic particle: LNN vs Hamiltonian networks, canonical or not",
+    ),
+    "wave": (
+        wave,
+        "1D wave: Lagrangian graph network vs message passing, zero-shot on a 4× ring",
     ),
 }
 
@@ -97,6 +101,9 @@ OPTIONS = {
         "steps of further training of a copy of the LNN on the acceleration loss "
         "+ 100 × the rollout loss (0 skips it)",
     ),
+    "num_nodes": (positive_int, "grid points of the training ring"),
+    "periods": (positive_float, "evaluation horizon in periods of the ring"),
+    "pulse_width": (positive_float, "width of the test pulse in grid cells"),
     "rollout_lr": (
         positive_float,
         "initial learning rate of that stage, decaying to 0",

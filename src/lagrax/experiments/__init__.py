@@ -20,5 +20,9 @@ command line's options) and small functions, `data`, `models`, `train`,
 The experiments use only lagrax's public API.
 """
 
-from . import double_pendulum as double_pendulum, relativity as relativity
+from . import (
+    double_pendulum as double_pendulum,
+    relativity as relativity,
+    wave as wave,
+)
 from ._common import Report as Report
