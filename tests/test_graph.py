@@ -171,11 +171,10 @@ def test_spring_network_accelerations_follow_hookes_law(getkey):
     assert jnp.allclose(acceleration(lattice, rest_state, 0 * rest_state), 0)
 
 
-def test_relabelling_nodes_permutes_accelerations(getkey):
+@pytest.mark.parametrize("cls", [lagrax.GraphLagrangian, lagrax.MessagePassingBaseline])
+def test_relabelling_nodes_permutes_accelerations(getkey, cls):
     senders, receivers = _random_graph(getkey(), 6, 8)
-    model = lagrax.GraphLagrangian(
-        senders, receivers, num_nodes=6, node_dim=2, width=8, key=getkey()
-    )
+    model = cls(senders, receivers, num_nodes=6, node_dim=2, width=8, key=getkey())
     q, qdot = _state(getkey(), 12)
     perm = np.asarray(jr.permutation(getkey(), 6))  # new node a is old node perm[a]
     relabel = np.argsort(perm)  # old node i is new node relabel[i]
@@ -184,10 +183,30 @@ def test_relabelling_nodes_permutes_accelerations(getkey):
     def permute(x):
         return x.reshape(6, 2)[perm].reshape(-1)
 
-    acceleration = eqx.filter_jit(lagrax.acceleration)
+    @eqx.filter_jit
+    def acceleration(model, q, qdot):
+        if isinstance(model, lagrax.AbstractDynamics):
+            return model.acceleration(q, qdot)
+        return lagrax.acceleration(model, q, qdot)
+
     expected = permute(acceleration(model, q, qdot))
     actual = acceleration(moved, permute(q), permute(qdot))
     assert jnp.allclose(actual, expected, rtol=1e-11, atol=1e-11)
+
+
+def test_graph_models_save_and_load(getkey, tmp_path):
+    graph = dict(num_nodes=3, node_dim=2, width=4)
+    models = [
+        lagrax.GraphLagrangian([0, 1], [1, 2], **graph, key=getkey()),
+        lagrax.MessagePassingBaseline(
+            [0, 1], [1, 2], **graph, translation_invariant=True, key=getkey()
+        ),
+        Wave1D(7, length=2.0, wave_speed=0.5),
+        SpringNetwork.lattice(2, 2, gravity=1.0, masses=[1.0, 2.0, 3.0, 4.0]),
+    ]
+    for model in models:
+        lagrax.save(tmp_path / "model.lagrax", model)
+        assert bool(eqx.tree_equal(lagrax.load(tmp_path / "model.lagrax"), model))
 
 
 def test_with_graph_moves_the_parameters_to_a_longer_ring(getkey):

@@ -41,7 +41,8 @@ import numpy as np
 from jaxtyping import PyTree
 
 from . import systems
-from ._baselines import HamiltonianNN, NeuralODEBaseline
+from ._baselines import HamiltonianNN, MessagePassingBaseline, NeuralODEBaseline
+from ._graph_lagrangian import GraphLagrangian
 from ._lagrangian import MLPLagrangian
 
 
@@ -85,8 +86,9 @@ def register_model(
     Registering a class again replaces its entry. The registry lives in the
     process: register in the program that loads as in the one that saves (next to
     the class's definition, say). lagrax registers `MLPLagrangian`,
-    `NeuralODEBaseline`, `HamiltonianNN` (without a momentum map: `config` gives
-    `None` for one with) and the systems of `lagrax.systems`.
+    `GraphLagrangian`, `NeuralODEBaseline`, `MessagePassingBaseline`,
+    `HamiltonianNN` (without a momentum map: `config` gives `None` for one with)
+    and the systems of `lagrax.systems`.
 
     **Arguments:**
 
@@ -568,6 +570,70 @@ def _hamiltonian_config(model: HamiltonianNN) -> dict[str, Any] | None:
     )
 
 
+def _graph_config(model) -> dict[str, Any]:
+    graph = model.graph
+    return dict(
+        senders=graph.senders.tolist(),
+        receivers=graph.receivers.tolist(),
+        num_nodes=graph.num_nodes,
+    )
+
+
+def _graph_lagrangian_config(model: GraphLagrangian) -> dict[str, Any] | None:
+    first = model.node_layers[0]
+    return _settings(
+        model.activation,
+        first.weight.dtype,
+        **_graph_config(model),
+        node_dim=model.node_dim,
+        width=first.out_features,
+        depth=len(model.node_layers) - 1,
+        translation_invariant=model.translation_invariant,
+    )
+
+
+def _message_passing_config(model: MessagePassingBaseline) -> dict[str, Any] | None:
+    mlp = model.edge_mlp
+    return _settings(
+        mlp.activation,
+        mlp.layers[0].weight.dtype,
+        **_graph_config(model),
+        node_dim=model.node_dim,
+        width=mlp.width_size,
+        depth=mlp.depth,
+        message_dim=model.message_dim,
+        translation_invariant=model.translation_invariant,
+    )
+
+
+def _wave_config(system: systems.Wave1D) -> dict[str, Any]:
+    return dict(
+        num_nodes=system.num_nodes, length=system.length, wave_speed=system.wave_speed
+    )
+
+
+def _build_wave(config: dict[str, Any]) -> systems.Wave1D:
+    return systems.Wave1D(
+        config["num_nodes"], length=config["length"], wave_speed=config["wave_speed"]
+    )
+
+
+def _springs_config(system: systems.SpringNetwork) -> dict[str, Any]:
+    return dict(
+        **_graph_config(system),
+        gravity=system.gravity,
+        has_reference=system.reference is not None,
+    )
+
+
+def _build_springs(config: dict[str, Any]) -> systems.SpringNetwork:
+    # The masses, stiffnesses, rest lengths and reference are leaves: the file's.
+    config = dict(config)
+    has_reference = config.pop("has_reference")
+    reference = np.zeros(2 * config["num_nodes"]) if has_reference else None
+    return systems.SpringNetwork(**config, reference=reference)
+
+
 def _fields_config(system: eqx.Module) -> dict[str, Any] | None:
     fields = {f.name: getattr(system, f.name) for f in dataclasses.fields(system)}
     try:
@@ -584,6 +650,18 @@ register_model(
     NeuralODEBaseline, config=_neural_ode_config, build=_builder(NeuralODEBaseline)
 )
 register_model(HamiltonianNN, config=_hamiltonian_config, build=_builder(HamiltonianNN))
+register_model(
+    GraphLagrangian,
+    config=_graph_lagrangian_config,
+    build=_builder(GraphLagrangian),
+)
+register_model(
+    MessagePassingBaseline,
+    config=_message_passing_config,
+    build=_builder(MessagePassingBaseline),
+)
+register_model(systems.Wave1D, config=_wave_config, build=_build_wave)
+register_model(systems.SpringNetwork, config=_springs_config, build=_build_springs)
 for _system in (
     systems.ChargedParticle,
     systems.DoublePendulum,

@@ -1,6 +1,7 @@
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
@@ -19,7 +20,11 @@ def _per_item(value: ArrayLike | Sequence, count: int, name: str, what: str) -> 
             f"`{name}` must be a number or an array of shape ({count},) (one per "
             f"{what}), got shape {array.shape}."
         )
-    if not bool(jnp.all(array > 0)):
+    try:
+        positive = bool(np.all(np.asarray(array) > 0))
+    except jax.errors.TracerArrayConversionError:  # traced (in jit or eval_shape)
+        positive = True
+    if not positive:
         raise ValueError(f"`{name}` must be positive, got {value!r}.")
     return array
 
