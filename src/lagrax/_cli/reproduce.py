@@ -14,7 +14,8 @@ not be computed, such as the energy discrepancy of a model whose every rollout
 failed, or the loss of a diverged model, is `null`):
 
     {
-      "experiment": str,                  # "double-pendulum" | "relativity" | "wave"
+      "experiment": str,                  # "double-pendulum", "relativity", "wave",
+                                          # "springs"
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
                                           # (but --debug)
@@ -40,7 +41,7 @@ import pathlib
 import textwrap
 import time
 
-from ..experiments import double_pendulum, relativity, wave
+from ..experiments import double_pendulum, relativity, springs, wave
 from . import manifest
 from .parsing import (
     check_folder,
@@ -65,6 +66,11 @@ EXPERIMENTS = {
     "wave": (
         wave,
         "1D wave: Lagrangian graph network vs message passing, zero-shot on a 4× ring",
+    ),
+    "springs": (
+        springs,
+        "spring chain: Lagrangian graph network vs message passing, zero-shot on 4× "
+        "the masses",
     ),
 }
 
@@ -102,6 +108,7 @@ OPTIONS = {
         "+ 100 × the rollout loss (0 skips it)",
     ),
     "num_nodes": (positive_int, "grid points of the training ring"),
+    "num_masses": (positive_int, "masses of the training chain"),
     "periods": (positive_float, "evaluation horizon in periods of the ring"),
     "pulse_width": (positive_float, "width of the test pulse in grid cells"),
     "rollout_lr": (

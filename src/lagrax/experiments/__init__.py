@@ -23,6 +23,7 @@ The experiments use only lagrax's public API.
 from . import (
     double_pendulum as double_pendulum,
     relativity as relativity,
+    springs as springs,
     wave as wave,
 )
 from ._common import Report as Report
