@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._graph import Graph, Indices, replace_graph
+from ._graph import Graph, Indices, local_features, replace_graph
 from ._misc import angle_features, check_angles, check_int, check_state
 
 
@@ -373,19 +373,15 @@ class MessagePassingBaseline(AbstractDynamics):
                 f"dimension {self.node_dim}: `q` and `qdot` must have shape "
                 f"({size},), got {q.shape}."
             )
-        x = q.reshape(self.graph.num_nodes, self.node_dim)
-        v = qdot.reshape(self.graph.num_nodes, self.node_dim)
-        s, r = self.graph.senders, self.graph.receivers
-        if self.translation_invariant:
-            edge_features = jnp.concatenate([x[r] - x[s], v[s], v[r]], axis=1)
-            node_features = v
-        else:
-            edge_features = jnp.concatenate([x[s], v[s], x[r], v[r]], axis=1)
-            node_features = jnp.concatenate([x, v], axis=1)
+        node_features, edge_features = local_features(
+            self.graph, self.node_dim, q, qdot, self.translation_invariant
+        )
         messages = jax.vmap(self.edge_mlp)(edge_features)
         received = jnp.zeros((self.graph.num_nodes, self.message_dim), q.dtype)
-        received = received.at[r].add(messages[:, : self.message_dim])
-        received = received.at[s].add(messages[:, self.message_dim :])
+        received = received.at[self.graph.receivers].add(
+            messages[:, : self.message_dim]
+        )
+        received = received.at[self.graph.senders].add(messages[:, self.message_dim :])
         inputs = jnp.concatenate([node_features, received], axis=1)
         return jax.vmap(self.node_mlp)(inputs).reshape(-1)
 

@@ -145,6 +145,25 @@ class Graph:
         return int(self.colours.max()) + 1
 
 
+def local_features(
+    graph: Graph,
+    node_dim: int,
+    q: Float[Array, " n"],
+    qdot: Float[Array, " n"],
+    translation_invariant: bool,
+) -> tuple[Float[Array, "nodes f"], Float[Array, "edges g"]]:
+    """What a graph network's node and edge functions see: per node `(q_i, q̇_i)`
+    and per edge `s → r` `(q_s, q̇_s, q_r, q̇_r)`; or, translation-invariant, `q̇_i`
+    and `(q_r − q_s, q̇_s, q̇_r)`."""
+    x = q.reshape(graph.num_nodes, node_dim)
+    v = qdot.reshape(graph.num_nodes, node_dim)
+    s, r = graph.senders, graph.receivers
+    if translation_invariant:
+        return v, jnp.concatenate([x[r] - x[s], v[s], v[r]], axis=1)
+    nodes = jnp.concatenate([x, v], axis=1)
+    return nodes, jnp.concatenate([x[s], v[s], x[r], v[r]], axis=1)
+
+
 def replace_graph(module: eqx.Module, graph: Graph) -> eqx.Module:
     """A copy of `module` with its static field `graph` replaced. (Static fields are
     not leaves, so `eqx.tree_at` cannot swap them; the other fields are copied as

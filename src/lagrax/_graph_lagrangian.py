@@ -10,7 +10,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import Position, Scalar, Velocity
-from ._graph import Graph, Indices, replace_graph
+from ._graph import Graph, Indices, local_features, replace_graph
 from ._lagrangian import AbstractLagrangian, scalar_mlp
 from ._misc import check_int, check_state
 
@@ -156,15 +156,9 @@ class GraphLagrangian(AbstractGraphLagrangian):
                 f"`q` and `qdot` must have the parameters' dtype {dtype}, got "
                 f"{q.dtype} and {qdot.dtype}; cast them or the model."
             )
-        x = q.reshape(self.num_nodes, self.node_dim)
-        v = qdot.reshape(self.num_nodes, self.node_dim)
-        s, r = self.senders, self.receivers
-        if self.translation_invariant:
-            node_features = v
-            edge_features = jnp.concatenate([x[r] - x[s], v[s], v[r]], axis=1)
-        else:
-            node_features = jnp.concatenate([x, v], axis=1)
-            edge_features = jnp.concatenate([x[s], v[s], x[r], v[r]], axis=1)
+        node_features, edge_features = local_features(
+            self.graph, self.node_dim, q, qdot, self.translation_invariant
+        )
         return self._density(self.node_layers, node_features) + self._density(
             self.edge_layers, edge_features
         )

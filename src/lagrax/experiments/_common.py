@@ -205,6 +205,37 @@ def train(
     return model, history, dict(test_l1_acceleration_error=error, **metrics)
 
 
+def train_each(
+    models: dict[str, Any],
+    data: lagrax.AccelerationData,
+    test_data: lagrax.AccelerationData,
+    settings,
+    *,
+    out: str | os.PathLike | None,
+    progress: bool,
+):
+    """`train` each of `models` with the `steps`, `batch_size`, `lr` and `seed` of
+    `settings`, without clipping or penalty. Returns `(trained, histories,
+    results)`, each a dict by model name."""
+    trained, histories, results = {}, {}, {}
+    for name, model in models.items():
+        trained[name], histories[name], results[name] = train(
+            model,
+            data,
+            test_data,
+            name=name,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            clip=None,
+            definiteness=0.0,
+            seed=settings.seed,
+            out=out,
+            progress=progress,
+        )
+    return trained, histories, results
+
+
 # The losses and optimizers below are built once per arguments: `lagrax.fit`
 # compiles its step once per loss and optimizer object, so a second run in the same
 # process (a rerun, another seed) reuses the first run's compilation.

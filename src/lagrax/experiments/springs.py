@@ -44,7 +44,7 @@ from ._common import (
     output_files,
     Report,
     require_x64,
-    train as train_on_accelerations,
+    train_each,
 )
 
 
@@ -155,23 +155,9 @@ def models(settings: Settings) -> dict:
 def train(settings: Settings, train_data, test_data, *, out=None, progress=True):
     """Train both models on accelerations, checkpointed in `out` if given. Returns
     `(trained, histories, results)`."""
-    trained, histories, results = {}, {}, {}
-    for name, model in models(settings).items():
-        trained[name], histories[name], results[name] = train_on_accelerations(
-            model,
-            train_data,
-            test_data,
-            name=name,
-            steps=settings.steps,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            clip=None,
-            definiteness=0.0,
-            seed=settings.seed,
-            out=out,
-            progress=progress,
-        )
-    return trained, histories, results
+    return train_each(
+        models(settings), train_data, test_data, settings, out=out, progress=progress
+    )
 
 
 def evaluate(settings: Settings, trained: dict):

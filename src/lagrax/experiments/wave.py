@@ -46,7 +46,7 @@ from ._common import (
     output_files,
     Report,
     require_x64,
-    train as train_on_accelerations,
+    train_each,
 )
 
 
@@ -201,23 +201,9 @@ def train(
 ):
     """Train both models on accelerations, checkpointed in `out` if given. Returns
     `(trained, histories, results)`."""
-    trained, histories, results = {}, {}, {}
-    for name, model in models(settings).items():
-        trained[name], histories[name], results[name] = train_on_accelerations(
-            model,
-            data.train,
-            data.test,
-            name=name,
-            steps=settings.steps,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            clip=None,
-            definiteness=0.0,
-            seed=settings.seed,
-            out=out,
-            progress=progress,
-        )
-    return trained, histories, results
+    return train_each(
+        models(settings), data.train, data.test, settings, out=out, progress=progress
+    )
 
 
 def pulse(
