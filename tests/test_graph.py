@@ -295,3 +295,19 @@ def test_bad_graph_inputs_are_refused(getkey):
             jnp.ones((1, 4)), jnp.ones((1, 4)), jnp.ones((1, 4))
         )
         lagrax.acceleration_loss(model, data, definiteness=0.1)
+
+
+def test_graph_experiment_settings_and_test_pulse():
+    from lagrax.experiments import springs, wave
+
+    with pytest.raises(ValueError, match="num_nodes"):
+        wave.Settings(num_nodes=10)
+    with pytest.raises(ValueError, match="num_masses"):
+        springs.Settings(num_masses=1)
+    # The test pulse moves right: φ̇ = −c ∂φ/∂x (central differences, 1 cell).
+    system = wave.wave(400)
+    q, qdot = wave.pulse(system, 16.0)
+    slope = (jnp.roll(q, -1) - jnp.roll(q, 1)) / (2 * system.spacing)
+    assert jnp.allclose(qdot, -system.wave_speed * slope, atol=2e-4)
+    fields = wave.smooth_fields(system, 3, jr.key(0))
+    assert fields.shape == (3, 400) and jnp.all(jnp.std(fields, axis=1) > 0.1)

@@ -216,7 +216,7 @@ def evaluate(settings: Settings, trained: dict):
 
 def _displaced(trajectories: lagrax.TrajectoryData, rest) -> lagrax.TrajectoryData:
     return lagrax.TrajectoryData(
-        trajectories.ts, trajectories.q - rest, trajectories.qdot
+        trajectories.ts, trajectories.q - rest[None, None, :], trajectories.qdot
     )
 
 

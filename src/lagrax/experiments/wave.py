@@ -151,7 +151,7 @@ def smooth_fields(
     """`num` random periodic fields: Fourier modes 1 to 6 on the ring, with
     independent N(0, 1/k²) cosine and sine amplitudes."""
     k = jnp.arange(1, MODES + 1, dtype=float)
-    amplitudes = jr.normal(key, (2, num, MODES)) / k
+    amplitudes = jr.normal(key, (2, num, MODES)) / k[None, None, :]
     phase = 2 * jnp.pi * k[:, None] * system.grid[None, :] / system.length
     return amplitudes[0] @ jnp.cos(phase) + amplitudes[1] @ jnp.sin(phase)
 
