@@ -7,7 +7,7 @@ import sys
 from .parsing import UsageError
 
 
-BENCHMARKS = ("acceleration", "train_step", "solvers")
+BENCHMARKS = ("acceleration", "train_step", "solvers", "graph_scaling")
 
 
 def benchmark_dir() -> pathlib.Path | None:
