@@ -21,6 +21,7 @@ in the number of nodes:
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -144,6 +145,49 @@ class Graph:
     def num_colours(self) -> int:
         return int(self.colours.max()) + 1
 
+    @functools.cached_property
+    def path(self) -> "_Path | None":
+        """When the neighbour pairs form one chain or one ring through all nodes:
+        the nodes in chain order and, for each link between consecutive nodes, its
+        pair and orientation. `None` for any other graph."""
+        i, j = self.pairs
+        n = self.num_nodes
+        links = len(i)
+        if n < 3 or links not in (n - 1, n):
+            return None
+        neighbours = [[] for _ in range(n)]
+        for a, b in zip(i.tolist(), j.tolist()):
+            neighbours[a].append(b)
+            neighbours[b].append(a)
+        if any(len(k) > 2 for k in neighbours):
+            return None
+        ends = [k for k in range(n) if len(neighbours[k]) == 1]
+        order, previous = [ends[0] if ends else 0], -1
+        while len(order) < n:
+            following = [k for k in neighbours[order[-1]] if k != previous]
+            if not following or following[0] == order[0]:
+                return None  # disconnected
+            previous = order[-1]
+            order.append(following[0])
+        order = np.array(order)
+        pair_of = {(a, b): k for k, (a, b) in enumerate(zip(i.tolist(), j.tolist()))}
+        count = n if links == n else n - 1
+        starts, stops = order[:count], np.roll(order, -1)[:count]
+        link = np.array(
+            [pair_of[(min(a, b), max(a, b))] for a, b in zip(starts, stops)]
+        )
+        # `upper[k]` is block (i, j) with i < j: the link from a to b reads it
+        # when a < b.
+        forward = starts < stops
+        return _Path(order, link, forward, cyclic=links == n)
+
+
+class _Path(NamedTuple):
+    order: np.ndarray
+    link: np.ndarray
+    forward: np.ndarray
+    cyclic: bool
+
 
 def local_features(
     graph: Graph,
@@ -231,6 +275,8 @@ class BlockSparseMatrix(eqx.Module):
         in `max_steps` iterations (an ill-conditioned or singular matrix), or the
         result is not finite. Differentiable (implicitly) in `rhs` and the blocks.
         """
+        if self.block_size == 1 and self.graph.path is not None:
+            return self._tridiagonal_solve(rhs)
         inverses, singular = jax.vmap(inverse)(jax.lax.stop_gradient(self.diagonal))
         b = self.block_size
 
@@ -254,6 +300,76 @@ class BlockSparseMatrix(eqx.Module):
         )
         failed = jnp.any(singular) | ~converged | ~jnp.all(jnp.isfinite(x))
         return x, failed
+
+    def _tridiagonal_solve(
+        self, rhs: Float[Array, " n"]
+    ) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
+        """`solve` for a scalar chain or ring: a direct tridiagonal solve in chain
+        order (LAPACK `gtsv`, partial pivoting), the ring's two corners by
+        Sherman–Morrison. Exact for any regular matrix, definite or not. `failed`
+        when the result is not finite, or when the solution `y` for a fixed probe
+        `p` shows a condition number `‖M‖‖y‖/‖p‖` above `1/(n·eps)` (the dense
+        solves' criterion, from below)."""
+        path = self.graph.path
+        assert path is not None
+        upper, lower = self.upper[:, 0, 0], self.lower[:, 0, 0]
+        # Entry (a, b) of a link read from a to b, and (b, a).
+        ahead = jnp.where(path.forward, upper[path.link], lower[path.link])
+        behind = jnp.where(path.forward, lower[path.link], upper[path.link])
+        diagonal = self.diagonal[path.order, 0, 0]
+        n = diagonal.shape[0]
+        probe = jnp.cos(jnp.arange(n, dtype=rhs.dtype))
+
+        def direct(b, transpose):
+            above, below = (behind, ahead) if transpose else (ahead, behind)
+            return _chain_solve(diagonal, above, below, b, path.cyclic)
+
+        def solve(matvec, b):
+            x = direct(b[path.order][:, None], False)[:, 0]
+            return jnp.zeros_like(b).at[path.order].set(x)
+
+        def transpose_solve(vecmat, b):
+            x = direct(b[path.order][:, None], True)[:, 0]
+            return jnp.zeros_like(b).at[path.order].set(x)
+
+        x = jax.lax.custom_linear_solve(self.mv, rhs, solve, transpose_solve)
+        y = direct(probe[:, None], False)[:, 0]
+        norm = jnp.max(jnp.abs(diagonal))
+        norm = (
+            norm
+            + jnp.max(jnp.abs(upper), initial=0)
+            + jnp.max(jnp.abs(lower), initial=0)
+        )
+        estimate = norm * jnp.max(jnp.abs(y)) / jnp.max(jnp.abs(probe))
+        singular = ~(estimate * n * jnp.finfo(rhs.dtype).eps < 1)
+        failed = singular | ~jnp.all(jnp.isfinite(x))
+        return x, jax.lax.stop_gradient(failed)
+
+
+def _chain_solve(diagonal, above, below, b, cyclic: bool):
+    """Solve the tridiagonal system with `diagonal`, `above[k]` = entry (k, k+1),
+    `below[k]` = entry (k+1, k), for the columns of `b`; for a ring the last of
+    `above` and `below` are the corners (n−1, 0) and (0, n−1)."""
+    n = diagonal.shape[0]
+    zero = jnp.zeros(1, diagonal.dtype)
+    if not cyclic:
+        du = jnp.concatenate([above, zero])
+        dl = jnp.concatenate([zero, below])
+        return jax.lax.linalg.tridiagonal_solve(dl, diagonal, du, b)
+    # Ring: M = T + u vᵀ with T tridiagonal (Sherman–Morrison, γ = −M₀₀).
+    corner_low, corner_high = above[-1], below[-1]
+    gamma = jnp.where(diagonal[0] != 0, -diagonal[0], 1)
+    d = diagonal.at[0].add(-gamma).at[n - 1].add(-corner_low * corner_high / gamma)
+    du = jnp.concatenate([above[:-1], zero])
+    dl = jnp.concatenate([zero, below[:-1]])
+    u = jnp.zeros(n, diagonal.dtype).at[0].set(gamma).at[n - 1].set(corner_low)
+    both = jax.lax.linalg.tridiagonal_solve(
+        dl, d, du, jnp.concatenate([b, u[:, None]], axis=1)
+    )
+    y, z = both[:, :-1], both[:, -1]
+    v_y = y[0] + corner_high / gamma * y[n - 1]
+    v_z = z[0] + corner_high / gamma * z[n - 1]
+    return y - (v_y / (1 + v_z))[None, :] * z[:, None]
 
 
 def _bicgstab(
