@@ -12,8 +12,9 @@ in the number of nodes:
   products, one per colour and block component: a product with the sum of the
   unit vectors of one colour's nodes hits each row block at most once
   (Curtis, Powell & Reid, 1974). A ring needs 3–5 colours, a square lattice 5.
-- `BlockSparseMatrix.solve`: BiCGStab, right-preconditioned with the inverses of
-  the diagonal blocks (block Jacobi), to a relative residual of `100·eps`;
+- `BlockSparseMatrix.solve`: for a chain or ring of scalars, a direct tridiagonal
+  solve; otherwise BiCGStab, right-preconditioned with the inverses of the
+  diagonal blocks (block Jacobi), to a relative residual of `100·eps`. Both are
   differentiated implicitly by `jax.lax.custom_linear_solve`. No dense `N × N`
   array is ever formed.
 """
@@ -269,11 +270,13 @@ class BlockSparseMatrix(eqx.Module):
     ) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
         """`(x, failed)` with `x` solving `M x = rhs`.
 
-        Preconditioned BiCGStab (block Jacobi) to a relative residual `‖r‖ ≤
-        100·eps·‖rhs‖`. `failed` is set when a diagonal block is singular (by the
-        criterion of the dense solves), the iteration did not reach the tolerance
-        in `max_steps` iterations (an ill-conditioned or singular matrix), or the
-        result is not finite. Differentiable (implicitly) in `rhs` and the blocks.
+        For a chain or ring of scalars (`Graph.path`, block size 1), the direct solve of
+        `_tridiagonal_solve`. Otherwise preconditioned BiCGStab (block Jacobi) to a
+        relative residual `‖r‖ ≤ 100·eps·‖rhs‖`. `failed` is set when a diagonal block
+        is singular (by the criterion of the dense solves), the iteration did not reach
+        the tolerance in `max_steps` iterations (an ill-conditioned or singular matrix),
+        or the result is not finite. Differentiable (implicitly) in `rhs` and the
+        blocks.
         """
         if self.block_size == 1 and self.graph.path is not None:
             return self._tridiagonal_solve(rhs)

@@ -182,10 +182,10 @@ def newton_root(
     are exact however many iterations ran.
 
     With a `pattern` (a graph Lagrangian's system) `J` is a `BlockSparseMatrix`
-    from `pattern.graph`'s colouring, each linear solve is its preconditioned
-    BiCGStab (a failed one counts as a singular Jacobian), and the second returned
-    matrix is `J` itself: no inverse is formed. The unknowns and the residual keep
-    their layout; the blocks are node-major.
+    from `pattern.graph`'s colouring, each linear solve is its
+    `BlockSparseMatrix.solve` (a failed one counts as a singular Jacobian), and the
+    second returned matrix is `J` itself: no inverse is formed. The unknowns and the
+    residual keep their layout; the blocks are node-major.
     """
     options = dict(rtol=rtol, atol=atol, max_steps=max_steps)
     if pattern is None:
