@@ -25,6 +25,14 @@ def simulate_on(lagrangian, q0, qdot0, t0, t1, **kwargs):
     return lagrax.simulate(lagrangian, q0, qdot0, ts, max_steps=MAX_STEPS, **kwargs)
 
 
+@eqx.filter_jit
+def along(fn, lagrangian, q, qdot):
+    """`fn(lagrangian, q[i], qdot[i])` for every sample `i`, such as the energy
+    along a trajectory: compiled once per function, system and shape, where an
+    eager vmap would compile op by op."""
+    return jax.vmap(fn, in_axes=(None, 0, 0))(lagrangian, q, qdot)
+
+
 def tree_allclose(x, y, *, rtol=1e-5, atol=1e-8) -> bool:
     return bool(eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol))
 

@@ -137,21 +137,22 @@ def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
     assert _main([*rerun, "--out", str(first), "--seed", "3"]) == 0
     assert _numbers(_strict_json(first / "results.json")) == _numbers(a)
     # Other settings in the same folder: refused, not a results.json with the
-    # new settings and the old models' numbers.
+    # new settings and the old models' numbers. (Another seed, not another
+    # --steps: that would be another optimizer, compiled anew for every model.)
     capsys.readouterr()
-    more = ["--out", str(second), "--seed", "3", "--steps", "4"]
+    more = ["--out", str(second), "--seed", "4"]
     assert _main([*TINY_REL, *more]) == 2
     error = _one_error_line(capsys.readouterr().err)
-    assert "--fresh" in error and "--steps 3 there, 4 here" in error
+    assert "--fresh" in error and "--seed 3 there, 4 here" in error
     assert _strict_json(second / "results.json") == b
     # --fresh removes what the earlier run wrote, and nothing else.
     assert _main([*TINY_REL, *more, "--fresh"]) == 0
     d = _strict_json(second / "results.json")
-    assert d["settings"]["steps"] == 4 and d["training_samples"] == 4 * 16
+    assert d["settings"]["seed"] == 4
     assert _numbers(d) != _numbers(a)
     assert (second / "mine.ckpt").read_text() == "a user's own file"
     # The same numbers from the library, trained anew without checkpoints (and
-    # compiled already, so quick); other ones from another seed.
+    # compiled already, so quick), for either seed.
     from lagrax.experiments import relativity
 
     names = {field.name for field in dataclasses.fields(relativity.Settings)}
@@ -160,7 +161,7 @@ def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
     )
     assert _numbers(relativity.run(settings, progress=False).record()) == _numbers(a)
     other = relativity.run(dataclasses.replace(settings, seed=4), progress=False)
-    assert _numbers(other.record()) != _numbers(a)
+    assert _numbers(other.record()) == _numbers(d)
     _check_files(
         first,
         {

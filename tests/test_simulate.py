@@ -7,7 +7,7 @@ import pytest
 import lagrax
 from lagrax.systems import DoublePendulum, HarmonicOscillator
 
-from .helpers import finite_difference_directional, translation_invariant
+from .helpers import along, finite_difference_directional, translation_invariant
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_double_pendulum_conserves_energy():
     q0, qdot0 = jnp.array([2.0, -1.0]), jnp.array([0.5, 3.0])
     ts = jnp.linspace(0.0, 10.0, 101)
     traj = lagrax.simulate(system, q0, qdot0, ts, rtol=1e-11, atol=1e-11)
-    energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(system, traj.q, traj.qdot)
+    energies = along(lagrax.energy, system, traj.q, traj.qdot)
     drift = jnp.max(jnp.abs(energies - energies[0])) / 29.4
     assert drift < 1e-8
     # and the trajectory really moved (a frozen solution would conserve energy too)
@@ -68,9 +68,7 @@ def test_translation_invariant_conserves_momentum():
     qdot0 = jnp.array([0.4, -0.1, -0.2, 0.5])
     ts = jnp.linspace(0.0, 5.0, 51)
     traj = lagrax.simulate(translation_invariant, q0, qdot0, ts, rtol=1e-11, atol=1e-11)
-    p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(
-        translation_invariant, traj.q, traj.qdot
-    )
+    p = along(lagrax.momentum, translation_invariant, traj.q, traj.qdot)
     total = p[:, :2] + p[:, 2:]
     np.testing.assert_allclose(
         total, jnp.broadcast_to(total[0], total.shape), atol=1e-9

@@ -11,6 +11,7 @@ import lagrax
 from lagrax.systems import ChargedParticle, DoublePendulum, HarmonicOscillator, Pendulum
 
 from .helpers import (
+    along,
     dot,
     finite_difference_directional,
     random_like,
@@ -171,7 +172,7 @@ def _energy_drift(system, solver, y0, dt, steps, **kwargs):
     # Through `simulate_on`: the symplectic solves compile once for this test and
     # the other double-pendulum tests below.
     traj = simulate_on(system, *y0, 0.0, dt * steps, solver=solver, dt0=dt, **kwargs)
-    energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(system, traj.q, traj.qdot)
+    energies = along(lagrax.energy, system, traj.q, traj.qdot)
     err = np.abs(np.asarray(energies - lagrax.energy(system, *y0)))
     tenth = SAMPLES // 10
     return err[:tenth].max(), err[-tenth:].max()
@@ -219,9 +220,7 @@ def test_noether_momentum_exact():
         sol = _solve(
             translation_invariant, solver, y0, 20.0, 0.1, saveat=diffrax.SaveAt(ts=ts)
         )
-        p = jax.vmap(lagrax.momentum, in_axes=(None, 0, 0))(
-            translation_invariant, *sol.ys
-        )
+        p = along(lagrax.momentum, translation_invariant, *sol.ys)
         total[name] = np.asarray(p[:, :2] + p[:, 2:])
     vm_error = np.abs(total["vm"] - total["vm"][0]).max()
     rk_error = np.abs(total["rk"] - total["rk"][0]).max()

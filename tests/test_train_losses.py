@@ -81,18 +81,18 @@ def test_definiteness_penalty_matches_closed_form_pivots():
     )
     data = lagrax.acceleration_data(system, q, qdot)
     shifted = lagrax.AccelerationData(q, qdot, data.qddot + 0.5)
-    plain = lagrax.acceleration_loss(system, shifted)
+    # Compiled, as `fit` runs it: eagerly, its vmaps compile op by op.
+    loss = eqx.filter_jit(lagrax.acceleration_loss)
+    plain = loss(system, shifted)
     np.testing.assert_allclose(plain, 0.5, rtol=1e-12)
     np.testing.assert_allclose(
-        lagrax.acceleration_loss(system, shifted, definiteness=0.1), plain, rtol=1e-14
+        loss(system, shifted, definiteness=0.1), plain, rtol=1e-14
     )
     c = np.cos(np.asarray(q[:, 0] - q[:, 1]))
     expected = 0.5 + np.mean(c**2 / 2)
     for lagrangian in (system, lambda q, qdot: -system(q, qdot)):
         np.testing.assert_allclose(
-            lagrax.acceleration_loss(lagrangian, shifted, definiteness=1.0),
-            expected,
-            rtol=1e-12,
+            loss(lagrangian, shifted, definiteness=1.0), expected, rtol=1e-12
         )
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="definiteness"):
@@ -118,8 +118,9 @@ def test_definiteness_penalty_pushes_an_indefinite_mass_matrix_to_definite():
     zeros = jnp.zeros((4, 2))
     data = lagrax.AccelerationData(zeros, jnp.ones((4, 2)), zeros)
     loss = ft.partial(lagrax.acceleration_loss, data=data, definiteness=0.2)
+    value = eqx.filter_jit(loss)  # eagerly, its vmaps would compile op by op
     # pivots 1 and −0.35: shortfall max(0, 0.2 − 1) + max(0, 0.2 + 0.35) = 0.55
-    np.testing.assert_allclose(loss(model), 0.55, rtol=1e-6)
+    np.testing.assert_allclose(value(model), 0.55, rtol=1e-6)
 
     @eqx.filter_jit  # one compilation for the 100 steps, not 100 eager traces
     def descend(model):
@@ -129,13 +130,14 @@ def test_definiteness_penalty_pushes_an_indefinite_mass_matrix_to_definite():
 
     for _ in range(100):
         model = descend(model)
-    assert float(loss(model)) < 1e-6
+    assert float(value(model)) < 1e-6
     assert np.all(np.linalg.eigvalsh(np.asarray(model.a)) > 0.19)
 
 
 def test_rollout_loss_true_model_and_windows():
-    ts = jnp.arange(9.0) * 0.1
-    data = _oscillator_trajectories(3, ts, jr.key(0))
+    # The trajectory of the adjoint trap below: its solve compiles once for both.
+    ts = jnp.arange(21.0) * 0.1
+    data = _oscillator_trajectories(1, ts, jr.key(1))
     kwargs = dict(
         solver=diffrax.Midpoint(),
         dt0=0.01,
@@ -181,9 +183,13 @@ def _trap_problem():
             adjoint=adjoint,
         )
 
-    value = jax.jit(lambda p: loss(p, None))
-    fd = finite_difference_directional(value, params, direction, eps=1e-6)
-    return loss, params, direction, fd
+    # The gradient and the finite differences from one compiled function.
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, None)))
+    _, grad = value_and_grad(params)
+    fd = finite_difference_directional(
+        lambda p: value_and_grad(p)[0], params, direction, eps=1e-6
+    )
+    return loss, params, direction, grad, fd
 
 
 def _directional(grads, direction):
@@ -194,8 +200,7 @@ def _directional(grads, direction):
 
 
 def test_rollout_loss_gradient_matches_finite_differences_on_step_grid():
-    loss, params, direction, fd = _trap_problem()
-    grad = jax.jit(jax.grad(lambda p: loss(p, None)))(params)
+    loss, params, direction, grad, fd = _trap_problem()
     np.testing.assert_allclose(_directional(grad, direction), fd, rtol=1e-6)
 
     # The configuration really is the trap: Diffrax's default adjoint (with its
