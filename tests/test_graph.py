@@ -324,6 +324,58 @@ def test_graph_experiment_settings_and_test_pulse():
     assert fields.shape == (3, 400) and jnp.all(jnp.std(fields, axis=1) > 0.1)
 
 
+@pytest.mark.parametrize("num_nodes", [7, 40])
+def test_block_sparse_solve_small_dense_large_krylov(getkey, num_nodes):
+    """`BlockSparseMatrix.solve` on a random graph with 2×2 blocks: dense and exact
+    up to 64 rows, indefinite matrices included; BiCGStab above, to round-off, with
+    the dense solve's gradient in the blocks and the right-hand side; a singular
+    matrix reported at both sizes."""
+    senders, receivers = _random_graph(getkey(), num_nodes, 2 * num_nodes)
+    graph = lagrax.Graph(senders, receivers, num_nodes)
+    pairs = len(graph.pairs[0])
+    diagonal = jr.normal(getkey(), (num_nodes, 2, 2))
+    # Indefinite at the small size; diagonally dominant at the large one, where the
+    # iteration must converge.
+    diagonal = diagonal + (0.0 if num_nodes <= 32 else 12.0) * jnp.eye(2)[None]
+    upper, lower = 0.5 * jr.normal(getkey(), (2, pairs, 2, 2))
+    rhs = jr.normal(getkey(), (2 * num_nodes,))
+
+    def through(solve, blocks, rhs):
+        matrix = lagrax.BlockSparseMatrix(*blocks, graph)
+        x = solve(matrix, rhs)
+        return jnp.sum(jnp.sin(x)), x
+
+    sparse_solve = lambda m, b: m.solve(b)[0]  # noqa: E731
+    dense_solve = lambda m, b: jnp.linalg.solve(m.todense(), b)  # noqa: E731
+
+    @jax.jit
+    def compare(blocks, rhs):
+        matrix = lagrax.BlockSparseMatrix(*blocks, graph)
+        eigenvalues = jnp.linalg.eigvals(matrix.todense()).real
+        singular = lagrax.BlockSparseMatrix(
+            blocks[0].at[0].set(0.0), blocks[1].at[:].set(0.0), blocks[2], graph
+        )
+        return (
+            eigenvalues,
+            singular.solve(rhs)[1],
+            matrix.solve(rhs)[1],
+            [
+                jax.value_and_grad(through, argnums=(1, 2), has_aux=True)(
+                    solve, blocks, rhs
+                )
+                for solve in (sparse_solve, dense_solve)
+            ],
+        )
+
+    eigenvalues, singular, failed, (sparse, dense) = compare(
+        (diagonal, upper, lower), rhs
+    )
+    if num_nodes <= 32:
+        assert jnp.min(eigenvalues) < 0 < jnp.max(eigenvalues)
+    assert not failed and singular
+    assert _close(sparse, dense, 1e-11)
+
+
 def test_indefinite_ring_mass_matrix_is_solved_directly():
     """A freshly initialized model on a long ring has an indefinite mass matrix with
     eigenvalues near zero, where no Krylov method converges in reasonable time:

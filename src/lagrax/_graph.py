@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from ._linalg import inverse
+from ._linalg import _LOOPED_MAX_DOF, inverse
 from ._misc import check_int
 
 
@@ -220,6 +220,11 @@ def replace_graph(module: eqx.Module, graph: Graph) -> eqx.Module:
     return new
 
 
+# Up to this many rows, `BlockSparseMatrix.solve` (other than for a scalar chain or
+# ring) is dense: within the loop-factorized sizes of `lagrax._linalg` (no LAPACK).
+DENSE_SOLVE_MAX = _LOOPED_MAX_DOF
+
+
 class BlockSparseMatrix(eqx.Module):
     """A `(N·b) × (N·b)` matrix with the block pattern of a `Graph`: `diagonal[i]`
     is block `(i, i)`; for the `k`-th neighbouring pair `(i, j)` (`Graph.pairs`),
@@ -271,7 +276,10 @@ class BlockSparseMatrix(eqx.Module):
         """`(x, failed)` with `x` solving `M x = rhs`.
 
         For a chain or ring of scalars (`Graph.path`, block size 1), the direct solve of
-        `_tridiagonal_solve`. Otherwise preconditioned BiCGStab (block Jacobi) to a
+        `_tridiagonal_solve`. Otherwise, up to `DENSE_SOLVE_MAX` rows, the pivoted
+        inverse of `todense()` (the dense path's, with its singularity criterion): exact
+        for any regular matrix, definite or not, where a Krylov method can stall, and
+        cheap at that size. Above it, preconditioned BiCGStab (block Jacobi) to a
         relative residual `‖r‖ ≤ 100·eps·‖rhs‖`. `failed` is set when a diagonal block
         is singular (by the criterion of the dense solves), the iteration did not reach
         the tolerance in `max_steps` iterations (an ill-conditioned or singular matrix),
@@ -280,6 +288,12 @@ class BlockSparseMatrix(eqx.Module):
         """
         if self.block_size == 1 and self.graph.path is not None:
             return self._tridiagonal_solve(rhs)
+        if rhs.shape[0] <= DENSE_SOLVE_MAX:
+            # The inverse: linear in `rhs` as written (Newton's implicit tangents
+            # transpose the solve).
+            inv, singular = inverse(self.todense())
+            x = inv @ rhs
+            return x, singular | ~jnp.all(jnp.isfinite(x))
         inverses, singular = jax.vmap(inverse)(jax.lax.stop_gradient(self.diagonal))
         b = self.block_size
 

@@ -16,10 +16,15 @@ from jaxtyping import Array, Bool, Float
 # jaxlib's batched LAPACK kernels (getrf, potrf, trsm, ...) spread their batch over
 # XLA's CPU intra-op thread pool and block the calling pool worker until it is done;
 # two such kernels running at once can deadlock the pool (seen with jax 0.10.2 on
-# two cores: a vmapped `acceleration` hung in getrf and trsm forever). Mass matrices
-# are small, so up to this size they are factorized with unrolled elementwise jnp
-# operations instead: no custom calls at all, fused by XLA, and faster besides.
+# two cores: a vmapped `acceleration` hung in getrf and trsm forever, and XLA drops
+# the `optimization_barrier`s meant to keep them apart). Mass matrices are small, so
+# up to this size they are factorized with unrolled elementwise jnp operations
+# instead: no custom calls at all, fused by XLA, and faster besides;
 _UNROLLED_MAX_DOF = 8
+# and up to this size by the same elimination written as loops over the columns
+# (still no custom calls; `n` sequential steps, each a rank-one update). LAPACK
+# only above it.
+_LOOPED_MAX_DOF = 64
 
 
 def solve(
@@ -35,6 +40,9 @@ def solve(
     if n <= _UNROLLED_MAX_DOF:
         positive_definite = _is_positive_definite(jax.lax.stop_gradient(h))
         x, pivots = _pivoted_solve(h, rhs)
+    elif n <= _LOOPED_MAX_DOF:
+        positive_definite = _looped_is_positive_definite(jax.lax.stop_gradient(h))
+        x, pivots = _looped_pivoted_solve(h, rhs)
     else:
         x, positive_definite, pivots = _lapack_solve(h, rhs)
     return x, positive_definite, _singular(pivots, x)
@@ -71,6 +79,8 @@ def inverse(
     eye = jnp.eye(n, dtype=matrix.dtype)
     if n <= _UNROLLED_MAX_DOF:
         inv, pivots = _pivoted_solve(matrix, eye)
+    elif n <= _LOOPED_MAX_DOF:
+        inv, pivots = _looped_pivoted_solve(matrix, eye)
     else:
         lu, piv = jsl.lu_factor(matrix)
         inv = jsl.lu_solve((lu, piv), eye)
@@ -106,6 +116,53 @@ def _pivoted_solve(
         x[i] = (augmented[i, n:] - known) / augmented[i, i]
     solution = jnp.stack(x).reshape(rhs.shape)
     return solution, jnp.abs(jnp.diagonal(augmented[:, :n]))
+
+
+def _looped_pivoted_solve(
+    h: Float[Array, "n n"], rhs: Float[Array, "n ..."]
+) -> tuple[Float[Array, "n ..."], Float[Array, " n"]]:
+    """`_pivoted_solve` as loops over the columns (the same elimination, the same
+    pivots), for matrices too large to unroll: elementwise operations only, so
+    batches of them (under `vmap`) need no LAPACK kernels either."""
+    n = h.shape[0]
+    rows = jnp.arange(n)
+    augmented = jnp.concatenate([h, rhs.reshape(n, -1)], axis=1)
+
+    def eliminate(k, augmented):
+        below = jnp.where(rows >= k, jnp.abs(augmented[:, k]), -1)
+        pivot = jnp.argmax(below)
+        row, pivot_row = augmented[k], augmented[pivot]
+        augmented = augmented.at[pivot].set(row).at[k].set(pivot_row)
+        factors = jnp.where(rows > k, augmented[:, k] / pivot_row[k], 0.0)
+        return augmented - factors[:, None] * pivot_row[None, :]
+
+    augmented = jax.lax.fori_loop(0, n, eliminate, augmented)
+    upper, reduced = augmented[:, :n], augmented[:, n:]
+
+    def substitute(step, x):
+        i = n - 1 - step
+        known = jnp.where(rows > i, upper[i], 0.0) @ x
+        return x.at[i].set((reduced[i] - known) / upper[i, i])
+
+    x = jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(reduced))
+    return x.reshape(rhs.shape), jnp.abs(jnp.diagonal(upper))
+
+
+def _looped_is_positive_definite(h: Float[Array, "n n"]) -> Bool[Array, ""]:
+    """Whether symmetric elimination without pivoting keeps every pivot positive
+    (which, for a symmetric matrix, is positive definiteness), as loops."""
+    n = h.shape[0]
+    rows = jnp.arange(n)
+
+    def eliminate(k, carry):
+        a, ok = carry
+        d = a[k, k]
+        ok = ok & (d > 0)
+        factors = jnp.where(rows > k, a[:, k] / jnp.where(d > 0, d, 1.0), 0.0)
+        return a - factors[:, None] * a[k][None, :], ok
+
+    _, ok = jax.lax.fori_loop(0, n, eliminate, (h, jnp.array(True)))
+    return ok
 
 
 def _lapack_solve(
