@@ -273,6 +273,43 @@ def test_singular_graph_mass_matrix_is_reported():
     assert traj.result == lagrax.RESULTS.singular_mass_matrix
 
 
+class _Skaters(lagrax.AbstractGraphLagrangian):
+    """Masses in the plane on a chain of springs, kinetic energy
+    `½ Σ_i (a ẋ_i² + b ẏ_i²)`: every diagonal block of the mass matrix is
+    `diag(a, b)`, the off-diagonal ones zero."""
+
+    a: float
+    b: float
+    graph: lagrax.Graph = eqx.field(static=True)
+    node_dim: int = eqx.field(static=True, default=2)
+
+    def __call__(self, q, qdot):
+        self.check_input(q, qdot)
+        v = qdot.reshape(-1, 2)
+        kinetic = 0.5 * jnp.sum(self.a * v[:, 0] ** 2 + self.b * v[:, 1] ** 2)
+        return kinetic - 0.5 * jnp.sum(jnp.diff(q.reshape(-1, 2), axis=0) ** 2)
+
+
+def test_definiteness_penalty_on_graph_diagonal_blocks(getkey):
+    """For a graph Lagrangian the penalty sums `max(0, ε − d)` over the pivots `d`
+    of every node's diagonal block (`a` and `b` here), in the gauge of the sign of
+    the mean trace; it is zero for a definite mass matrix of either sign."""
+    graph = lagrax.Graph(np.arange(3), np.arange(1, 4), 4)
+    q, qdot = _state(getkey(), 8)
+    zero = lagrax.AccelerationData(q[None], qdot[None], jnp.zeros((1, 8)))
+    loss = eqx.filter_jit(lagrax.acceleration_loss)
+
+    def penalty(a, b, margin):
+        system = _Skaters(a, b, graph)
+        return loss(system, zero, definiteness=margin) - loss(system, zero)
+
+    assert penalty(1.0, 2.0, 0.5) == 0 and penalty(-1.0, -2.0, 0.5) == 0
+    # Pivots 3 and −0.5 (mean trace positive): 4 nodes × (0.5 + 0.5).
+    np.testing.assert_allclose(penalty(3.0, -0.5, 0.5), 4 * 1.0, rtol=1e-12)
+    # Pivots 0.2 and 0.3, both short of 0.5: 4 × (0.3 + 0.2).
+    np.testing.assert_allclose(penalty(0.2, 0.3, 0.5), 4 * 0.5, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "senders, receivers, num_nodes, match",
     [

@@ -211,12 +211,14 @@ def train_each(
     test_data: lagrax.AccelerationData,
     settings,
     *,
+    definiteness: float = 0.0,
     out: str | os.PathLike | None,
     progress: bool,
 ):
     """`train` each of `models` with the `steps`, `batch_size`, `lr` and `seed` of
-    `settings`, without clipping or penalty. Returns `(trained, histories,
-    results)`, each a dict by model name."""
+    `settings`, without clipping, the Lagrangians with the mass-matrix penalty of
+    margin `definiteness` (if set). Returns `(trained, histories, results)`, each a
+    dict by model name."""
     trained, histories, results = {}, {}, {}
     for name, model in models.items():
         trained[name], histories[name], results[name] = train(
@@ -228,7 +230,7 @@ def train_each(
             batch_size=settings.batch_size,
             lr=settings.lr,
             clip=None,
-            definiteness=0.0,
+            definiteness=definiteness,
             seed=settings.seed,
             out=out,
             progress=progress,

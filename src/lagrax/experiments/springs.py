@@ -5,8 +5,9 @@ zero-shot, on four times as many.
 The system is `lagrax.systems.SpringNetwork.chain(num_masses, stiffness=10)`:
 unit masses, unit rest lengths, no gravity, free ends. Two models learn it from
 exact accelerations at states around rest (positions displaced by N(0, 0.1²) per
-coordinate, velocities N(0, 0.5²)), with the L1 loss and Adam on a one-cycle
-schedule, float64:
+coordinate, velocities N(0, 0.5²)), with the L1 loss (for the LGN plus the
+definiteness penalty on each node's diagonal block of its mass matrix, margin
+`definiteness`) and Adam on a one-cycle schedule, float64:
 
 - `lgn`: a `GraphLagrangian` on the chain (`node_dim = 2`), translation-invariant
   (densities of `ẋᵢ` and of `(x_r − x_s, ẋ_s, ẋ_r)`), 2 hidden layers of `width`
@@ -84,6 +85,10 @@ class Settings:
     """Horizon of the evaluation rollouts."""
     lr: float = 3e-3
     """Peak learning rate of the one-cycle schedule."""
+    definiteness: float = 0.5
+    """Margin of the LGN's mass-matrix penalty on each node's 2 × 2 diagonal block
+    (0 turns it off; see `lagrax.acceleration_loss`): without it the LGN stays on
+    an indefinite mass matrix and does not learn."""
 
     def __post_init__(self):
         check_settings(
@@ -156,7 +161,13 @@ def train(settings: Settings, train_data, test_data, *, out=None, progress=True)
     """Train both models on accelerations, checkpointed in `out` if given. Returns
     `(trained, histories, results)`."""
     return train_each(
-        models(settings), train_data, test_data, settings, out=out, progress=progress
+        models(settings),
+        train_data,
+        test_data,
+        settings,
+        definiteness=settings.definiteness,
+        out=out,
+        progress=progress,
     )
 
 
