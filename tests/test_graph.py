@@ -338,11 +338,6 @@ def test_bad_graph_inputs_are_refused(getkey):
         Wave1D(2)
     with pytest.raises(ValueError, match=r"stiffness.*shape \(1,\)"):
         SpringNetwork([0], [1], num_nodes=2, stiffness=[1.0, 2.0])
-    with pytest.raises(ValueError, match="graph Lagrangians"):
-        data = lagrax.AccelerationData(
-            jnp.ones((1, 4)), jnp.ones((1, 4)), jnp.ones((1, 4))
-        )
-        lagrax.acceleration_loss(model, data, definiteness=0.1)
 
 
 def test_graph_experiment_settings_and_test_pulse():
