@@ -1,5 +1,7 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 
@@ -107,3 +109,59 @@ def test_angles_are_periodic(make, getkey):
         assert not np.allclose(model.acceleration(q + shift, qdot), qddot)
     np.testing.assert_allclose(turned, qddot, rtol=1e-9, atol=1e-12)
     assert model.angles == (0, 2)
+
+
+class _CountingMLP(lagrax.MLPLagrangian):
+    """An MLPLagrangian that counts how often its structured `jet` is traced."""
+
+    def jet(self, q, qdot, directions):
+        _CountingMLP.traced += 1
+        return super().jet(q, qdot, directions)
+
+
+def test_sums_of_lagrangians_keep_the_fast_path(getkey):
+    """`prior + 0.1 * mlp` moves as the plain function does (values and parameter
+    gradients), through the MLP's own `jet`; scaling a Lagrangian leaves the
+    motion unchanged, and subtracting a term cancels it."""
+    prior = lagrax.systems.DoublePendulum()
+    mlp = _CountingMLP(2, width=16, depth=2, dtype=jnp.float64, key=getkey())
+    q, qdot = jr.normal(getkey(), (2, 2), jnp.float64)
+    model = prior + 0.1 * mlp
+    assert isinstance(model, lagrax.LagrangianSum)
+    assert model.terms == (prior, mlp) and model.weights == (1, 0.1)
+
+    def loss(model, lagrangian):
+        return jnp.sum(jnp.sin(lagrax.acceleration(lagrangian(model), q, qdot)))
+
+    @eqx.filter_jit
+    def compare(model):
+        plain = lambda m: lambda q, v: prior(q, v) + 0.1 * m.terms[1](q, v)  # noqa: E731
+        return [
+            eqx.filter_value_and_grad(loss)(model, fn) for fn in (lambda m: m, plain)
+        ] + [
+            lagrax.acceleration(fn(model), q, qdot)
+            for fn in (
+                lambda m: m,
+                lambda m: 2.5 * m,
+                lambda m: -m / 3,
+                lambda m: m - 0.1 * m.terms[1],
+                lambda m: m.terms[0],
+            )
+        ]
+
+    _CountingMLP.traced = 0
+    fast, generic, unscaled, scaled, negated, cancelled, exact = compare(model)
+    assert _CountingMLP.traced > 0  # the sum used the MLP's structured pass
+    assert eqx.tree_equal(fast, generic, rtol=1e-12, atol=1e-12)
+    assert jnp.allclose(scaled, unscaled, rtol=1e-12)
+    assert jnp.allclose(negated, unscaled, rtol=1e-12)
+    assert jnp.allclose(cancelled, exact, rtol=1e-12, atol=1e-12)
+    # 0-d arrays are weights too (trainable leaves); anything else is refused.
+    assert (jnp.array(0.5) * prior).weights[0].shape == ()
+    for bad in (lambda: prior + 3.0, lambda: prior * "a", lambda: prior * jnp.ones(2)):
+        with pytest.raises(TypeError):
+            bad()
+    ring = lagrax.GraphLagrangian([0], [1], num_nodes=2, node_dim=1, key=getkey())
+    for bad in (lambda: prior + ring, lambda: ring + prior, lambda: 2.0 * ring):
+        with pytest.raises(TypeError, match="GraphLagrangian cannot be summed"):
+            bad()

@@ -15,6 +15,7 @@ from ._graph_lagrangian import (
 from ._lagrangian import (
     AbstractJetLagrangian as AbstractJetLagrangian,
     AbstractLagrangian as AbstractLagrangian,
+    LagrangianSum as LagrangianSum,
     MLPLagrangian as MLPLagrangian,
 )
 from ._mechanics import (

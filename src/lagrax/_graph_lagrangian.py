@@ -1,7 +1,7 @@
 """Lagrangians that are sums of local densities over a static graph."""
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -40,6 +40,7 @@ class AbstractGraphLagrangian(AbstractLagrangian):
     edges (the sparse and dense paths then agree to round-off).
     """
 
+    _summable: ClassVar[bool] = False
     graph: eqx.AbstractVar[Graph]
     node_dim: eqx.AbstractVar[int]
 

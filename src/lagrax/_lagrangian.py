@@ -1,6 +1,6 @@
 import abc
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -27,7 +27,49 @@ class AbstractLagrangian(eqx.Module):
     function in lagrax also accepts a plain callable `(q, qdot) -> scalar`, so
     subclassing is only needed to get a pytree of parameters (for training) or a
     named, documented system.
+
+    Lagrangians add, subtract, negate and scale by numbers: `prior + 0.1 * mlp`,
+    `-L`, `L / 2` and `L + fn` (with `fn` a plain callable) are `LagrangianSum`s,
+    which keep each term's fast derivatives (see `LagrangianSum`).
     """
+
+    # Whether `+`, `-` and `*` may build a `LagrangianSum` of this Lagrangian.
+    _summable: ClassVar[bool] = True
+
+    def __add__(self, other):
+        if not callable(other):
+            return NotImplemented
+        return LagrangianSum.of((self, 1), (other, 1))
+
+    def __radd__(self, other):
+        if not callable(other):
+            return NotImplemented
+        return LagrangianSum.of((other, 1), (self, 1))
+
+    def __sub__(self, other):
+        if not callable(other):
+            return NotImplemented
+        return LagrangianSum.of((self, 1), (other, -1))
+
+    def __rsub__(self, other):
+        if not callable(other):
+            return NotImplemented
+        return LagrangianSum.of((other, 1), (self, -1))
+
+    def __mul__(self, weight):
+        if not _is_number(weight):
+            return NotImplemented
+        return LagrangianSum.of((self, weight))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, weight):
+        if not _is_number(weight):
+            return NotImplemented
+        return LagrangianSum.of((self, 1 / weight))
+
+    def __neg__(self):
+        return LagrangianSum.of((self, -1))
 
     @abc.abstractmethod
     def __call__(self, q: Position, qdot: Velocity) -> Scalar:
@@ -69,6 +111,114 @@ class AbstractJetLagrangian(AbstractLagrangian):
         `(∇L, Uᵀ ∇²L U)`, of shapes `(2 dof,)` and `(k, k)`, with `∇L` in the order
         `concat(∂L/∂q, ∂L/∂q̇)`.
         """
+
+
+def _is_number(x) -> bool:
+    """A real scalar: a Python or NumPy number, or a 0-d array."""
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, (int, float, np.number)):
+        return True
+    return isinstance(x, (jax.Array, np.ndarray)) and x.shape == ()
+
+
+def hessian_products(
+    lagrangian: Callable,
+    q: Position,
+    qdot: Velocity,
+    directions: Float[Array, "2*dof k"],
+) -> tuple[Float[Array, " 2*dof"], Float[Array, "k 2*dof"]]:
+    """`∇L` and the products `∇²L u` with the columns `u` of `directions`, by
+    forward-over-reverse autodiff (the generic path)."""
+    n = q.shape[0]
+    grad_fn = jax.grad(lambda x: lagrangian(x[:n], x[n:]))
+    x = jnp.concatenate([q, qdot])
+    # vmap over tangents only: the primal forward and backward passes run once.
+    return jax.vmap(lambda u: jax.jvp(grad_fn, (x,), (u,)), out_axes=(None, 0))(
+        directions.T
+    )
+
+
+class LagrangianSum(AbstractJetLagrangian):
+    """`L = Σ_i w_i L_i`: a weighted sum of Lagrangians, such as a known prior plus a
+    learned correction. Built by `+`, `-`, unary `-`, `*` and `/` on an
+    `AbstractLagrangian` (nested sums flatten), or directly.
+
+    Its `jet` is the weighted sum of the terms' own: an `AbstractJetLagrangian`
+    term (such as `MLPLagrangian`) keeps its structured pass, any other term is
+    differentiated by autodiff. Multiplying `L` by a nonzero number does not change
+    the motion. Graph Lagrangians do not sum (their sparse path needs one graph).
+
+    **Fields:**
+
+    - `terms`: the Lagrangians `L_i`: `AbstractLagrangian`s or plain callables
+        `(q, qdot) -> scalar`.
+    - `weights`: the numbers `w_i` (Python numbers or 0-d arrays; arrays are
+        trainable leaves).
+    """
+
+    terms: tuple[Callable, ...]
+    weights: tuple
+
+    def __check_init__(self):
+        if len(self.terms) != len(self.weights) or not self.terms:
+            raise ValueError(
+                "`terms` and `weights` must be non-empty and of the same length, got "
+                f"{len(self.terms)} and {len(self.weights)}."
+            )
+        for term in self.terms:
+            if not callable(term):
+                raise TypeError(f"`terms` must be callables, got {term!r}.")
+            if not getattr(type(term), "_summable", True):
+                raise TypeError(
+                    f"A {type(term).__name__} cannot be summed: a graph Lagrangian's "
+                    "sparse path needs a single graph Lagrangian."
+                )
+        for weight in self.weights:
+            if not _is_number(weight):
+                raise TypeError(f"`weights` must be real numbers, got {weight!r}.")
+
+    @classmethod
+    def of(cls, *weighted: tuple[Callable, object]) -> "LagrangianSum":
+        """The sum of `(lagrangian, weight)` pairs, a `LagrangianSum` among them
+        contributing its own terms (weights multiplied)."""
+        terms, weights = [], []
+        for term, weight in weighted:
+            if isinstance(term, LagrangianSum):
+                terms += term.terms
+                weights += [weight * w for w in term.weights]
+            else:
+                terms.append(term)
+                weights.append(weight)
+        return cls(tuple(terms), tuple(weights))
+
+    def __call__(self, q: Position, qdot: Velocity) -> Scalar:
+        values = [term(q, qdot) for term in self.terms]
+        return sum(
+            (_weighted(w, value) for w, value in zip(self.weights, values)),
+            start=jnp.zeros((), values[0].dtype),
+        )
+
+    def jet(
+        self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
+    ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
+        """The weighted sum of the terms' `jet`s (autodiff for a term without one)."""
+        grad = jnp.zeros(directions.shape[0], directions.dtype)
+        block = jnp.zeros((directions.shape[1],) * 2, directions.dtype)
+        for term, weight in zip(self.terms, self.weights):
+            if isinstance(term, AbstractJetLagrangian):
+                term_grad, term_block = term.jet(q, qdot, directions)
+            else:
+                term_grad, products = hessian_products(term, q, qdot, directions)
+                term_block = products @ directions
+            grad = grad + _weighted(weight, term_grad)
+            block = block + _weighted(weight, term_block)
+        return grad, block
+
+
+def _weighted(weight, x: Array) -> Array:
+    """`weight · x` in the dtype of `x` (a weight never promotes the Lagrangian)."""
+    return jnp.asarray(weight, x.dtype) * x
 
 
 def _lnn_std(index: int, num_layers: int, weight_shape: tuple[int, ...]) -> float:

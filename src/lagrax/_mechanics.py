@@ -23,7 +23,7 @@ from ._custom_types import (
 )
 from ._graph import BlockSparseMatrix, colour_seeds, decompress
 from ._graph_lagrangian import AbstractGraphLagrangian
-from ._lagrangian import AbstractJetLagrangian
+from ._lagrangian import AbstractJetLagrangian, hessian_products
 from ._linalg import solve
 from ._misc import check_like, check_state
 
@@ -56,31 +56,15 @@ def _euler_lagrange_parts(
             ],
             axis=1,
         )
-        grad, hvps = _hessian_products(lagrangian, q, qdot, directions)
+        grad, hvps = hessian_products(lagrangian, q, qdot, directions)
         return grad[:n], decompress(graph, block, hvps[:-1, n:]), hvps[-1, n:]
     directions = _directions(qdot)
     if isinstance(lagrangian, AbstractJetLagrangian):
         grad, block = lagrangian.jet(q, qdot, directions)
         return grad[:n], block[:n, :n], block[:n, n]
-    grad, hvps = _hessian_products(lagrangian, q, qdot, directions)
+    grad, hvps = hessian_products(lagrangian, q, qdot, directions)
     # H is symmetric, so the rows we hold are its columns.
     return grad[:n], hvps[:n, n:], hvps[n, n:]
-
-
-def _hessian_products(
-    lagrangian: LagrangianLike,
-    q: Position,
-    qdot: Velocity,
-    directions: Float[Array, "2*dof k"],
-) -> tuple[Float[Array, " 2*dof"], Float[Array, "k 2*dof"]]:
-    """`∇L` and the products `∇²L u` with the columns `u` of `directions`."""
-    n = q.shape[0]
-    grad_fn = jax.grad(lambda x: lagrangian(x[:n], x[n:]))
-    x = jnp.concatenate([q, qdot])
-    # vmap over tangents only: the primal forward and backward passes run once.
-    return jax.vmap(lambda u: jax.jvp(grad_fn, (x,), (u,)), out_axes=(None, 0))(
-        directions.T
-    )
 
 
 class MassMatrixInfo(eqx.Module):
