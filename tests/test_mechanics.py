@@ -1,3 +1,5 @@
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -336,3 +338,23 @@ def test_float32(getkey):
         DoublePendulum(), q.astype(jnp.float32), qdot.astype(jnp.float32)
     )
     assert e32.dtype == jnp.float32
+
+
+def test_numpy_float64_inputs_with_x64_disabled_are_cast_as_jax_casts():
+    """With x64 off, NumPy float64 states become float32, as `jnp.asarray` makes
+    them, with no truncation warning from inside lagrax; lists are refused with
+    what to pass."""
+    system = DoublePendulum()
+    q, qdot = np.array([0.3, -0.2]), np.array([0.1, 0.4])
+    expected = lagrax.acceleration(system, jnp.asarray(q), jnp.asarray(qdot))
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qddot = lagrax.acceleration(system, q, qdot)
+        energy = lagrax.energy(system, q, qdot)
+        traj = lagrax.simulate(system, q, qdot, np.linspace(0.0, 0.5, 3))
+    assert qddot.dtype == energy.dtype == traj.q.dtype == jnp.float32
+    np.testing.assert_allclose(qddot, expected, rtol=1e-5)
+    # (lagrax's own message names jnp.asarray(q); under the test suite's runtime
+    # type checker, the checker's names the parameter first.)
+    with pytest.raises(TypeError, match=r"jnp.asarray\(q\)|parameter 'q'"):
+        lagrax.acceleration(system, [0.3, -0.2], qdot)

@@ -1,10 +1,13 @@
 from collections.abc import Callable
 
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 
-Position = Float[Array, " dof"]
-Velocity = Float[Array, " dof"]
+# States: JAX arrays, or NumPy arrays at the public entry points (cast there as
+# `jnp.asarray` casts them).
+Position = Float[Array | np.ndarray, " dof"]
+Velocity = Float[Array | np.ndarray, " dof"]
 Acceleration = Float[Array, " dof"]
 Scalar = Float[Array, ""]
 BoolScalar = Bool[Array, ""]

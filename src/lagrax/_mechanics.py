@@ -25,7 +25,7 @@ from ._graph import BlockSparseMatrix, colour_seeds, decompress
 from ._graph_lagrangian import AbstractGraphLagrangian
 from ._lagrangian import AbstractJetLagrangian, hessian_products
 from ._linalg import solve
-from ._misc import check_like, check_state
+from ._misc import as_state, check_like
 
 
 def _directions(qdot: Velocity) -> Float[Array, "2*dof dof+1"]:
@@ -136,7 +136,7 @@ def acceleration(
         }
         ```
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     if force is not None:
         check_like(force, "force", q, "q")
     return checked_acceleration(lagrangian, q, qdot, force, throw=throw)[0]
@@ -212,7 +212,7 @@ def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Mass
 
     `H`, of shape `(dof, dof)`.
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     if isinstance(lagrangian, AbstractGraphLagrangian):
         if q.shape[0] > _DENSE_GRAPH_MAX_DOF:
             raise ValueError(
@@ -247,7 +247,7 @@ def graph_mass_matrix(
             "`lagrangian` must be a lagrax.AbstractGraphLagrangian (for any other "
             f"use lagrax.mass_matrix), got {type(lagrangian).__name__}."
         )
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     h = _euler_lagrange_parts(lagrangian, q, qdot)[1]
     assert isinstance(h, BlockSparseMatrix)
     return h
@@ -271,7 +271,7 @@ def mass_matrix_info(
 
     A `MassMatrixInfo`.
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     h = mass_matrix(lagrangian, q, qdot)
     _, positive_definite, singular = solve(h, jnp.zeros_like(q))
     # After the solve, so that LAPACK calls never overlap (see lagrax._linalg).
@@ -298,7 +298,7 @@ def momentum(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Velocit
 
     `p`, of shape `(dof,)`.
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     return jax.grad(lagrangian, argnums=1)(q, qdot)
 
 
@@ -316,7 +316,7 @@ def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:
 
     `E`, a scalar.
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     value, p = jax.value_and_grad(lagrangian, argnums=1)(q, qdot)
     return jnp.dot(qdot, p) - value
 
@@ -339,7 +339,7 @@ def generalized_force(
 
     `Q`, of shape `(dof,)`.
     """
-    check_state(q, qdot)
+    q, qdot = as_state(q, qdot)
     check_like(qddot, "qddot", q, "q")
     grad_fn = jax.grad(lagrangian, argnums=(0, 1))
     (dl_dq, _), (_, dp_dt) = jax.jvp(grad_fn, (q, qdot), (qdot, qddot))

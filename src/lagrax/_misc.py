@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.typing import DTypeLike
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 
 def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
@@ -31,6 +31,16 @@ def check_state(q, qdot, *, q_name: str = "q", qdot_name: str = "qdot") -> None:
             f"`{qdot_name}` must have the same shape as `{q_name}`, "
             f"{jnp.shape(q)}; got {jnp.shape(qdot)}."
         )
+
+
+def as_state(
+    q, qdot, *, q_name: str = "q", qdot_name: str = "qdot"
+) -> tuple[Array, Array]:
+    """`check_state`, then both as JAX arrays, cast as JAX casts (NumPy float64 becomes
+    float32 unless x64 is enabled, without a warning). For the public entry points:
+    what follows never asks for a dtype JAX does not have."""
+    check_state(q, qdot, q_name=q_name, qdot_name=qdot_name)
+    return jnp.asarray(q), jnp.asarray(qdot)
 
 
 def check_like(x, name: str, like, like_name: str) -> None:

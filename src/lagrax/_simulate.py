@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._custom_types import ForceFn, LagrangianLike, Position, Velocity
-from ._misc import check_int, check_state
+from ._misc import as_state, check_int
 from ._results import from_diffrax, RESULTS
 from ._term import AbstractSecondOrderTerm, LagrangianTerm
 
@@ -237,7 +237,7 @@ def simulate(
     lagrangian: LagrangianLike,
     q0: Position,
     qdot0: Velocity,
-    ts: Float[Array, " times"],
+    ts: Float[Array | np.ndarray, " times"],
     *,
     solver: diffrax.AbstractSolver | None = None,
     dt0: float | None = None,
@@ -286,7 +286,7 @@ def simulate(
 
     A `Trajectory`.
     """
-    check_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
+    q0, qdot0 = as_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
     ts = check_times(ts, q0)
     options = solve_options(
         solver=solver,
