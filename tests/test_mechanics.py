@@ -175,13 +175,14 @@ def _quadratic_checks(lagrangian, q, qdot):
     return lagrax.acceleration(lagrangian, q, qdot), info, grads
 
 
-# 8 and 9 sit on both sides of the unrolled/LAPACK switch (`_UNROLLED_MAX_DOF`);
-# other sizes on either side run the same code, and each size is a compilation.
-@pytest.mark.parametrize("dof", [1, 2, 8, 9])
+# 8 and 9 sit on both sides of the unrolled/looped switch (`_UNROLLED_MAX_DOF`), 65
+# above the looped/LAPACK one (`_LOOPED_MAX_DOF`); other sizes run the same code as
+# their neighbours, and each size is a compilation.
+@pytest.mark.parametrize("dof", [1, 2, 8, 9, 65])
 @pytest.mark.parametrize("kind", ["definite", "indefinite"])
 def test_quadratic_lagrangian_any_size(dof, kind, getkey):
     # L = ½ q̇ᵀ M q̇ − ½ qᵀ K q has q̈ = −M⁻¹ K q: checked against numpy for mass
-    # matrices on both sides of the unrolled/LAPACK size switch, definite or not,
+    # matrices on every side of the size switches, definite or not,
     # one whose leading entry is tiny so that the elimination must pivot.
     a = jr.normal(getkey(), (dof, dof))
     if kind == "definite":
