@@ -336,5 +336,9 @@ def test_console_script_installed():
 
 @pytest.mark.slow
 def test_bench_command_runs_a_benchmark(capsys):
-    assert _main(["bench", "train_step", "--quick"]) == 0
+    # Options after the name go to the script: its own --repeats, and its own
+    # refusal of one it does not know.
+    assert _main(["bench", "train_step", "--quick", "--repeats", "2"]) == 0
     assert "speed-up over the paper's formula" in capsys.readouterr().out
+    assert _main(["bench", "train_step", "--no-such-option"]) == 2
+    assert "--no-such-option" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """`lagrax bench`: run the benchmark scripts."""
 
+import argparse
 import pathlib
 import runpy
 import sys
@@ -23,13 +24,20 @@ def add_parser(subparsers, common) -> None:
     parser = subparsers.add_parser(
         "bench",
         parents=[common],
-        help="run the benchmarks (acceleration, train_step, solvers)",
+        help="run the benchmarks (" + ", ".join(BENCHMARKS) + ")",
         description="Run lagrax's benchmark scripts and print their tables; "
         "`--quick` runs each in a short smoke version, e.g. "
         "`lagrax bench solvers --quick`.",
     )
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="everything after the name goes to the script as it is, e.g. "
+        "`lagrax bench solvers --repeats 5 --out results/bench` (see "
+        "`lagrax bench NAME --help`)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -51,7 +59,8 @@ def run(args) -> int:
                 raise UsageError(f"benchmark {name!r} is not available in {folder}")
             print(f"== lagrax bench {name} ==", flush=True)
             argv = sys.argv
-            sys.argv = [str(script), *(["--quick"] if args.quick else [])]
+            quick = ["--quick"] if args.quick else []
+            sys.argv = [str(script), *quick, *args.options]
             try:
                 runpy.run_path(str(script), run_name="__main__")
             except SystemExit as exit:  # the scripts end with sys.exit(main())
