@@ -430,8 +430,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: three solvers, short horizons")
     parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("benchmarks/out"),
-        help="folder for solvers.md, solvers.csv and the plot",
+        "--out", type=pathlib.Path, default=pathlib.Path("results/bench"),
+        help="folder for solvers.md, solvers.csv and the plot (default "
+        "results/bench, beside `lagrax reproduce`'s results; not in the scripts' "
+        "folder, which an installed wheel may not let you write)",
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats")
     args = parser.parse_args(argv)
