@@ -341,16 +341,20 @@ class BlockSparseMatrix(eqx.Module):
             above, below = (behind, ahead) if transpose else (ahead, behind)
             return _chain_solve(diagonal, above, below, b, path.cyclic)
 
+        # The probe rides along as a second column of the same call: batched (under
+        # `vmap`), two LAPACK calls at once can deadlock XLA's CPU pool (see
+        # `lagrax._linalg`), and the two were independent.
         def solve(matvec, b):
-            x = direct(b[path.order][:, None], False)[:, 0]
-            return jnp.zeros_like(b).at[path.order].set(x)
+            both = direct(jnp.stack([b[path.order], probe], axis=1), False)
+            return jnp.zeros_like(b).at[path.order].set(both[:, 0]), both[:, 1]
 
         def transpose_solve(vecmat, b):
             x = direct(b[path.order][:, None], True)[:, 0]
-            return jnp.zeros_like(b).at[path.order].set(x)
+            return jnp.zeros_like(b).at[path.order].set(x), jnp.zeros_like(probe)
 
-        x = jax.lax.custom_linear_solve(self.mv, rhs, solve, transpose_solve)
-        y = direct(probe[:, None], False)[:, 0]
+        x, y = jax.lax.custom_linear_solve(
+            self.mv, rhs, solve, transpose_solve, has_aux=True
+        )
         norm = jnp.max(jnp.abs(diagonal))
         norm = (
             norm
