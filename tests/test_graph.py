@@ -1,6 +1,8 @@
 """Graph Lagrangians: the sparse path against the dense one, the wave and spring
 systems against their closed forms, the graph's symmetries, and bad graphs."""
 
+import re
+
 import diffrax
 import equinox as eqx
 import jax
@@ -435,3 +437,37 @@ def test_indefinite_ring_mass_matrix_is_solved_directly():
     eigenvalues, sparse, dense = both(model)
     assert eigenvalues[0] < 0 < eigenvalues[-1]
     assert _close(sparse, dense, 1e-10)
+
+
+def _custom_calls(fn, *args) -> list[str]:
+    """The custom-call targets of `fn`'s compiled computation, one per call."""
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    return re.findall(r'custom_call_target="([^"]+)"', hlo)
+
+
+def test_batched_solves_never_run_two_lapack_calls_at_once(getkey):
+    """Batched (vmapped) LAPACK kernels block XLA's CPU pool, and two independent
+    ones can deadlock it (it hung `lagrax reproduce wave`'s training): a batch of
+    ring accelerations makes one tridiagonal LAPACK call, and a batch of dense
+    20-coordinate ones none at all."""
+    n = 16
+    model = lagrax.GraphLagrangian(
+        np.arange(n),
+        (np.arange(n) + 1) % n,
+        num_nodes=n,
+        node_dim=1,
+        width=8,
+        key=getkey(),
+    )
+    params, static = eqx.partition(model, eqx.is_array)
+    q, qdot = jr.normal(getkey(), (2, 4, n))
+    batched = jax.vmap(lagrax.acceleration, in_axes=(None, 0, 0))
+    ring = _custom_calls(
+        lambda p, q, qdot: batched(eqx.combine(p, static), q, qdot), params, q, qdot
+    )
+    assert [call for call in ring if "lapack" in call] == ["lapack_dgtsv_ffi"]
+    mass = jnp.eye(20) + 0.1 * jnp.ones((20, 20))
+    dense = lambda q, qdot: 0.5 * qdot @ mass @ qdot - 0.5 * q @ q  # noqa: E731
+    q, qdot = jr.normal(getkey(), (2, 4, 20))
+    calls = _custom_calls(lambda q, qdot: batched(dense, q, qdot), q, qdot)
+    assert not [call for call in calls if "lapack" in call]
