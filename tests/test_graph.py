@@ -28,6 +28,11 @@ def _random_graph(key, num_nodes, num_edges):
     return senders, receivers
 
 
+def _ring(n):
+    """`(senders, receivers)` of a ring of `n` nodes."""
+    return np.arange(n), (np.arange(n) + 1) % n
+
+
 def _state(key, size, scale=0.5):
     q, qdot = scale * jr.normal(key, (2, size))
     return q, qdot
@@ -82,8 +87,7 @@ def test_gauss_legendre_takes_the_sparse_path(getkey):
     step through the solver's own interface: `simulate` around it adds nothing
     graph-specific and doubles the compile time.)"""
     model = lagrax.GraphLagrangian(
-        np.arange(6),
-        (np.arange(6) + 1) % 6,
+        *_ring(6),
         num_nodes=6,
         node_dim=1,
         width=8,
@@ -226,18 +230,15 @@ def test_with_graph_moves_the_parameters_to_a_longer_ring(getkey):
     """A translation-invariant model on a ring of 8 carrying a state that repeats a
     ring-of-4 state twice: the Lagrangian doubles and the accelerations repeat."""
 
-    def ring(n):
-        return np.arange(n), (np.arange(n) + 1) % n
-
     model = lagrax.GraphLagrangian(
-        *ring(4),
+        *_ring(4),
         num_nodes=4,
         node_dim=1,
         width=8,
         translation_invariant=True,
         key=getkey(),
     )
-    longer = model.with_graph(*ring(8), num_nodes=8)
+    longer = model.with_graph(*_ring(8), num_nodes=8)
     assert longer.num_nodes == 8 and model.num_nodes == 4
     assert longer.node_layers is model.node_layers
     q, qdot = _state(getkey(), 4)
@@ -417,8 +418,7 @@ def test_indefinite_ring_mass_matrix_is_solved_directly():
     ring's corners by Sherman–Morrison) and agree with the dense solve."""
     n = 256
     model = lagrax.GraphLagrangian(
-        np.arange(n),
-        (np.arange(n) + 1) % n,
+        *_ring(n),
         num_nodes=n,
         node_dim=1,
         width=32,
@@ -452,8 +452,7 @@ def test_batched_solves_never_run_two_lapack_calls_at_once(getkey):
     20-coordinate ones none at all."""
     n = 16
     model = lagrax.GraphLagrangian(
-        np.arange(n),
-        (np.arange(n) + 1) % n,
+        *_ring(n),
         num_nodes=n,
         node_dim=1,
         width=8,
