@@ -165,3 +165,34 @@ def test_sums_of_lagrangians_keep_the_fast_path(getkey):
     for bad in (lambda: prior + ring, lambda: ring + prior, lambda: 2.0 * ring):
         with pytest.raises(TypeError, match="GraphLagrangian cannot be summed"):
             bad()
+
+
+@pytest.mark.parametrize(
+    "activation", [jax.nn.relu, jax.nn.leaky_relu, jax.nn.relu6, lambda x: 2 * x]
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda a: lagrax.MLPLagrangian(2, width=4, activation=a, key=jr.key(0)),
+        lambda a: lagrax.HamiltonianNN(2, width=4, activation=a, key=jr.key(0)),
+        lambda a: lagrax.GraphLagrangian(
+            [0], [1], num_nodes=2, node_dim=1, width=4, activation=a, key=jr.key(0)
+        ),
+    ],
+)
+def test_piecewise_linear_activations_are_refused(build, activation):
+    """Their second derivative vanishes, and with it the mass matrix: refused when
+    the model is built, not a singular matrix at the first training step."""
+    with pytest.raises(ValueError, match="zero second derivative"):
+        build(activation)
+
+
+def test_smooth_activations_build_and_load_under_tracing():
+    for activation in (jax.nn.softplus, jnp.tanh, jax.nn.silu, jax.nn.gelu):
+        model = lagrax.MLPLagrangian(2, width=4, activation=activation, key=jr.key(0))
+        shape = eqx.filter_eval_shape(
+            lagrax.MLPLagrangian, 2, width=4, activation=activation, key=jr.key(0)
+        )
+        arrays = eqx.filter(model, eqx.is_array)
+        structs = eqx.filter(shape, lambda x: isinstance(x, jax.ShapeDtypeStruct))
+        assert jax.tree.map(jnp.shape, arrays) == jax.tree.map(jnp.shape, structs)

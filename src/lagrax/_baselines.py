@@ -10,7 +10,13 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._graph import Graph, Indices, local_features, replace_graph
-from ._misc import angle_features, check_angles, check_int, check_state
+from ._misc import (
+    angle_features,
+    check_angles,
+    check_curvature,
+    check_int,
+    check_state,
+)
 
 
 class AbstractDynamics(eqx.Module):
@@ -211,7 +217,7 @@ class HamiltonianNN(AbstractDynamics):
         - `width`: units per hidden layer.
         - `depth`: number of hidden layers.
         - `activation`: a smooth elementwise activation (training differentiates
-            `∂H/∂q` again, so ReLU will not do).
+            `∂H/∂q` again: ReLU is refused).
         - `momentum`: `None` for `p := q̇`, or a callable `(q, qdot) -> p` giving
             canonical momenta.
         - `dtype`: parameter dtype; defaults to JAX's default float dtype.
@@ -220,6 +226,7 @@ class HamiltonianNN(AbstractDynamics):
         _check_sizes(dof=dof, width=width, depth=depth)
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        check_curvature(activation)
         if momentum is not None and not callable(momentum):
             raise TypeError(
                 "`momentum` must be None or a callable (q, qdot) -> p, got "

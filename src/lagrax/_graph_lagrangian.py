@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._custom_types import Position, Scalar, Velocity
 from ._graph import Graph, Indices, local_features, replace_graph
 from ._lagrangian import AbstractLagrangian, scalar_mlp
-from ._misc import check_int, check_state
+from ._misc import check_curvature, check_int, check_state
 
 
 class AbstractGraphLagrangian(AbstractLagrangian):
@@ -116,7 +116,8 @@ class GraphLagrangian(AbstractGraphLagrangian):
             the plane).
         - `width`, `depth`: units per hidden layer and number of hidden layers of
             each density's MLP.
-        - `activation`: a smooth, elementwise activation (default softplus).
+        - `activation`: a smooth, elementwise activation (default softplus); one
+            whose second derivative vanishes (ReLU) raises a `ValueError`.
         - `translation_invariant`: whether the densities see only position
             differences along edges (see above). Default `False`.
         - `init`: `"lnn"` (the paper's initialization) or `"default"`, as for
@@ -130,6 +131,7 @@ class GraphLagrangian(AbstractGraphLagrangian):
             raise ValueError(f"`init` must be 'lnn' or 'default', got {init!r}.")
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        check_curvature(activation)
         if not isinstance(translation_invariant, bool):
             raise TypeError(
                 "`translation_invariant` must be a bool, got "

@@ -14,6 +14,7 @@ from ._custom_types import Position, Scalar, Velocity
 from ._misc import (
     angle_features,
     check_angles,
+    check_curvature,
     check_int,
     check_state,
     split_angles,
@@ -272,7 +273,7 @@ class MLPLagrangian(AbstractJetLagrangian):
 
     This is the "Lagrangian Neural Network" of Cranmer et al.: `L` is a scalar MLP
     with `depth` hidden layers of `width` units and a smooth `activation` (the
-    Euler–Lagrange equations need second derivatives, so ReLU will not do).
+    Euler–Lagrange equations need second derivatives: ReLU is refused).
 
     Coordinates listed in `angles` are angles: the network sees `(cos q_i, sin q_i)`
     instead of `q_i`, so `L` is exactly 2π-periodic in them. A trajectory then never
@@ -320,7 +321,8 @@ class MLPLagrangian(AbstractJetLagrangian):
         - `dof`: number of degrees of freedom `n`; the network's input is `2n`.
         - `width`: units per hidden layer (the paper's double pendulum: 600).
         - `depth`: number of hidden layers (the paper's double pendulum: 3).
-        - `activation`: a smooth, elementwise activation (default softplus).
+        - `activation`: a smooth, elementwise activation (default softplus); one
+            whose second derivative vanishes (ReLU) raises a `ValueError`.
         - `init`: `"lnn"` for the paper's initialization (biases 0; weights
             `N(0, σ²)` with `n` the layer's larger dimension and `i` its index
             from 0: first layer `σ = 2.2/√n`, hidden layer `σ = 0.58·i/√n`,
@@ -338,6 +340,7 @@ class MLPLagrangian(AbstractJetLagrangian):
             raise ValueError(f"`init` must be 'lnn' or 'default', got {init!r}.")
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        check_curvature(activation)
         angles = check_angles(angles, dof)
         self.layers = scalar_mlp(
             2 * dof + len(angles), width, depth, init=init, dtype=dtype, key=key

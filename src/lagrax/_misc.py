@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -136,4 +138,34 @@ def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:
         raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
     return jtu.tree_map(
         lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+    )
+
+
+def check_curvature(activation: Callable[[Array], Array]) -> None:
+    """Refuse an activation whose second derivative vanishes (ReLU and other
+    piecewise-linear ones): a network of it that should be differentiated twice
+    (a Lagrangian's `∂²L/∂q̇²`, a Hamiltonian's mixed derivatives) is zero there
+    wherever it is differentiable, so no acceleration can be solved for. Probed
+    at 33 points of [−4, 4]; an activation that cannot be probed so (not
+    elementwise on a vector, or only traceable) is left to its first call."""
+    with jax.ensure_compile_time_eval():
+        z = jnp.linspace(-4.0, 4.0, 33)
+        ones = jnp.ones_like(z)
+
+        def slope(z):
+            return jax.jvp(activation, (z,), (ones,))[1]
+
+        try:
+            curvature = jax.jvp(slope, (z,), (ones,))[1]
+        except Exception:
+            return
+        if isinstance(curvature, jax.core.Tracer) or jnp.any(curvature != 0):
+            return
+    name = getattr(activation, "__name__", repr(activation))
+    raise ValueError(
+        f"`activation` ({name}) has a zero second derivative at every point probed "
+        "in [-4, 4]: the network's mass matrix (∂²L/∂q̇², or a Hamiltonian's "
+        "mixed derivatives) would vanish identically and no acceleration could be "
+        "solved for. Use a smooth activation such as jax.nn.softplus, jnp.tanh, "
+        "jax.nn.silu or jax.nn.gelu."
     )
