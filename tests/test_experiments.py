@@ -299,3 +299,65 @@ def test_only_public_lagrax_is_imported(folder, allowed):
                 assert own and not name.startswith(".._"), (path.name, name)
             else:
                 assert not name.startswith("lagrax._"), (path.name, name)
+
+
+@pytest.mark.slow
+def test_ablation_reports_every_run_and_refuses_relu(tmp_path, capsys):
+    from lagrax.experiments import ablation
+
+    argv = ["reproduce", "ablation", "--steps", "3", "--batch-size", "16"]
+    argv += ["--train-size", "64", "--ics", "2", "--t1", "0.3", "--width", "8"]
+    argv += ["--activations", "tanh,relu", "--study-width", "32"]
+    argv += ["--out", str(tmp_path), "--no-progress"]
+    assert _main(argv) == 0
+    record = _strict_json(tmp_path / "results.json")
+    assert record["experiment"] == "ablation"
+    assert "models" not in record
+    runs = record["runs"]
+    assert [(r["activation"], r["init"], r["seed"]) for r in runs] == [
+        (a, i, s) for a in ("tanh", "relu") for i in ("lnn", "default") for s in (0, 1)
+    ]
+    for r in runs:
+        keys = {"status", "reason", "test_l1", "energy_discrepancy", "skipped_steps"}
+        assert keys | {"definite_fraction", "wall_seconds"} <= set(r)
+        if r["activation"] == "relu":  # refused before training, not a NaN crash
+            assert r["status"] == "failed"
+            assert "second derivative" in r["reason"]
+            assert r["test_l1"] is None
+        else:
+            assert r["status"] == "ok" and r["reason"] is None
+            assert math.isfinite(r["test_l1"]) and r["test_l1"] > 0
+            assert 0 <= r["definite_fraction"] <= 1
+            assert r["skipped_steps"] == 0
+    ok = [r for r in runs if r["status"] == "ok"]
+    assert len({r["test_l1"] for r in ok}) == 4  # seeds and inits differ
+    study = record["init_study"]
+    assert {(r["init"], r["width"], r["depth"]) for r in study} == {
+        (i, 32, d) for i in ("lnn", "default") for d in (2, 3, 4, 5)
+    }
+    assert all(r["qddot_std"] > 0 and r["grad_rms"] > 0 for r in study)
+    out = capsys.readouterr().out
+    assert "| relu | lnn | 0/2 | failed" in out
+    manifest = json.loads((tmp_path / "lagrax-run.json").read_text())
+    written = set(ablation.files_written(ablation.Settings(**manifest["settings"])))
+    assert set(manifest["files"]) == written
+    assert "tanh-default-seed1.ckpt" in written
+    assert not any(name.startswith("relu") for name in written)
+    _check_files(tmp_path, written)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(activations="tanh,swish"), "`activations` must be"),
+        (dict(activations="tanh,tanh"), "names one twice"),
+        (dict(inits="lnn,xavier"), "`inits` must be"),
+        (dict(study_width=8), "`study_width` must be 0 or at least 32"),
+        (dict(seeds=0), "`seeds` must be an int above 0"),
+    ],
+)
+def test_ablation_settings_are_checked(change, message):
+    from lagrax.experiments import ablation
+
+    with pytest.raises(ValueError, match=message):
+        ablation.Settings(**change)

@@ -15,7 +15,7 @@ failed, or the loss of a diverged model, is `null`):
 
     {
       "experiment": str,                  # "double-pendulum", "relativity", "wave",
-                                          # "springs"
+                                          # "springs", "ablation"
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
                                           # (but --debug)
@@ -32,6 +32,10 @@ failed, or the loss of a diverged model, is `null`):
       },
       "paper": {NAME: {metric: float}}    # the paper's numbers, where it gives them
     }
+
+`lagrax reproduce ablation` writes `runs` (one object per trained configuration,
+with `activation`, `init`, `seed`, `status`, `reason` and its metrics) in place of
+`models`, and `init_study`; see `lagrax.experiments.ablation`.
 """
 
 import argparse
@@ -41,7 +45,7 @@ import pathlib
 import textwrap
 import time
 
-from ..experiments import double_pendulum, relativity, springs, wave
+from ..experiments import ablation, double_pendulum, relativity, springs, wave
 from . import manifest
 from .parsing import (
     check_folder,
@@ -62,6 +66,11 @@ EXPERIMENTS = {
     "relativity": (
         relativity,
         "relativistic particle: LNN vs Hamiltonian networks, canonical or not",
+    ),
+    "ablation": (
+        ablation,
+        "training considerations: activations × initializations of the double "
+        "pendulum's LNN, and the initialization study",
     ),
     "wave": (
         wave,
@@ -106,6 +115,16 @@ OPTIONS = {
         non_negative_int,
         "steps of further training of a copy of the LNN on the acceleration loss "
         "+ 100 × the rollout loss (0 skips it)",
+    ),
+    "seeds": (positive_int, "runs per configuration, seeds SEED, SEED + 1, ..."),
+    "activations": (
+        str,
+        "comma-separated activations among softplus, tanh, silu, gelu, relu",
+    ),
+    "inits": (str, "comma-separated initializations among lnn, default"),
+    "study_width": (
+        non_negative_int,
+        "largest width of the initialization study (0 skips it)",
     ),
     "num_nodes": (positive_int, "grid points of the training ring"),
     "num_masses": (positive_int, "masses of the training chain"),

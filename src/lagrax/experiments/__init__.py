@@ -21,6 +21,7 @@ The experiments use only lagrax's public API.
 """
 
 from . import (
+    ablation as ablation,
     double_pendulum as double_pendulum,
     relativity as relativity,
     springs as springs,

@@ -45,19 +45,26 @@ class Report:
     - `experiment`: the experiment's name, such as `"double-pendulum"`.
     - `settings`: the experiment's `Settings`.
     - `models`: for each trained model, such as `"lnn"`, its metrics (floats, or
-        `None` where a metric could not be computed; counts are ints).
+        `None` where a metric could not be computed; counts are ints); or `None`
+        for an experiment that reports `runs`.
     - `paper`: the paper's numbers, where it gives them.
     - `table`: a Markdown table of the results against the paper's.
     - `figures`: `(filename, draw)` pairs: `draw(fig)` draws the plot on a
         `matplotlib.figure.Figure`.
+    - `runs`: for a study of many configurations (`"ablation"`), one dict per
+        run, in place of `models`.
+    - `extra`: further top-level entries of `results.json`, such as a second
+        study's rows.
     """
 
     experiment: str
     settings: Any
-    models: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]] | None
     paper: dict[str, Any]
     table: str
     figures: tuple[Figure, ...]
+    runs: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def record(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """The content of `results.json`, NaN and infinities replaced by `None`.
@@ -70,7 +77,8 @@ class Report:
         **Returns:**
 
         A JSON-ready dict with the keys `experiment`, `lagrax_version`,
-        `settings`, `training_samples` (steps × batch size), `models` and `paper`.
+        `settings`, `training_samples` (steps × batch size), `models` (or `runs`),
+        `paper` and those of `extra`.
         """
         if settings is None:
             settings = dataclasses.asdict(self.settings)
@@ -79,9 +87,12 @@ class Report:
             lagrax_version=lagrax.__version__,
             settings=settings,
             training_samples=self.settings.steps * self.settings.batch_size,
-            models=self.models,
-            paper=self.paper,
         )
+        if self.runs is None:
+            record["models"] = self.models
+        else:
+            record["runs"] = self.runs
+        record.update(paper=self.paper, **self.extra)
         return _finite_or_none(record)
 
     def save(
@@ -137,7 +148,8 @@ def check_settings(
 ) -> None:
     """Check a `Settings` as it is constructed: an int field holds an int, a float
     field a finite number (stored as a float), each at least 0 and those named in
-    `positive` above 0; a field in `choices` one of its choices. Raises a
+    `positive` above 0; a field in `choices` one of its choices; any other string
+    field a string (its experiment checks the rest). Raises a
     `TypeError` or `ValueError` naming the setting."""
     for field in dataclasses.fields(settings):
         name, value = field.name, getattr(settings, field.name)
@@ -149,6 +161,10 @@ def check_settings(
                     f"`{name}` must be one of {', '.join(choices[name])}; got "
                     f"{value!r}."
                 )
+            continue
+        if field.type is str:  # free text, checked by the experiment
+            if not isinstance(value, str):
+                raise TypeError(f"`{name}` must be a string, got {value!r}.")
             continue
         kind = "an int" if field.type is int else "a finite number"
         ok_type = isinstance(value, int | float) and not isinstance(value, bool)
