@@ -55,6 +55,22 @@ def test_acceleration_loss_values():
     with pytest.raises(ValueError, match="norm"):
         lagrax.acceleration_loss(system, exact, norm="l3")
 
+    # weights 1 + q̇² = (1.25, 1): (1.25·1 + 1·3)/2 and (1.25·1 + 1·9)/2, and with
+    # the definiteness penalty (zero for this definite H) the same
+    def weight(q, qdot):
+        return 1 + jnp.sum(qdot**2)
+
+    for options, expected in (({}, 2.125), (dict(norm="l2"), 5.125)):
+        for definiteness in (0.0, 0.5):
+            loss = lagrax.acceleration_loss(
+                system, shifted, weight=weight, definiteness=definiteness, **options
+            )
+            np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="`weight` must return a scalar"):
+        lagrax.acceleration_loss(system, shifted, weight=lambda q, qdot: qdot)
+    with pytest.raises(TypeError, match="weight"):
+        lagrax.acceleration_loss(system, shifted, weight=2.0)
+
 
 def test_acceleration_loss_singular_is_nan_not_error():
     # L independent of qdot[1]: singular mass matrix → NaN loss (fit skips it)

@@ -1,6 +1,8 @@
 """Training losses: pure functions of `(model, batch)`, for Lagrangians and
 baselines alike."""
 
+from collections.abc import Callable
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -30,11 +32,14 @@ def acceleration_loss(
     *,
     norm: str = "l1",
     definiteness: float = 0.0,
+    weight: Callable[[Array, Array], Array] | None = None,
 ) -> Float[Array, ""]:
     """Mismatch between predicted and observed accelerations, the paper's loss.
 
     `mean |q̈_pred − q̈|` (`norm="l1"`, Cranmer et al.) or `mean (q̈_pred − q̈)²`
-    (`norm="l2"`) over samples and coordinates. For a Lagrangian, `q̈_pred` comes
+    (`norm="l2"`) over samples and coordinates; with a `weight` function, each
+    sample's errors are multiplied by `weight(q, q̇)` first (Cranmer et al. weight
+    the relativistic particle's by `1 + γ`). For a Lagrangian, `q̈_pred` comes
     from `lagrax.acceleration(..., throw=False)`: a sample with a singular mass
     matrix makes the loss NaN rather than raising, and `lagrax.fit` skips and counts
     such steps. For an `AbstractDynamics` it is the model's own `acceleration`, and
@@ -62,6 +67,9 @@ def acceleration_loss(
     - `norm`: `"l1"` or `"l2"`.
     - `definiteness`: the margin `ε ≥ 0` of the mass-matrix penalty; 0 (default)
         turns it off.
+    - `weight`: `None` (default), or a function `(q, qdot) -> scalar` of one
+        state, the weight of its sample's errors (not differentiated: it depends
+        on the data only).
 
     **Returns:**
 
@@ -82,6 +90,11 @@ def acceleration_loss(
             "`definiteness` penalizes a Lagrangian's mass matrix; "
             f"{type(model).__name__} has none."
         )
+    if weight is not None and not callable(weight):
+        raise TypeError(
+            f"`weight` must be None or a function (q, qdot) -> scalar, got {weight!r}."
+        )
+    penalty = _weighted(penalty, _sample_weights(weight, data))
     if definiteness:
         return _with_definiteness(model, data, penalty, definiteness)
     velocity, predicted = jax.vmap(model_dynamics, in_axes=(None, 0, 0))(
@@ -91,6 +104,25 @@ def acceleration_loss(
     if dynamics:
         loss = loss + jnp.mean(penalty(velocity - data.qdot))
     return loss
+
+
+def _sample_weights(weight, data: AccelerationData) -> Array | None:
+    """`weight(q, q̇)` of each sample, as a column, or None."""
+    if weight is None:
+        return None
+    weights = jax.vmap(weight)(data.q, data.qdot)
+    if weights.shape != data.q.shape[:1]:
+        raise ValueError(
+            "`weight` must return a scalar for one state (q, qdot); it returned "
+            f"shape {weights.shape[1:]}."
+        )
+    return jax.lax.stop_gradient(weights)[:, None]
+
+
+def _weighted(penalty, weights: Array | None):
+    if weights is None:
+        return penalty
+    return lambda error: weights * penalty(error)
 
 
 def _with_definiteness(lagrangian, data, penalty, margin):
