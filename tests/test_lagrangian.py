@@ -196,3 +196,50 @@ def test_smooth_activations_build_and_load_under_tracing():
         arrays = eqx.filter(model, eqx.is_array)
         structs = eqx.filter(shape, lambda x: isinstance(x, jax.ShapeDtypeStruct))
         assert jax.tree.map(jnp.shape, arrays) == jax.tree.map(jnp.shape, structs)
+
+
+def test_rescaled_oscillator_has_the_closed_form_motion():
+    """inner = ½v² − ½x² seen through x = q/a, v = q̇/b: L = ½q̇²/b² − ½q²/a², so
+    q̈ = −(b/a)² q, through the structured pass of an MLP-free inner too."""
+    oscillator = lagrax.systems.HarmonicOscillator()
+    q, qdot = jnp.array([0.7]), jnp.array([-0.2])
+    for inner in (oscillator, lambda q, qdot: oscillator(q, qdot)):
+        rescaled = lagrax.Rescaled(inner, q_scale=4.0, qdot_scale=(0.5,))
+        np.testing.assert_allclose(
+            lagrax.acceleration(rescaled, q, qdot), -((0.5 / 4.0) ** 2) * q, rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            lagrax.mass_matrix(rescaled, q, qdot), [[1 / 0.25]], rtol=1e-6
+        )
+
+
+def test_rescaled_jet_matches_autodiff():
+    model = lagrax.MLPLagrangian(2, width=8, key=jr.key(0), dtype=jnp.float64)
+    rescaled = lagrax.Rescaled(model, q_scale=(10.0, 2.0), qdot_scale=0.5)
+    q, qdot = jnp.array([1.0, -2.0]), jnp.array([0.3, 0.1])
+    directions = jr.normal(jr.key(1), (4, 3), jnp.float64)
+    grad, block = rescaled.jet(q, qdot, directions)
+
+    def flat(x):
+        return rescaled(x[:2], x[2:])
+
+    x = jnp.concatenate([q, qdot])
+    np.testing.assert_allclose(grad, jax.grad(flat)(x), rtol=1e-10)
+    hessian = jax.hessian(flat)(x)
+    np.testing.assert_allclose(block, directions.T @ hessian @ directions, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(q_scale=0.0), ValueError, "`q_scale` must be a positive finite"),
+        (dict(qdot_scale=(1.0, -1.0)), ValueError, "`qdot_scale` must be a positive"),
+        (dict(q_scale=[1.0, 2.0]), (TypeError, ValueError), "q_scale"),
+        (dict(q_scale=(1.0, 2.0, 3.0)), ValueError, "`q_scale` has 3 entries"),
+    ],
+)
+def test_rescaled_refuses_bad_scales(options, error, message):
+    oscillator = lagrax.systems.HarmonicOscillator()
+    with pytest.raises(error, match=message):
+        rescaled = lagrax.Rescaled(oscillator, **options)
+        lagrax.acceleration(rescaled, jnp.ones(2), jnp.ones(2))

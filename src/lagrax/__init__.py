@@ -17,6 +17,7 @@ from ._lagrangian import (
     AbstractLagrangian as AbstractLagrangian,
     LagrangianSum as LagrangianSum,
     MLPLagrangian as MLPLagrangian,
+    Rescaled as Rescaled,
 )
 from ._mechanics import (
     acceleration as acceleration,

@@ -217,6 +217,86 @@ class LagrangianSum(AbstractJetLagrangian):
         return grad, block
 
 
+class Rescaled(AbstractJetLagrangian):
+    """`L(q, q̇) = inner(q / q_scale, q̇ / qdot_scale)`: a Lagrangian that sees its
+    coordinates in other units, so that a network's inputs are of unit scale
+    (Cranmer et al. feed the relativistic particle's position as `q / 10`). The
+    motion is that of `L` in the original coordinates; `jet` is the inner
+    Lagrangian's own (`MLPLagrangian` keeps its structured pass) or autodiff.
+
+    Leave angles at scale 1: an `MLPLagrangian` sees them as `(cos q, sin q)`.
+
+    **Fields:**
+
+    - `inner`: the Lagrangian of the rescaled coordinates, an `AbstractLagrangian`
+        or a plain callable `(q, qdot) -> scalar`; its parameters train as usual.
+    - `q_scale`, `qdot_scale`: positive, finite scales, one number for every
+        coordinate or one per coordinate (static: they do not train).
+    """
+
+    inner: Callable
+    q_scale: tuple[float, ...] | float = eqx.field(static=True, default=1.0)
+    qdot_scale: tuple[float, ...] | float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        if not callable(self.inner):
+            raise TypeError(
+                f"`inner` must be a callable (q, qdot) -> scalar, got {self.inner!r}."
+            )
+        if not getattr(type(self.inner), "_summable", True):
+            raise TypeError(
+                f"A {type(self.inner).__name__} cannot be rescaled: a graph "
+                "Lagrangian's sparse path needs the graph Lagrangian itself."
+            )
+        for name in ("q_scale", "qdot_scale"):
+            scale = getattr(self, name)
+            values = scale if isinstance(scale, tuple) else (scale,)
+            ok = all(_is_number(v) and np.isfinite(v) and v > 0 for v in values)
+            if not (values and ok) or isinstance(scale, list):
+                raise ValueError(
+                    f"`{name}` must be a positive finite number or a tuple of them, "
+                    f"got {scale!r}."
+                )
+
+    def _scales(self, q: Position) -> tuple[Array, Array]:
+        dof = q.shape[0]
+        scales = []
+        for name in ("q_scale", "qdot_scale"):
+            scale = jnp.asarray(getattr(self, name), q.dtype)
+            if scale.ndim and scale.shape != (dof,):
+                raise ValueError(
+                    f"`{name}` has {scale.shape[0]} entries, but the state has "
+                    f"{dof} coordinates."
+                )
+            scales.append(jnp.broadcast_to(scale, (dof,)))
+        return scales[0], scales[1]
+
+    def __call__(self, q: Position, qdot: Velocity) -> Scalar:
+        check_state(q, qdot)
+        q_scale, qdot_scale = self._scales(q)
+        return self.inner(q / q_scale, qdot / qdot_scale)
+
+    def jet(
+        self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
+    ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
+        """The inner Lagrangian's `jet` at the rescaled state along the rescaled
+        directions: `∇L = ∇inner / s` and `Uᵀ∇²L U = (U/s)ᵀ ∇²inner (U/s)`."""
+        check_state(q, qdot)
+        q_scale, qdot_scale = self._scales(q)
+        scale = jnp.concatenate([q_scale, qdot_scale])
+        q, qdot, directions = (
+            q / q_scale,
+            qdot / qdot_scale,
+            directions / scale[:, None],
+        )
+        if isinstance(self.inner, AbstractJetLagrangian):
+            grad, block = self.inner.jet(q, qdot, directions)
+        else:
+            grad, products = hessian_products(self.inner, q, qdot, directions)
+            block = products @ directions
+        return grad / scale, block
+
+
 def _weighted(weight, x: Array) -> Array:
     """`weight · x` in the dtype of `x` (a weight never promotes the Lagrangian)."""
     return jnp.asarray(weight, x.dtype) * x
