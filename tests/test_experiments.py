@@ -131,6 +131,11 @@ def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
     b = _strict_json(second / "results.json")
     _check_schema(a, "relativity", {"lnn", "hnn_noncanonical", "hnn_canonical"})
     assert _numbers(a) == _numbers(b)
+    for metrics in a["models"].values():
+        # the paper's weights 1 + γ ≥ 2: the weighted error is at least twice
+        assert metrics["test_weighted_l1"] >= 2 * metrics["test_l1_acceleration_error"]
+        final, truth = metrics["final_velocity"], metrics["true_final_velocity"]
+        assert metrics["final_velocity_error"] == pytest.approx(abs(final / truth - 1))
     # A rerun in the same folder resumes from the finished checkpoints: no
     # training, same numbers; settings that do not change results may differ.
     rerun = [arg for arg in TINY_REL if arg != "--no-progress"]
@@ -214,6 +219,10 @@ def test_relativity_settings_are_checked():
         relativity.Settings(batch_size=64, train_size=32)
     with pytest.raises(ValueError, match="`t1`"):
         relativity.Settings(t1=0.0)
+    with pytest.raises((TypeError, ValueError), match="weighting"):
+        relativity.Settings(weighting="lorentz")
+    with pytest.raises(ValueError, match="`q_scale`"):
+        relativity.Settings(q_scale=0.0)
 
 
 def test_double_pendulum_uses_the_systems_constants():

@@ -126,6 +126,12 @@ OPTIONS = {
         non_negative_int,
         "largest width of the initialization study (0 skips it)",
     ),
+    "weighting": (
+        ("gamma", "none"),
+        "sample weights of the L1 loss: 'gamma' is the paper's 1 + γ, 'none' the "
+        "plain L1",
+    ),
+    "q_scale": (positive_float, "the LNN sees q / q_scale (the paper: 10)"),
     "num_nodes": (positive_int, "grid points of the training ring"),
     "num_masses": (positive_int, "masses of the training chain"),
     "periods": (positive_float, "evaluation horizon in periods of the ring"),

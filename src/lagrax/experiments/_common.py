@@ -195,15 +195,17 @@ def train(
     seed: int,
     out: str | os.PathLike | None,
     progress: bool,
+    weight: Callable | None = None,
 ):
-    """`lagrax.fit` on the L1 acceleration loss with Adam on a one-cycle schedule
-    of peak `lr` (as the paper), gradients clipped to global norm `clip` (if set)
-    and, for a Lagrangian, the mass-matrix penalty of margin `definiteness` (if
-    set). Checkpointed as in `fit_checkpointed`. Returns `(model, history,
-    metrics)`, the metrics every experiment reports."""
-    loss = lagrax.acceleration_loss
-    if definiteness and not isinstance(model, lagrax.AbstractDynamics):
-        loss = penalized_acceleration_loss(definiteness)
+    """`lagrax.fit` on the L1 acceleration loss (its samples weighted by
+    `weight(q, q̇)`, if given) with Adam on a one-cycle schedule of peak `lr` (as
+    the paper), gradients clipped to global norm `clip` (if set) and, for a
+    Lagrangian, the mass-matrix penalty of margin `definiteness` (if set).
+    Checkpointed as in `fit_checkpointed`. Returns `(model, history, metrics)`,
+    the metrics every experiment reports."""
+    if isinstance(model, lagrax.AbstractDynamics):
+        definiteness = 0.0
+    loss = acceleration_loss(definiteness, weight)
     model, history, metrics = fit_checkpointed(
         model,
         loss,
@@ -228,13 +230,16 @@ def train_each(
     settings,
     *,
     definiteness: float = 0.0,
+    clip: float | None = None,
+    weight: Callable | None = None,
     out: str | os.PathLike | None,
     progress: bool,
 ):
     """`train` each of `models` with the `steps`, `batch_size`, `lr` and `seed` of
-    `settings`, without clipping, the Lagrangians with the mass-matrix penalty of
-    margin `definiteness` (if set). Returns `(trained, histories, results)`, each a
-    dict by model name."""
+    `settings`, gradients clipped to `clip` (if set), samples weighted by `weight`
+    (if given), the Lagrangians with the mass-matrix penalty of margin
+    `definiteness` (if set). Returns `(trained, histories, results)`, each a dict
+    by model name."""
     trained, histories, results = {}, {}, {}
     for name, model in models.items():
         trained[name], histories[name], results[name] = train(
@@ -245,11 +250,12 @@ def train_each(
             steps=settings.steps,
             batch_size=settings.batch_size,
             lr=settings.lr,
-            clip=None,
+            clip=clip,
             definiteness=definiteness,
             seed=settings.seed,
             out=out,
             progress=progress,
+            weight=weight,
         )
     return trained, histories, results
 
@@ -260,9 +266,14 @@ def train_each(
 
 
 @functools.cache
-def penalized_acceleration_loss(definiteness: float):
-    """`lagrax.acceleration_loss` with the mass-matrix penalty of this margin."""
-    return functools.partial(lagrax.acceleration_loss, definiteness=definiteness)
+def acceleration_loss(definiteness: float, weight: Callable | None):
+    """`lagrax.acceleration_loss` with the mass-matrix penalty of this margin and
+    these sample weights."""
+    if not definiteness and weight is None:
+        return lagrax.acceleration_loss
+    return functools.partial(
+        lagrax.acceleration_loss, definiteness=definiteness, weight=weight
+    )
 
 
 @functools.cache
