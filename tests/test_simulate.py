@@ -113,6 +113,59 @@ def test_time_dependent_force():
     )
 
 
+def test_control_input_interpolation_and_its_gradient():
+    """A control u(t) sampled on a grid enters as a generalized force through a
+    Diffrax interpolation: q̈ = −q + u with u ≡ c from rest at 0 gives
+    q(T) = c (1 − cos T), so ∂q(T)/∂c = 1 − cos T (lagrax's VariationalMidpoint,
+    2nd order at dt = 0.01: errors ~1e-5)."""
+    t1 = 2.0
+
+    @jax.jit
+    @jax.value_and_grad
+    def final_position(c):
+        control_times = jnp.linspace(0.0, t1, 5)
+        u = diffrax.LinearInterpolation(ts=control_times, ys=c * jnp.ones((5, 1)))
+        term = lagrax.LagrangianTerm(
+            HarmonicOscillator(), force=lambda t, q, qdot: u.evaluate(t)
+        )
+        y0 = (jnp.zeros(1), jnp.zeros(1))
+        solver = lagrax.VariationalMidpoint()
+        solution = diffrax.diffeqsolve(term, solver, 0.0, t1, 0.01, y0, max_steps=256)
+        return solution.ys[0][-1, 0]
+
+    c = jnp.asarray(0.7)
+    value, grad = final_position(c)
+    expected = 1 - np.cos(t1)
+    np.testing.assert_allclose(value, c * expected, rtol=1e-4)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+def test_multi_term_with_diffrax_solvers_and_a_clear_refusal_in_verlet():
+    """MultiTerm(LagrangianTerm, ODETerm) adds the ODETerm's rates: the damped
+    oscillator q̈ = −q − 2ζq̇ under Tsit5. VelocityVerlet refuses it by name."""
+    zeta = 0.1
+    damping = diffrax.ODETerm(lambda t, y, args: (jnp.zeros(1), -2 * zeta * y[1]))
+    terms = diffrax.MultiTerm(lagrax.LagrangianTerm(HarmonicOscillator()), damping)
+    y0 = (jnp.ones(1), jnp.zeros(1))
+    solution = diffrax.diffeqsolve(
+        terms,
+        diffrax.Tsit5(),
+        0.0,
+        3.0,
+        0.01,
+        y0,
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
+    )
+    omega = np.sqrt(1 - zeta**2)
+    expected = np.exp(-zeta * 3) * (
+        np.cos(omega * 3) + zeta / omega * np.sin(omega * 3)
+    )
+    np.testing.assert_allclose(solution.ys[0][-1, 0], expected, atol=1e-7)
+    with pytest.raises(TypeError, match="force=...") as error:
+        diffrax.diffeqsolve(terms, lagrax.VelocityVerlet(), 0.0, 1.0, 0.1, y0)
+    assert "MultiTerm" in str(error.value)
+
+
 def test_vmap_and_gradient_through_simulate():
     system = HarmonicOscillator()
     ts = jnp.linspace(0.0, 1.0, 5)

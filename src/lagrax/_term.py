@@ -84,6 +84,24 @@ class LagrangianTerm(AbstractSecondOrderTerm):
         term = lagrax.LagrangianTerm(lagrax.systems.DoublePendulum())
         sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 10.0, 0.01, (q0, qdot0))
         ```
+
+    **Extra forces and controls.** Non-conservative forces enter the
+    Euler–Lagrange equations as a generalized force `Q(t, q, q̇)`, which `force`
+    takes; every solver, lagrax's variational ones included, then integrates
+    `H q̈ = ∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q`. A control input `u(t)` given as samples is
+    a Diffrax interpolation inside the force:
+
+    ```python
+    u = diffrax.LinearInterpolation(ts=control_times, ys=controls)  # (times, m)
+    term = lagrax.LagrangianTerm(L, force=lambda t, q, qdot: B @ u.evaluate(t))
+    ```
+
+    Built inside a function that is differentiated, the term passes gradients to
+    `u`'s samples through the closure (or hold them in an `eqx.Module` force). A
+    `diffrax.MultiTerm(LagrangianTerm(L), ODETerm(f))` also works with
+    Diffrax's own solvers: it adds `f(t, (q, q̇), args)`, a pair of rates of `q` and
+    `q̇` (an acceleration, not a force), to the motion. lagrax's solvers take a
+    single term and refuse a `MultiTerm`.
     """
 
     lagrangian: LagrangianLike

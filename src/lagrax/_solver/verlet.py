@@ -65,6 +65,13 @@ class VelocityVerlet(AbstractSymmetricSolver):
 
     def init(self, terms, t0, t1, y0, args):
         split_state(y0, "VelocityVerlet")
+        if isinstance(unwrap(terms), diffrax.MultiTerm):
+            raise TypeError(
+                "VelocityVerlet takes a single term whose vector field is (q̇, q̈), "
+                "not a diffrax.MultiTerm: put extra generalized forces (controls "
+                "included) into the term, `lagrax.LagrangianTerm(L, force=...)`. "
+                "(Diffrax's own solvers, such as Tsit5, take a MultiTerm.)"
+            )
         return _acceleration(terms, t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
