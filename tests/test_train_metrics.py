@@ -54,3 +54,16 @@ def test_rollout_of_true_model_matches_data():
     wrong = lagrax.rollout(HarmonicOscillator(stiffness=2.0), data)
     error = lagrax.rollout_error(wrong, data)
     assert error[0] == 0 and error[-1] > 0.1
+
+
+def test_rollout_long_fixed_step_horizon_fits_its_default_budget():
+    """6,000 VelocityVerlet steps (more than the old default budget of 4,096) from
+    initial states: the default budget counts the grid's steps, and the
+    oscillator's q(t) = cos t comes out to Verlet's O(h²) error."""
+    system = HarmonicOscillator()
+    q0, qdot0 = jnp.array([[1.0]]), jnp.array([[0.0]])
+    ts = jnp.linspace(0.0, 6.0, 4)
+    pred = lagrax.rollout(
+        system, q0, qdot0, ts, solver=lagrax.VelocityVerlet(), dt0=1e-3
+    )
+    np.testing.assert_allclose(pred.q[0, :, 0], np.cos(ts), atol=1e-5)

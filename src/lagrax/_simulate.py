@@ -93,6 +93,21 @@ def _check_dt0(dt0):
     return dt0
 
 
+DEFAULT_MAX_STEPS = 65536
+
+
+def step_budget(ts, dt0, stepsize_controller) -> int:
+    """A default `max_steps` for a solve over `ts`: with fixed steps of a known
+    `dt0` over concrete times, the steps the grid takes (plus one); otherwise
+    `DEFAULT_MAX_STEPS`. The default adjoint keeps `max_steps` solver states when
+    differentiated, so a budget that fits costs no more memory than needed."""
+    fixed = isinstance(stepsize_controller, diffrax.ConstantStepSize)
+    if not fixed or dt0 is None or isinstance(ts, jax.core.Tracer):
+        return DEFAULT_MAX_STEPS
+    span = abs(float(ts[-1]) - float(ts[0]))
+    return max(1, int(np.ceil(span / float(dt0) * (1 + 1e-9)))) + 1
+
+
 def solve_options(
     *,
     solver: diffrax.AbstractSolver | None,
@@ -101,17 +116,20 @@ def solve_options(
     atol: float,
     stepsize_controller: diffrax.AbstractStepSizeController | None,
     adjoint: diffrax.AbstractAdjoint | None,
-    max_steps: int,
+    max_steps: int | None,
+    ts=None,
 ) -> SolveOptions:
     """Validate and fill in the solve options of `simulate`, `rollout` and the
     rollout losses: the solver (default `Tsit5`), a step-size controller
     (`PIDController(rtol, atol)` for adaptive solvers, `ConstantStepSize` for the
-    others, which then need `dt0`) and the adjoint (default `default_adjoint`)."""
+    others, which then need `dt0`), the step budget (`None`: `step_budget` over
+    `ts`) and the adjoint (default `default_adjoint`)."""
     if solver is None:
         solver = diffrax.Tsit5()
     if not isinstance(solver, diffrax.AbstractSolver):
         raise TypeError(f"`solver` must be a diffrax.AbstractSolver, got {solver!r}.")
-    max_steps = check_int(max_steps, "max_steps")
+    if max_steps is not None:
+        max_steps = check_int(max_steps, "max_steps")
     _check_tolerance(rtol, "rtol")
     _check_tolerance(atol, "atol")
     if rtol == 0 and atol == 0:
@@ -134,6 +152,8 @@ def solve_options(
             )
     else:
         dt0 = _check_dt0(dt0)
+    if max_steps is None:
+        max_steps = step_budget(ts, dt0, stepsize_controller)
     if adjoint is None:
         adjoint = default_adjoint(max_steps)
     if not isinstance(adjoint, diffrax.AbstractAdjoint):

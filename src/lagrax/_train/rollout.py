@@ -47,7 +47,7 @@ def rollout(
     atol: float = 1e-6,
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     adjoint: diffrax.AbstractAdjoint | None = None,
-    max_steps: int = 4096,
+    max_steps: int | None = None,
     throw: bool = True,
 ) -> TrajectoryData:
     """Integrate a model from a batch of initial states.
@@ -77,7 +77,10 @@ def rollout(
         (`max_steps` solver states per trajectory when differentiated), which gives
         correct gradients where Diffrax's default does not (see
         `lagrax.rollout_loss`).
-    - `max_steps`: the step budget of each trajectory.
+    - `max_steps`: the step budget of each trajectory. Default: with fixed steps
+        (the lagrax solvers), the steps from `ts[0]` to `ts[-1]` take (plus one),
+        so a long horizon never runs out and a differentiated rollout keeps no
+        more states than it steps; with adaptive steps, 65,536.
     - `throw`: whether a failed solve (a singular mass matrix, a solver failure)
         raises; with `False` its unreached samples are `inf`.
 
@@ -116,6 +119,7 @@ def rollout(
         stepsize_controller=stepsize_controller,
         adjoint=adjoint,
         max_steps=max_steps,
+        ts=ts,
     )
     batch_ts = jnp.broadcast_to(ts[None, :], (q0.shape[0], ts.shape[0]))
     q, qdot = solve_batch(model, q0, qdot0, batch_ts, options, throw=throw)
