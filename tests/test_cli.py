@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -210,6 +211,10 @@ def test_simulate_command(solver, tmp_path, capsys):
     # one period of the unit oscillator from (1, 0) returns to (1, 0)
     assert abs(record["q"][-1][0] - 1.0) < 1e-3
     assert "max |ΔE|" in capsys.readouterr().out
+    # saved on the step grid (and at t1): the solver's own states, not the
+    # interpolation between them
+    steps = np.asarray(record["ts"][:-1]) / 0.01
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-9)
 
 
 def test_simulate_failure_is_one_line(capsys):

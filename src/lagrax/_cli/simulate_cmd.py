@@ -148,6 +148,17 @@ def _check(args, system, q0, qdot0) -> None:
         )
 
 
+def save_times(args) -> jax.Array:
+    """`--samples` times from 0 to `--t1`; for a fixed-step solver, moved to the
+    nearest multiples of `--dt` (repeats dropped), so that every saved state is a
+    step's own and the energy drift is the solver's, not that of the linear
+    interpolation between steps."""
+    ts = np.linspace(0.0, args.t1, args.samples)
+    if not issubclass(SOLVERS[args.solver], diffrax.AbstractAdaptiveSolver):
+        ts = np.unique(np.minimum(np.round(ts / args.dt) * args.dt, args.t1))
+    return jnp.asarray(ts)
+
+
 def run(args) -> int:
     jax.config.update("jax_enable_x64", True)
     constructor, _, _, scale = SYSTEMS[args.system]
@@ -156,7 +167,7 @@ def run(args) -> int:
     _check(args, system, q0, qdot0)
     if args.out is not None:
         check_folder(args.out)
-    ts = jnp.linspace(0.0, args.t1, args.samples)
+    ts = save_times(args)
     steps = int(args.t1 / args.dt) + 2
     run_once = jax.jit(
         lambda: lagrax.simulate(
