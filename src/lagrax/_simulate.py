@@ -25,30 +25,32 @@ from ._term import AbstractSecondOrderTerm, LagrangianTerm
 #
 # `diffrax.RecursiveCheckpointAdjoint` (Diffrax's default) stores only some of the
 # solver's steps on the forward pass and recomputes the others on the backward
-# pass. A `SaveAt(ts=...)` time is written during the step whose end `tnext`
-# satisfies `ts[j] <= tnext` (diffrax/_integrate.py, `save_ts_impl`), into a
-# write-once output buffer whose writes the checkpointed loop does not re-check on
-# the backward pass (equinox/internal/_loop/checkpointed.py: "completely
-# unchecked ... you will get incorrect gradients"). With a fixed step, the step
-# ends are computed as `t0 + (t1 - t0) * k / n` (diffrax/_step_size_controller/
-# constant.py), while data times such as `0.1 * arange(n)` differ from them in the
-# last bit at some `k`. A save time one ulp *after* a step end is written by the
-# next step, interpolated at its very start, and with fewer checkpoints than steps
-# that save's cotangent comes back wrong: measured with diffrax 0.7.2 / jax 0.10.2,
-# float64, 20 steps of 0.1 and 5 checkpoints, save times equal to the step ends
-# (or one ulp before) give the right gradient, one ulp after gives one 2% off;
-# binary-exact grids (dt = 0.125), off-grid times, `DirectAdjoint` and as many
-# checkpoints as steps are right. Values are right in every case, so nothing
-# signals the error. Sampled data integrated with a fixed step equal to (or
-# dividing) the sampling interval is exactly this configuration.
+# pass, assuming a recomputed step computes bit for bit what the forward step did
+# (equinox/internal/_loop/checkpointed.py, `checkpointed_while_loop`). With fixed
+# steps that assumption fails. `ConstantStepSize` computes each step's end as
+# `t0 + (t1 - t0) * (k / n)` (diffrax/_step_size_controller/constant.py). In the
+# forward loop `n` is loop-invariant and XLA multiplies by `1/n`; in the backward
+# pass's recomputation, under `jax.vjp`, it divides by `n`. The two differ in the
+# last bit at some `k` (0.7000000000000001 forward, 0.7 backward, for
+# `n = 20` steps of 0.1). A `SaveAt(ts=...)` time is written by the step whose end
+# satisfies `ts[j] <= tnext` (diffrax/_integrate.py, `save_ts_impl`), an exact
+# comparison, so a save time equal to a step end (data sampled every `dt`, the
+# usual set-up) is written by one step forward and by none when recomputed: its
+# cotangent is dropped, the gradient is silently wrong (5–13% in our
+# measurements, float32 and float64, with or without `jit`), and the values are
+# right. Measured with diffrax 0.7.2 / equinox 0.13.8 / jax 0.10.2: wrapping `n`
+# in `lax.optimization_barrier` inside the controller makes it exact, as do
+# `checkpoints` ≥ the steps taken, `DirectAdjoint`, `StepTo`, off-grid save times
+# and binary-exact steps (dt = 0.125).
 #
 # The default here, `RecursiveCheckpointAdjoint(checkpoints=max_steps)`, stores
-# every step, so the backward pass never replays a step from an earlier checkpoint
-# and every gradient we measured is right. Memory is `max_steps` solver states per
-# solve, when differentiated (a forward solve allocates nothing for them): small
-# for the short windows of rollout training, which is why the losses default to a
-# small `max_steps`. tests/test_train_losses.py checks the gradient against finite
-# differences in exactly this configuration.
+# every step, so the backward pass never replays a step and every gradient we
+# measured is right. Memory is `max_steps` solver states per solve, when
+# differentiated (a forward solve allocates nothing for them): small for the short
+# windows of rollout training, which is why the losses default to a small
+# `max_steps`, and `rollout` sizes it to the steps a fixed-step solve takes.
+# tests/test_train_losses.py and tests/test_simulate.py check gradients against
+# finite differences in exactly this configuration.
 def default_adjoint(max_steps: int) -> diffrax.AbstractAdjoint:
     """`RecursiveCheckpointAdjoint` with one checkpoint per step (see above)."""
     return diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)

@@ -26,6 +26,13 @@ class AbstractSymmetricSolver(diffrax.AbstractSolver):
 
     Every step checks that it resolves the motion (`check_step`): a step that does
     not, or that meets a singular mass matrix, fails instead of returning garbage.
+
+    !!! warning "Differentiating `diffrax.diffeqsolve` with these solvers"
+
+        Fixed steps with `SaveAt(ts=...)` on the step grid and Diffrax's default
+        adjoint give silently wrong gradients (see `lagrax.LagrangianTerm`): pass
+        `adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)`.
+        `lagrax.simulate` and `lagrax.rollout` do by default.
     """
 
 
