@@ -102,7 +102,7 @@ class Settings:
     `--name-with-dashes`). Checked on construction: a `ValueError` (or a
     `TypeError`) names a bad one."""
 
-    steps: int = 1_000
+    steps: int = 4_000
     """Training steps per run."""
     batch_size: int = 256
     """Minibatch size."""
@@ -110,7 +110,7 @@ class Settings:
     """PRNG seed of the data and of the first run of each configuration."""
     seeds: int = 2
     """Runs per configuration, with seeds `seed`, `seed + 1`, ..."""
-    width: int = 128
+    width: int = 64
     """Hidden units per layer (3 hidden layers)."""
     train_size: int = 20_000
     """Training states."""
@@ -650,13 +650,18 @@ def _draw_errors(runs, fig) -> None:
                 and e[metric] is not None
             ]
             ax.plot([i] * len(values), values, "k.", ms=4)
-            if r["ok"] == 0:
+            note = "failed" if r["ok"] == 0 else None
+            if note is None and not values:
+                note = "every rollout failed"
+            if note:
                 ax.text(
                     i,
                     0.5,
-                    "failed",
+                    note,
                     rotation=90,
                     ha="center",
+                    va="center",
+                    fontsize=7,
                     transform=ax.get_xaxis_transform(),
                 )
         ax.set_yscale("log")

@@ -75,7 +75,7 @@ class Settings:
     """Minibatch size."""
     seed: int = 0
     """PRNG seed of the data, the initializations and the minibatches."""
-    width: int = 128
+    width: int = 256
     """Hidden units per layer of the three models (2 hidden layers)."""
     train_size: int = 20_000
     """Training states."""
