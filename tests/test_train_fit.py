@@ -443,3 +443,62 @@ def test_fit_argument_errors():
                 batch_size=4,
                 key=jr.key(2),
             )
+
+
+_DATA_PARALLEL = """
+import equinox as eqx, jax, jax.numpy as jnp, jax.random as jr, numpy as np, optax
+import lagrax
+from lagrax.systems import DoublePendulum
+
+assert len(jax.devices()) == 4, jax.devices()
+system = DoublePendulum()
+states = lagrax.sample_states(
+    256, q_box=(jnp.zeros(2), jnp.ones(2)), qdot_box=(-jnp.ones(2), jnp.ones(2)),
+    key=jr.key(0),
+)
+data = lagrax.acceleration_data(system, *states)
+model = lagrax.MLPLagrangian(2, width=16, depth=2, key=jr.key(1))
+options = dict(
+    optimizer=optax.adam(1e-3), steps=6, batch_size=32, key=jr.key(2), progress=False,
+)
+loss = lagrax.acceleration_loss
+four, history4 = lagrax.fit(model, loss, data, **options)
+one, history1 = lagrax.fit(model, loss, data, devices=jax.devices()[:1], **options)
+weight = four.layers[0].weight
+assert len(weight.sharding.device_set) == 4, weight.sharding  # replicated on 4
+np.testing.assert_allclose(history4.loss, history1.loss, rtol=1e-10)
+arrays = [jax.tree.leaves(eqx.filter(m, eqx.is_array)) for m in (four, one)]
+for a, b in zip(*arrays):
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+assert not np.allclose(four.layers[0].weight, model.layers[0].weight)  # trained
+try:
+    lagrax.fit(model, loss, data, **dict(options, batch_size=30))
+except ValueError as e:
+    assert "multiple of the number of devices (4)" in str(e), e
+else:
+    raise AssertionError("batch 30 on 4 devices was accepted")
+print("data-parallel ok")
+"""
+
+
+@pytest.mark.slow
+def test_fit_data_parallel_on_four_devices_matches_one(tmp_path):
+    """`fit` splits each minibatch over 4 (simulated CPU) devices, the model
+    replicated, and ends where one device does, to round-off (float64). A fresh
+    process: the device count is fixed when JAX starts."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    flags = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=4".strip()
+    result = subprocess.run(
+        [sys.executable, "-c", _DATA_PARALLEL],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data-parallel ok" in result.stdout

@@ -15,6 +15,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
@@ -134,10 +135,57 @@ def train_step(
 
 @eqx.filter_jit
 def _minibatch_step(
-    model, opt_state, data, order, batch_index, *, batch_size, loss, optimizer
+    model, opt_state, data, order, batch_index, *, batch_size, loss, optimizer, mesh
 ):
     indices = lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
-    return train_step(model, opt_state, data[indices], loss=loss, optimizer=optimizer)
+    batch = data[indices]
+    if mesh is not None:  # split the minibatch's samples over the devices
+        batch = jtu.tree_map(
+            lambda x: _constrain(x, mesh, batch_size), batch, is_leaf=eqx.is_array
+        )
+    return train_step(model, opt_state, batch, loss=loss, optimizer=optimizer)
+
+
+_BATCH_AXIS = "batch"
+
+
+def _constrain(x, mesh, batch_size: int):
+    """A minibatch leaf sharded over the mesh along its samples (a leaf without a
+    sample axis, such as a trajectory's times, replicated). Placement only: the
+    values computed are the same."""
+    if not eqx.is_array(x):
+        return x
+    batched = x.ndim >= 1 and x.shape[0] == batch_size
+    spec = PartitionSpec(_BATCH_AXIS) if batched else PartitionSpec()
+    return lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _data_parallel_mesh(devices, batch_size: int) -> Mesh | None:
+    """The one-axis mesh of data-parallel training over `devices` (default all of
+    JAX's), or None for a single device."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(
+            f"`devices` must be None or a list of jax.Device, got {devices!r}."
+        )
+    if len(devices) == 1:
+        return None
+    if batch_size % len(devices):
+        raise ValueError(
+            f"`batch_size` ({batch_size}) must be a multiple of the number of "
+            f"devices ({len(devices)}) to split each minibatch evenly over them; or "
+            "pass `devices=jax.devices()[:1]` to train on one."
+        )
+    return Mesh(np.asarray(devices), (_BATCH_AXIS,))
+
+
+def _replicated(tree, mesh: Mesh | None):
+    """`tree`'s arrays copied to every device of `mesh` (unchanged without one)."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec())
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, sharding), static)
 
 
 @eqx.filter_jit
@@ -196,6 +244,7 @@ def fit(
     resume: bool = False,
     max_consecutive_skips: int | None = 100,
     progress: bool = True,
+    devices: list[jax.Device] | None = None,
 ) -> tuple[PyTree, History]:
     """Train a model by minibatch gradient descent with Optax.
 
@@ -256,6 +305,15 @@ def fit(
         running out of `max_steps`, a Lagrangian with a singular mass matrix
         everywhere); `None` never raises.
     - `progress`: show a progress bar.
+    - `devices`: the devices to train on, data-parallel; default all of
+        `jax.devices()`. With more than one, each minibatch's samples are split
+        evenly over them (`batch_size` must be a multiple of their number) and
+        the model, the optimizer state and `data` are replicated on each: a
+        `jax.sharding.Mesh` over the batch, compiled by XLA's SPMD partitioner,
+        with the same results as on one device up to the order of floating-point
+        sums. For several hosts, call `jax.distributed.initialize()` first in
+        every process, and give every process the same `data`, `key` and
+        settings.
 
     **Returns:**
 
@@ -299,6 +357,7 @@ def fit(
     elif resume:
         raise ValueError("`resume=True` needs a `checkpoint` file to resume from.")
 
+    mesh = _data_parallel_mesh(devices, batch_size)
     params = eqx.filter(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
     losses: list[float] = []
@@ -343,6 +402,7 @@ def fit(
             metrics=metric_values,
         )
 
+    model, opt_state, data = _replicated((model, opt_state, data), mesh)
     batches_per_epoch = num_samples // batch_size
     order, order_epoch = None, None
     pending = []
@@ -387,6 +447,7 @@ def fit(
                 batch_size=batch_size,
                 loss=loss,
                 optimizer=optimizer,
+                mesh=mesh,
             )
             pending.append((value, skip))
             done = step + 1
