@@ -7,6 +7,12 @@ from ._baselines import (
     MessagePassingBaseline as MessagePassingBaseline,
     NeuralODEBaseline as NeuralODEBaseline,
 )
+from ._compare import (
+    compare_solvers as compare_solvers,
+    plot_work_precision as plot_work_precision,
+    SolverRun as SolverRun,
+    SolverSetting as SolverSetting,
+)
 from ._graph import BlockSparseMatrix as BlockSparseMatrix, Graph as Graph
 from ._graph_lagrangian import (
     AbstractGraphLagrangian as AbstractGraphLagrangian,

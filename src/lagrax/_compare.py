@@ -1,0 +1,292 @@
+"""Work–precision measurements of solvers on a user's own Lagrangian."""
+
+import dataclasses
+import math
+import random
+import statistics
+import time
+from collections.abc import Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import LagrangianLike, Position, Velocity
+from ._mechanics import energy
+from ._misc import as_state, check_int
+from ._term import LagrangianTerm
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSetting:
+    """One configuration of `compare_solvers`: a solver with a fixed step `dt0`,
+    or an adaptive one (`diffrax.AbstractAdaptiveSolver`) at `rtol = atol =
+    tolerance` under a `diffrax.PIDController`.
+
+    **Fields:**
+
+    - `name`: a label, such as `"GaussLegendre"`; settings of one method share it.
+    - `solver`: any Diffrax or lagrax solver.
+    - `dt0`: the fixed step (positive), or `None` for an adaptive setting.
+    - `tolerance`: the adaptive tolerance (positive), or `None` for a fixed step.
+    """
+
+    name: str
+    solver: diffrax.AbstractSolver
+    dt0: float | None = None
+    tolerance: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise TypeError(f"`name` must be a string, got {self.name!r}.")
+        if not isinstance(self.solver, diffrax.AbstractSolver):
+            raise TypeError(
+                f"`solver` must be a diffrax.AbstractSolver, got {self.solver!r}."
+            )
+        if (self.dt0 is None) == (self.tolerance is None):
+            raise ValueError(
+                f"Setting {self.name!r}: give exactly one of `dt0` (a fixed step) "
+                "and `tolerance` (an adaptive solve)."
+            )
+        value = self.dt0 if self.dt0 is not None else self.tolerance
+        if not (isinstance(value, int | float) and 0 < value < math.inf):
+            which = "dt0" if self.dt0 is not None else "tolerance"
+            raise ValueError(
+                f"Setting {self.name!r}: `{which}` must be a positive finite number, "
+                f"got {value!r}."
+            )
+        adaptive = isinstance(self.solver, diffrax.AbstractAdaptiveSolver)
+        if self.tolerance is not None and not adaptive:
+            raise ValueError(
+                f"Setting {self.name!r}: {type(self.solver).__name__} has no error "
+                "estimate; give it a fixed step `dt0`."
+            )
+
+    @property
+    def value(self) -> float:
+        """`dt0` or `tolerance`, whichever is set."""
+        return self.dt0 if self.dt0 is not None else self.tolerance
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverRun:
+    """What `compare_solvers` measured for one `SolverSetting`.
+
+    **Fields:**
+
+    - `setting`: the `SolverSetting`.
+    - `steps`: the steps the solve took.
+    - `wall_seconds`: the median wall time of a solve to `t1` (compilation
+        excluded, `jax.block_until_ready`, interleaved with the other settings).
+    - `energy_error`: the largest `|E(t) − E(0)| / scale` over every step (scale:
+        `|E(0)|` unless given), with
+        `E` the energy of the Lagrangian itself; `nan` where the solve failed or
+        took more than `energy_max_steps` steps.
+    - `final_error`: the max-norm error of `(q, q̇)` at `t1` against the reference
+        solve; `nan` where the solve failed.
+    - `successful`: whether the timed solve reached `t1`.
+    """
+
+    setting: SolverSetting
+    steps: int
+    wall_seconds: float
+    energy_error: float
+    final_error: float
+    successful: bool
+
+
+def _solve(lagrangian, setting: SolverSetting, y0, t1, saveat, max_steps):
+    if setting.dt0 is not None:
+        controller, dt0 = diffrax.ConstantStepSize(), setting.dt0
+    else:
+        tol = setting.tolerance
+        controller, dt0 = diffrax.PIDController(rtol=tol, atol=tol), None
+    return diffrax.diffeqsolve(
+        LagrangianTerm(lagrangian, throw=False),
+        setting.solver,
+        0.0,
+        t1,
+        dt0,
+        y0,
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        throw=False,
+    )
+
+
+def compare_solvers(
+    lagrangian: LagrangianLike,
+    q0: Position,
+    qdot0: Velocity,
+    t1: float,
+    settings: Sequence[SolverSetting],
+    *,
+    repeats: int = 5,
+    reference_tolerance: float = 1e-12,
+    max_steps: int = 1_000_000,
+    energy_max_steps: int = 250_000,
+    energy_scale: float | None = None,
+) -> list[SolverRun]:
+    """Work–precision of solvers on a Lagrangian: time, energy error and final-state
+    error of each setting, from one initial state over `[0, t1]`.
+
+    Every setting is compiled ahead of time and timed `repeats` times, the settings
+    interleaved in a fresh random order each round (outside load then hits all of
+    them alike), and the median is reported. The energy error comes from a second,
+    untimed solve saving every step; the final error from a reference solve with
+    `diffrax.Dopri8` at `rtol = atol = reference_tolerance`. Conservative systems
+    only: for forced or dissipative ones the energy error is not a measure of
+    accuracy (the final error still is).
+
+    !!! example
+
+        ```python
+        settings = [
+            lagrax.SolverSetting("GaussLegendre", lagrax.GaussLegendre(), dt0=dt)
+            for dt in (0.1, 0.05, 0.025)
+        ] + [
+            lagrax.SolverSetting("Tsit5", diffrax.Tsit5(), tolerance=tol)
+            for tol in (1e-6, 1e-8)
+        ]
+        runs = lagrax.compare_solvers(model, q0, qdot0, 100.0, settings)
+        lagrax.plot_work_precision(runs)  # with matplotlib installed
+        ```
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q0`, `qdot0`: the initial state, each of shape `(dof,)`.
+    - `t1`: the horizon, positive.
+    - `settings`: the `SolverSetting`s to compare, at least one.
+    - `repeats`: timed solves per setting.
+    - `reference_tolerance`: the reference solve's tolerance.
+    - `max_steps`: the step budget of the timed solves.
+    - `energy_max_steps`: the step budget of the energy solves, which keep every
+        step's state.
+    - `energy_scale`: the energy errors' denominator, positive; default `|E(0)|`
+        (give one when the initial energy is 0 or tiny).
+
+    **Returns:**
+
+    A list of `SolverRun`s, in the order of `settings`.
+    """
+    q0, qdot0 = as_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
+    if not (isinstance(t1, int | float) and 0 < t1 < math.inf):
+        raise ValueError(f"`t1` must be a positive finite number, got {t1!r}.")
+    settings = list(settings)
+    if not settings or not all(isinstance(s, SolverSetting) for s in settings):
+        raise TypeError("`settings` must be a non-empty list of lagrax.SolverSetting.")
+    repeats = check_int(repeats, "repeats")
+    max_steps = check_int(max_steps, "max_steps")
+    energy_max_steps = check_int(energy_max_steps, "energy_max_steps")
+    y0 = (q0, qdot0)
+    e0 = energy(lagrangian, q0, qdot0)
+    scale = abs(float(e0)) if energy_scale is None else energy_scale
+    if not (isinstance(scale, int | float) and 0 < scale < math.inf):
+        raise ValueError(
+            "`energy_scale` must be a positive finite number (the initial energy is "
+            f"{float(e0)!r}: give one when it is 0), got {energy_scale!r}."
+        )
+
+    def timed(setting):
+        def run():
+            solution = _solve(
+                lagrangian, setting, y0, t1, diffrax.SaveAt(t1=True), max_steps
+            )
+            final = jnp.concatenate([solution.ys[0][-1], solution.ys[1][-1]])
+            ok = solution.result == diffrax.RESULTS.successful
+            return final, solution.stats["num_steps"], ok
+
+        return jax.jit(run).lower().compile()
+
+    def energy_error(setting):
+        saveat = diffrax.SaveAt(t0=True, steps=True)
+        solution = _solve(lagrangian, setting, y0, t1, saveat, energy_max_steps)
+        q, qdot = solution.ys
+        reached = jnp.isfinite(solution.ts)
+        safe = (
+            jnp.where(reached[:, None], q, q0),
+            jnp.where(reached[:, None], qdot, qdot0),
+        )
+        energies = jax.vmap(lambda q, v: energy(lagrangian, q, v))(*safe)
+        error = jnp.max(jnp.where(reached, jnp.abs(energies - e0), 0.0)) / scale
+        ok = solution.result == diffrax.RESULTS.successful
+        return jnp.where(ok, error, jnp.nan)
+
+    compiled = [timed(s) for s in settings]
+    reference = SolverSetting(
+        "reference", diffrax.Dopri8(), tolerance=reference_tolerance
+    )
+    reference_final, _, reference_ok = timed(reference)()
+    if not bool(reference_ok):
+        raise RuntimeError(
+            "The reference solve (Dopri8) did not reach `t1`: raise `max_steps` or "
+            "loosen `reference_tolerance`."
+        )
+    outputs = [jax.block_until_ready(fn()) for fn in compiled]  # warm up
+    samples = [[] for _ in settings]
+    order = list(range(len(settings)))
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for i in order:
+            start = time.perf_counter()
+            jax.block_until_ready(compiled[i]())
+            samples[i].append(time.perf_counter() - start)
+    runs = []
+    for setting, (final, steps, ok), times in zip(settings, outputs, samples):
+        successful = bool(ok)
+        final_error = float(jnp.max(jnp.abs(final - reference_final)))
+        runs.append(
+            SolverRun(
+                setting=setting,
+                steps=int(steps),
+                wall_seconds=statistics.median(times),
+                energy_error=float(jax.jit(lambda s=setting: energy_error(s))()),
+                final_error=final_error if successful else math.nan,
+                successful=successful,
+            )
+        )
+    return runs
+
+
+def plot_work_precision(runs: Sequence[SolverRun], ax=None, *, error: str = "energy"):
+    """Draw the work–precision diagram of `compare_solvers`' runs: error against
+    median wall time, one line per setting name (matplotlib needed).
+
+    **Arguments:**
+
+    - `runs`: the `SolverRun`s.
+    - `ax`: a matplotlib `Axes`; default a new figure's.
+    - `error`: `"energy"` or `"final"`, the error on the vertical axis.
+
+    **Returns:**
+
+    The `Axes`.
+    """
+    if error not in ("energy", "final"):
+        raise ValueError(f"`error` must be 'energy' or 'final', got {error!r}.")
+    if ax is None:
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError(
+                "plot_work_precision needs matplotlib: pip install matplotlib"
+            ) from None
+        ax = Figure(figsize=(6, 4.5)).add_subplot()
+    names = list(dict.fromkeys(run.setting.name for run in runs))
+    for name in names:
+        mine = [r for r in runs if r.setting.name == name]
+        x = np.array([r.wall_seconds for r in mine])
+        y = np.array([getattr(r, f"{error}_error") for r in mine])
+        keep = np.isfinite(y) & (y > 0)
+        ax.loglog(x[keep], y[keep], "o-", label=name)
+    ax.set(
+        xlabel="median wall time per solve (s)",
+        ylabel="max relative energy error" if error == "energy" else "final error",
+        title="Work–precision",
+    )
+    ax.legend()
+    return ax
