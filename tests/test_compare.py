@@ -19,16 +19,25 @@ def test_compare_solvers_measures_known_errors():
         for dt in (0.1, 0.05)
     ] + [lagrax.SolverSetting("Tsit5", diffrax.Tsit5(), tolerance=1e-8)]
     runs = lagrax.compare_solvers(
-        oscillator, jnp.array([1.0]), jnp.array([0.0]), 10.0, settings, repeats=2
+        oscillator,
+        jnp.array([1.0]),
+        jnp.array([0.0]),
+        [5.0, 10.0],
+        settings,
+        repeats=2,
     )
-    assert [run.setting for run in runs] == settings
-    for run, dt in zip(runs[:2], (0.1, 0.05)):
-        assert run.successful and run.steps == round(10.0 / dt)
-        np.testing.assert_allclose(run.energy_error, dt**2 / 4, rtol=1e-2)
-        assert 0 < run.wall_seconds < 10
-    # 2nd order: halving the step quarters the final error
-    np.testing.assert_allclose(runs[0].final_error / runs[1].final_error, 4, rtol=0.1)
-    assert runs[2].final_error < 1e-6 and runs[2].energy_error < 1e-6
+    assert [(run.setting, run.t1) for run in runs] == [
+        (s, t1) for t1 in (5.0, 10.0) for s in settings
+    ]
+    for t1, here in ((5.0, runs[:3]), (10.0, runs[3:])):
+        for run, dt in zip(here[:2], (0.1, 0.05)):
+            assert run.successful and run.steps == round(t1 / dt)
+            np.testing.assert_allclose(run.energy_error, dt**2 / 4, rtol=1e-2)
+            assert 0 < run.wall_seconds < 10
+        # 2nd order: halving the step quarters the final error
+        ratio = here[0].final_error / here[1].final_error
+        np.testing.assert_allclose(ratio, 4, rtol=0.1)
+        assert here[2].final_error < 1e-6 and here[2].energy_error < 1e-6
 
 
 def test_solver_settings_and_arguments_are_checked():

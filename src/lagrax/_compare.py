@@ -1,6 +1,7 @@
 """Work–precision measurements of solvers on a user's own Lagrangian."""
 
 import dataclasses
+import functools
 import math
 import random
 import statistics
@@ -71,24 +72,25 @@ class SolverSetting:
 
 @dataclasses.dataclass(frozen=True)
 class SolverRun:
-    """What `compare_solvers` measured for one `SolverSetting`.
+    """What `compare_solvers` measured for one `SolverSetting` over one horizon.
 
     **Fields:**
 
     - `setting`: the `SolverSetting`.
+    - `t1`: the horizon.
     - `steps`: the steps the solve took.
     - `wall_seconds`: the median wall time of a solve to `t1` (compilation
         excluded, `jax.block_until_ready`, interleaved with the other settings).
     - `energy_error`: the largest `|E(t) − E(0)| / scale` over every step (scale:
-        `|E(0)|` unless given), with
-        `E` the energy of the Lagrangian itself; `nan` where the solve failed or
-        took more than `energy_max_steps` steps.
+        `|E(0)|` unless given), with `E` the energy of the Lagrangian itself; `nan`
+        where the solve failed or took more than `energy_max_steps` steps.
     - `final_error`: the max-norm error of `(q, q̇)` at `t1` against the reference
         solve; `nan` where the solve failed.
     - `successful`: whether the timed solve reached `t1`.
     """
 
     setting: SolverSetting
+    t1: float
     steps: int
     wall_seconds: float
     energy_error: float
@@ -96,16 +98,18 @@ class SolverRun:
     successful: bool
 
 
-def _solve(lagrangian, setting: SolverSetting, y0, t1, saveat, max_steps):
-    if setting.dt0 is not None:
-        controller, dt0 = diffrax.ConstantStepSize(), setting.dt0
+def _solve(lagrangian, solver, adaptive, y0, t1, value, saveat, max_steps):
+    """One solve to the traced horizon `t1` with the traced fixed step or adaptive
+    tolerance `value`."""
+    if adaptive:
+        controller = diffrax.PIDController(rtol=value, atol=value)
+        dt0 = None
     else:
-        tol = setting.tolerance
-        controller, dt0 = diffrax.PIDController(rtol=tol, atol=tol), None
+        controller, dt0 = diffrax.ConstantStepSize(), value
     return diffrax.diffeqsolve(
         LagrangianTerm(lagrangian, throw=False),
-        setting.solver,
-        0.0,
+        solver,
+        jnp.zeros_like(t1),
         t1,
         dt0,
         y0,
@@ -116,11 +120,52 @@ def _solve(lagrangian, setting: SolverSetting, y0, t1, saveat, max_steps):
     )
 
 
+def _compile(lagrangian, solver, adaptive, y0, *, max_steps, energy_max_steps, scale):
+    """Ahead-of-time compiled `(final, energy_error)` functions of `(t1, value)`,
+    shared by every setting of one solver and every horizon."""
+    dtype = y0[0].dtype
+
+    def final(t1, value):
+        solution = _solve(
+            lagrangian,
+            solver,
+            adaptive,
+            y0,
+            t1,
+            value,
+            diffrax.SaveAt(t1=True),
+            max_steps,
+        )
+        state = jnp.concatenate([solution.ys[0][-1], solution.ys[1][-1]])
+        ok = solution.result == diffrax.RESULTS.successful
+        return state, solution.stats["num_steps"], ok
+
+    def energy_error(t1, value):
+        saveat = diffrax.SaveAt(t0=True, steps=True)
+        solution = _solve(
+            lagrangian, solver, adaptive, y0, t1, value, saveat, energy_max_steps
+        )
+        q0, qdot0 = y0
+        reached = jnp.isfinite(solution.ts)[:, None]
+        q = jnp.where(reached, solution.ys[0], q0)
+        qdot = jnp.where(reached, solution.ys[1], qdot0)
+        energies = jax.vmap(lambda q, v: energy(lagrangian, q, v))(q, qdot)
+        drift = jnp.abs(energies - energy(lagrangian, q0, qdot0))
+        error = jnp.max(jnp.where(reached[:, 0], drift, 0.0)) / scale
+        ok = solution.result == diffrax.RESULTS.successful
+        return jnp.where(ok, error, jnp.nan)
+
+    scalar = jnp.zeros((), dtype)
+    return tuple(
+        jax.jit(fn).lower(scalar, scalar).compile() for fn in (final, energy_error)
+    )
+
+
 def compare_solvers(
     lagrangian: LagrangianLike,
     q0: Position,
     qdot0: Velocity,
-    t1: float,
+    t1: float | Sequence[float],
     settings: Sequence[SolverSetting],
     *,
     repeats: int = 5,
@@ -130,15 +175,17 @@ def compare_solvers(
     energy_scale: float | None = None,
 ) -> list[SolverRun]:
     """Work–precision of solvers on a Lagrangian: time, energy error and final-state
-    error of each setting, from one initial state over `[0, t1]`.
+    error of each setting, from one initial state over `[0, t1]` for each horizon.
 
-    Every setting is compiled ahead of time and timed `repeats` times, the settings
-    interleaved in a fresh random order each round (outside load then hits all of
-    them alike), and the median is reported. The energy error comes from a second,
-    untimed solve saving every step; the final error from a reference solve with
-    `diffrax.Dopri8` at `rtol = atol = reference_tolerance`. Conservative systems
-    only: for forced or dissipative ones the energy error is not a measure of
-    accuracy (the final error still is).
+    Each solver is compiled once, ahead of time, for all its settings and horizons
+    (the step, tolerance and horizon are traced). Per horizon, every setting is
+    timed `repeats` times, the settings interleaved in a fresh random order each
+    round (outside load then hits all of them alike), and the median is reported.
+    The energy error comes from a second, untimed solve saving every step; the
+    final error from a reference solve with `diffrax.Dopri8` at `rtol = atol =
+    reference_tolerance`. Conservative systems only: for forced or dissipative ones
+    the energy error is not a measure of accuracy (the final error still is).
+    `benchmarks/solvers.py` is built on it.
 
     !!! example
 
@@ -150,17 +197,17 @@ def compare_solvers(
             lagrax.SolverSetting("Tsit5", diffrax.Tsit5(), tolerance=tol)
             for tol in (1e-6, 1e-8)
         ]
-        runs = lagrax.compare_solvers(model, q0, qdot0, 100.0, settings)
-        lagrax.plot_work_precision(runs)  # with matplotlib installed
+        runs = lagrax.compare_solvers(model, q0, qdot0, [10.0, 100.0], settings)
+        lagrax.plot_work_precision([r for r in runs if r.t1 == 100.0])
         ```
 
     **Arguments:**
 
     - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
     - `q0`, `qdot0`: the initial state, each of shape `(dof,)`.
-    - `t1`: the horizon, positive.
+    - `t1`: the horizon, positive, or a list of horizons.
     - `settings`: the `SolverSetting`s to compare, at least one.
-    - `repeats`: timed solves per setting.
+    - `repeats`: timed solves per setting and horizon.
     - `reference_tolerance`: the reference solve's tolerance.
     - `max_steps`: the step budget of the timed solves.
     - `energy_max_steps`: the step budget of the energy solves, which keep every
@@ -170,85 +217,90 @@ def compare_solvers(
 
     **Returns:**
 
-    A list of `SolverRun`s, in the order of `settings`.
+    A list of `SolverRun`s, horizon by horizon, each in the order of `settings`.
     """
     q0, qdot0 = as_state(q0, qdot0, q_name="q0", qdot_name="qdot0")
-    if not (isinstance(t1, int | float) and 0 < t1 < math.inf):
-        raise ValueError(f"`t1` must be a positive finite number, got {t1!r}.")
+    horizons = [t1] if isinstance(t1, int | float) else list(t1)
+    for horizon in horizons:
+        if not (isinstance(horizon, int | float) and 0 < horizon < math.inf):
+            raise ValueError(
+                f"`t1` must be a positive finite number or a list of them, got {t1!r}."
+            )
     settings = list(settings)
     if not settings or not all(isinstance(s, SolverSetting) for s in settings):
         raise TypeError("`settings` must be a non-empty list of lagrax.SolverSetting.")
     repeats = check_int(repeats, "repeats")
     max_steps = check_int(max_steps, "max_steps")
     energy_max_steps = check_int(energy_max_steps, "energy_max_steps")
-    y0 = (q0, qdot0)
-    e0 = energy(lagrangian, q0, qdot0)
-    scale = abs(float(e0)) if energy_scale is None else energy_scale
+    e0 = float(energy(lagrangian, q0, qdot0))
+    scale = abs(e0) if energy_scale is None else energy_scale
     if not (isinstance(scale, int | float) and 0 < scale < math.inf):
         raise ValueError(
             "`energy_scale` must be a positive finite number (the initial energy is "
-            f"{float(e0)!r}: give one when it is 0), got {energy_scale!r}."
+            f"{e0!r}: give one when it is 0), got {energy_scale!r}."
         )
+    y0 = (q0, qdot0)
+    options = dict(max_steps=max_steps, energy_max_steps=energy_max_steps, scale=scale)
+    compiled = {}  # one compilation per solver object and kind of step
+    for setting in [*settings]:
+        key = (id(setting.solver), setting.tolerance is not None)
+        if key not in compiled:
+            compiled[key] = _compile(lagrangian, setting.solver, key[1], y0, **options)
+    reference_final, _ = _compile(lagrangian, diffrax.Dopri8(), True, y0, **options)
 
-    def timed(setting):
-        def run():
-            solution = _solve(
-                lagrangian, setting, y0, t1, diffrax.SaveAt(t1=True), max_steps
-            )
-            final = jnp.concatenate([solution.ys[0][-1], solution.ys[1][-1]])
-            ok = solution.result == diffrax.RESULTS.successful
-            return final, solution.stats["num_steps"], ok
+    def value(x):
+        return jnp.asarray(x, q0.dtype)
 
-        return jax.jit(run).lower().compile()
-
-    def energy_error(setting):
-        saveat = diffrax.SaveAt(t0=True, steps=True)
-        solution = _solve(lagrangian, setting, y0, t1, saveat, energy_max_steps)
-        q, qdot = solution.ys
-        reached = jnp.isfinite(solution.ts)
-        safe = (
-            jnp.where(reached[:, None], q, q0),
-            jnp.where(reached[:, None], qdot, qdot0),
-        )
-        energies = jax.vmap(lambda q, v: energy(lagrangian, q, v))(*safe)
-        error = jnp.max(jnp.where(reached, jnp.abs(energies - e0), 0.0)) / scale
-        ok = solution.result == diffrax.RESULTS.successful
-        return jnp.where(ok, error, jnp.nan)
-
-    compiled = [timed(s) for s in settings]
-    reference = SolverSetting(
-        "reference", diffrax.Dopri8(), tolerance=reference_tolerance
-    )
-    reference_final, _, reference_ok = timed(reference)()
-    if not bool(reference_ok):
-        raise RuntimeError(
-            "The reference solve (Dopri8) did not reach `t1`: raise `max_steps` or "
-            "loosen `reference_tolerance`."
-        )
-    outputs = [jax.block_until_ready(fn()) for fn in compiled]  # warm up
-    samples = [[] for _ in settings]
-    order = list(range(len(settings)))
-    rng = random.Random(0)
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for i in order:
-            start = time.perf_counter()
-            jax.block_until_ready(compiled[i]())
-            samples[i].append(time.perf_counter() - start)
     runs = []
-    for setting, (final, steps, ok), times in zip(settings, outputs, samples):
-        successful = bool(ok)
-        final_error = float(jnp.max(jnp.abs(final - reference_final)))
-        runs.append(
-            SolverRun(
-                setting=setting,
-                steps=int(steps),
-                wall_seconds=statistics.median(times),
-                energy_error=float(jax.jit(lambda s=setting: energy_error(s))()),
-                final_error=final_error if successful else math.nan,
-                successful=successful,
-            )
+    for horizon in horizons:
+        reference, _, reference_ok = reference_final(
+            value(horizon), value(reference_tolerance)
         )
+        if not bool(reference_ok):
+            raise RuntimeError(
+                f"The reference solve (Dopri8) did not reach t1 = {horizon}: raise "
+                "`max_steps` or loosen `reference_tolerance`."
+            )
+        calls = [
+            functools.partial(
+                compiled[id(s.solver), s.tolerance is not None][0],
+                value(horizon),
+                value(s.value),
+            )
+            for s in settings
+        ]
+        outputs = [jax.block_until_ready(call()) for call in calls]  # warm up
+        samples = [[] for _ in settings]
+        order = list(range(len(settings)))
+        rng = random.Random(0)
+        for _ in range(repeats):
+            rng.shuffle(order)
+            for i in order:
+                start = time.perf_counter()
+                jax.block_until_ready(calls[i]())
+                samples[i].append(time.perf_counter() - start)
+        for setting, (state, steps, ok), times in zip(settings, outputs, samples):
+            energy_error = compiled[id(setting.solver), setting.tolerance is not None][
+                1
+            ]
+            successful = bool(ok)
+            runs.append(
+                SolverRun(
+                    setting=setting,
+                    t1=float(horizon),
+                    steps=int(steps),
+                    wall_seconds=statistics.median(times),
+                    energy_error=float(
+                        energy_error(value(horizon), value(setting.value))
+                    ),
+                    final_error=(
+                        float(jnp.max(jnp.abs(state - reference)))
+                        if successful
+                        else math.nan
+                    ),
+                    successful=successful,
+                )
+            )
     return runs
 
 
