@@ -20,6 +20,10 @@ Solvers: `VelocityVerlet`, `VariationalMidpoint`, `Yoshida4` (over
 (6th order) at several fixed steps `dt`; Diffrax's `Tsit5` at the same fixed steps;
 `Tsit5`, `Dopri5`, `Dopri8` adaptive at several `rtol = atol`.
 
+Measured with `lagrax.compare_solvers` (the public API for the same measurement on
+your own Lagrangian); this script adds the systems, the L-passes column and the
+tables.
+
 Columns:
 
 - `wall`: median of interleaved repeats of the solve (saving only the final state),
@@ -67,9 +71,9 @@ import lagrax  # noqa: E402
 
 
 try:
-    from ._common import environment, markdown_table, median, time_interleaved
+    from ._common import environment, markdown_table, median
 except ImportError:  # run as a script: `python benchmarks/solvers.py`
-    from _common import environment, markdown_table, median, time_interleaved
+    from _common import environment, markdown_table, median
 
 
 MAX_STEPS = 1_000_000
@@ -176,142 +180,94 @@ def methods(quick: bool) -> list[Method]:
     return out
 
 
-def _solve(lagrangian, method, y0, t1, step, *, saveat, max_steps):
-    """One solve; `step` is the fixed step or the adaptive tolerance (traced)."""
-    if method.adaptive:
-        controller = diffrax.PIDController(rtol=step, atol=step)
-        dt0 = jnp.asarray(0.01)
-    else:
-        controller = diffrax.ConstantStepSize()
-        dt0 = step
-    return diffrax.diffeqsolve(
-        lagrax.LagrangianTerm(lagrangian),
-        method.solver,
-        t0=jnp.asarray(0.0),
-        t1=t1,
-        dt0=dt0,
-        y0=y0,
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        throw=False,
-    )
-
-
-def compiled_runs(lagrangian, method, y0):
-    """AOT-compiled `(timed, errors, count)` functions of `(t1, step)`."""
-    scalar = jnp.asarray(1.0)
-
-    def timed(t1, step):
-        sol = _solve(
-            lagrangian, method, y0, t1, step,
-            saveat=diffrax.SaveAt(t1=True), max_steps=MAX_STEPS,
-        )
-        final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-        return final, sol.stats["num_steps"], sol.result
-
-    def errors(t1, step):
-        sol = _solve(
-            lagrangian, method, y0, t1, step,
-            saveat=diffrax.SaveAt(t0=True, steps=True), max_steps=ERROR_MAX_STEPS,
-        )
-        energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(lagrangian, *sol.ys)
-        e0 = lagrax.energy(lagrangian, *y0)
-        error = jnp.where(jnp.isfinite(sol.ts), jnp.abs(energies - e0), 0.0)
-        return jnp.max(error) / jnp.abs(e0), sol.result
+def _counted_steps(lagrangian, method, y0):
+    """An ahead-of-time compiled `(t1, step) -> steps` solve of `_Counted(lagrangian)`
+    (for the L-passes column only; `step` is the fixed step or the tolerance)."""
 
     def count(t1, step):
-        sol = _solve(
-            _Counted(lagrangian), method, y0, t1, step,
-            saveat=diffrax.SaveAt(t1=True), max_steps=MAX_STEPS,
+        if method.adaptive:
+            controller, dt0 = diffrax.PIDController(rtol=step, atol=step), None
+        else:
+            controller, dt0 = diffrax.ConstantStepSize(), step
+        sol = diffrax.diffeqsolve(
+            lagrax.LagrangianTerm(_Counted(lagrangian), throw=False),
+            method.solver,
+            t0=jnp.asarray(0.0),
+            t1=t1,
+            dt0=dt0,
+            y0=y0,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=controller,
+            max_steps=MAX_STEPS,
+            throw=False,
         )
         return sol.stats["num_steps"]
 
-    return tuple(
-        jax.jit(fn).lower(scalar, scalar).compile() for fn in (timed, errors, count)
-    )
+    scalar = jnp.asarray(1.0)
+    return jax.jit(count).lower(scalar, scalar).compile()
+
+
+def passes_per_step(system: System, configs) -> dict:
+    """L passes per step of each `(method, step)`, counted over the first
+    `COUNT_HORIZON` time units."""
+    counters = {
+        m.name: _counted_steps(system.lagrangian, m, system.y0) for m, _ in configs
+    }
+    out = {}
+    for m, s in configs:
+        _PASSES[0] = 0
+        steps = int(counters[m.name](jnp.asarray(COUNT_HORIZON), jnp.asarray(s)))
+        jax.effects_barrier()
+        out[m.name, s] = _PASSES[0] / max(steps, 1)
+    return out
 
 
 def run_system(system: System, method_list: list[Method], repeats: int) -> list[Row]:
-    y0 = system.y0
+    """Every configuration of `system` over its horizons, measured by
+    `lagrax.compare_solvers` (time, energy error, final error against Dopri8 at
+    1e-12), plus the L passes of each."""
     method_list = [m for m in method_list if m.name not in system.skip]
-    compiled = {m.name: compiled_runs(system.lagrangian, m, y0) for m in method_list}
-    reference_method = Method("reference", diffrax.Dopri8(), True, False)
-    reference = compiled_runs(system.lagrangian, reference_method, y0)[0]
-
-    configs = []
-    for m in method_list:
-        settings = system.tolerances if m.adaptive else system.dts
-        for s in settings:
-            configs.append((m, s))
-
-    # L passes per step, over the first time units of each configuration.
-    passes_per_step = {}
-    for m, s in configs:
-        _PASSES[0] = 0
-        try:
-            steps = int(compiled[m.name][2](jnp.asarray(COUNT_HORIZON), jnp.asarray(s)))
-            jax.effects_barrier()
-            passes_per_step[m.name, s] = _PASSES[0] / max(steps, 1)
-        except Exception:  # a blow-up: see below
-            passes_per_step[m.name, s] = math.nan
-
+    configs = [
+        (m, s)
+        for m in method_list
+        for s in (system.tolerances if m.adaptive else system.dts)
+    ]
+    settings = [
+        lagrax.SolverSetting(
+            m.name, m.solver, **({"tolerance": s} if m.adaptive else {"dt0": s})
+        )
+        for m, s in configs
+    ]
+    passes = passes_per_step(system, configs)
+    runs = lagrax.compare_solvers(
+        system.lagrangian,
+        *system.y0,
+        list(system.horizons),
+        settings,
+        repeats=repeats,
+        max_steps=MAX_STEPS,
+        energy_max_steps=ERROR_MAX_STEPS,
+    )
     rows = []
-    for horizon in system.horizons:
-        t1 = jnp.asarray(horizon)
-        ref_state, _, _ = reference(t1, jnp.asarray(1e-12))
-        energy_errors = {}
-        for m, s in configs:
-            # A method whose state blows up makes `lagrax.acceleration` raise inside
-            # the solve (a singular or non-finite mass matrix), or stops on a failed
-            # Newton solve: either way it is reported as failed, and not timed.
-            try:
-                error, result = compiled[m.name][1](t1, jnp.asarray(s))
-            except Exception:
-                result = diffrax.RESULTS.internal_error
-            if result == diffrax.RESULTS.successful:
-                energy_errors[m.name, s] = float(error)
-            elif result == diffrax.RESULTS.max_steps_reached:
-                # More steps than the energy run stores: timed, energy not shown.
-                energy_errors[m.name, s] = math.nan
-            else:
-                rows.append(
-                    Row(system.name, m.name, _setting(m, s), horizon, 0, math.nan,
-                        math.nan, math.nan, math.nan, m.lagrax)
-                )
-        alive = [(m, s) for m, s in configs if (m.name, s) in energy_errors]
-        outputs = {}
-
-        def timed(m, s):
-            outputs[m.name, s] = compiled[m.name][0](t1, jnp.asarray(s))
-            return outputs[m.name, s]
-
-        # Already compiled, so no warm-up run: every call is a timed sample.
-        fns = {(m.name, s): (lambda m=m, s=s: timed(m, s)) for m, s in alive}
-        samples = time_interleaved(fns, repeats=repeats, warmup=0)
-        for m, s in alive:
-            state, steps, result = outputs[m.name, s]
-            failed = result != diffrax.RESULTS.successful
-            final_error = max(
-                float(jnp.max(jnp.abs(a - b))) for a, b in zip(state, ref_state)
+    for k, run in enumerate(runs):
+        m, s = configs[k % len(configs)]
+        rows.append(
+            Row(
+                system=system.name,
+                method=m.name,
+                setting=_setting(m, s),
+                horizon=run.t1,
+                steps=run.steps,
+                # a solve that failed (blew up, or a Newton solve did not converge)
+                wall=run.wall_seconds if run.successful else math.nan,
+                passes=passes[m.name, s] * run.steps,
+                energy_error=run.energy_error,
+                final_error=run.final_error,
+                is_lagrax=m.lagrax,
             )
-            rows.append(
-                Row(
-                    system=system.name,
-                    method=m.name,
-                    setting=_setting(m, s),
-                    horizon=horizon,
-                    steps=int(steps),
-                    wall=median(samples[m.name, s]),
-                    passes=passes_per_step[m.name, s] * int(steps),
-                    energy_error=math.nan if failed else energy_errors[m.name, s],
-                    final_error=math.nan if failed else final_error,
-                    is_lagrax=m.lagrax,
-                )
-            )
-        print(f"  {system.name}: horizon {horizon:g} done", flush=True)
-    order = {(m.name, _setting(m, s)): i for i, (m, s) in enumerate(configs)}
-    return sorted(rows, key=lambda r: (r.horizon, order[r.method, r.setting]))
+        )
+    print(f"  {system.name}: done", flush=True)
+    return rows
 
 
 def _setting(method: Method, step: float) -> str:
@@ -323,12 +279,29 @@ def _fmt(x: float, spec: str = ".1e") -> str:
 
 
 def results_table(rows: list[Row]) -> str:
-    headers = ["system", "solver", "setting", "T", "steps", "wall [s]", "L passes",
-               "max |ΔE/E₀|", "final err"]
+    headers = [
+        "system",
+        "solver",
+        "setting",
+        "T",
+        "steps",
+        "wall [s]",
+        "L passes",
+        "max |ΔE/E₀|",
+        "final err",
+    ]
     body = [
-        [r.system, r.method, r.setting, f"{r.horizon:g}", r.steps,
-         "failed" if math.isnan(r.wall) else f"{r.wall:.3g}",
-         _fmt(r.passes, ".3g"), _fmt(r.energy_error), _fmt(r.final_error)]
+        [
+            r.system,
+            r.method,
+            r.setting,
+            f"{r.horizon:g}",
+            r.steps,
+            "failed" if math.isnan(r.wall) else f"{r.wall:.3g}",
+            _fmt(r.passes, ".3g"),
+            _fmt(r.energy_error),
+            _fmt(r.final_error),
+        ]
         for r in rows
     ]
     return markdown_table(headers, body)
@@ -341,8 +314,14 @@ def _best(rows, predicate):
 
 def summary_table(rows: list[Row]) -> str:
     """Per horizon and energy target: the cheapest lagrax and Diffrax configuration."""
-    headers = ["system", "T", "max |ΔE/E₀| ≤", "cheapest lagrax", "cheapest Diffrax",
-               "Diffrax / lagrax wall"]
+    headers = [
+        "system",
+        "T",
+        "max |ΔE/E₀| ≤",
+        "cheapest lagrax",
+        "cheapest Diffrax",
+        "Diffrax / lagrax wall",
+    ]
     body = []
     for system in dict.fromkeys(r.system for r in rows):
         for horizon in dict.fromkeys(r.horizon for r in rows if r.system == system):
@@ -360,28 +339,46 @@ def summary_table(rows: list[Row]) -> str:
                         return "—"
                     return f"{r.method} {r.setting} ({r.wall:.3g} s)"
 
-                ratio = (
-                    f"{theirs.wall / ours.wall:.2g}" if ours and theirs else "—"
+                ratio = f"{theirs.wall / ours.wall:.2g}" if ours and theirs else "—"
+                body.append(
+                    [
+                        system,
+                        f"{horizon:g}",
+                        f"{target:g}",
+                        describe(ours),
+                        describe(theirs),
+                        ratio,
+                    ]
                 )
-                body.append([system, f"{horizon:g}", f"{target:g}", describe(ours),
-                             describe(theirs), ratio])
     return markdown_table(headers, body)
 
 
 def equal_time_table(rows: list[Row]) -> str:
     """For each Tsit5 run: the best lagrax energy error at no more wall time."""
-    headers = ["system", "T", "Tsit5 runs where lagrax is better at ≤ equal wall",
-               "median error ratio Tsit5 / best lagrax"]
+    headers = [
+        "system",
+        "T",
+        "Tsit5 runs where lagrax is better at ≤ equal wall",
+        "median error ratio Tsit5 / best lagrax",
+    ]
     body = []
     for system in dict.fromkeys(r.system for r in rows):
         for horizon in dict.fromkeys(r.horizon for r in rows if r.system == system):
             here = [r for r in rows if r.system == system and r.horizon == horizon]
-            tsit5 = [r for r in here if r.method.startswith("Tsit5")
-                     and math.isfinite(r.energy_error)]
+            tsit5 = [
+                r
+                for r in here
+                if r.method.startswith("Tsit5") and math.isfinite(r.energy_error)
+            ]
             wins, ratios = 0, []
             for t in tsit5:
-                ours = [r.energy_error for r in here if r.is_lagrax and r.wall <= t.wall
-                        and math.isfinite(r.energy_error)]
+                ours = [
+                    r.energy_error
+                    for r in here
+                    if r.is_lagrax
+                    and r.wall <= t.wall
+                    and math.isfinite(r.energy_error)
+                ]
                 if ours:
                     ratios.append(t.energy_error / min(ours))
                     wins += min(ours) < t.energy_error
@@ -401,14 +398,22 @@ def plot(rows: list[Row], path: pathlib.Path) -> bool:
     systems = list(dict.fromkeys(r.system for r in rows))
     horizons = list(dict.fromkeys(r.horizon for r in rows))
     fig, axes = plt.subplots(
-        len(systems), len(horizons), figsize=(4.2 * len(horizons), 3.6 * len(systems)),
+        len(systems),
+        len(horizons),
+        figsize=(4.2 * len(horizons), 3.6 * len(systems)),
         squeeze=False,
     )
     for i, system in enumerate(systems):
         for j, horizon in enumerate(horizons):
             ax = axes[i][j]
-            here = [r for r in rows if r.system == system and r.horizon == horizon
-                    and math.isfinite(r.energy_error) and r.energy_error > 0]
+            here = [
+                r
+                for r in rows
+                if r.system == system
+                and r.horizon == horizon
+                and math.isfinite(r.energy_error)
+                and r.energy_error > 0
+            ]
             for method in dict.fromkeys(r.method for r in here):
                 mine = [r for r in here if r.method == method]
                 points = sorted((r.wall, r.energy_error) for r in mine)
@@ -427,10 +432,15 @@ def plot(rows: list[Row], path: pathlib.Path) -> bool:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: three solvers, short horizons")
     parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("results/bench"),
+        "--quick",
+        action="store_true",
+        help="a smoke run: three solvers, short horizons",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("results/bench"),
         help="folder for solvers.md, solvers.csv and the plot (default "
         "results/bench, beside `lagrax reproduce`'s results; not in the scripts' "
         "folder, which an installed wheel may not let you write)",
@@ -443,13 +453,17 @@ def main(argv=None) -> None:
     tolerances = (1e-5, 1e-8) if args.quick else (1e-6, 1e-8, 1e-10)
     systems = [
         System(
-            "double pendulum", lagrax.systems.DoublePendulum(), y0,
+            "double pendulum",
+            lagrax.systems.DoublePendulum(),
+            y0,
             horizons=(1.0, 10.0) if args.quick else (10.0, 100.0, 1000.0),
             dts=(0.1, 0.05) if args.quick else (0.1, 0.05, 0.02, 0.01),
             tolerances=tolerances,
         ),
         System(
-            "learned (MLP 128×2)", learned_lagrangian(128), y0,
+            "learned (MLP 128×2)",
+            learned_lagrangian(128),
+            y0,
             horizons=(1.0, 10.0) if args.quick else (10.0, 100.0, 500.0),
             dts=(0.2, 0.1) if args.quick else (0.2, 0.1, 0.05),
             tolerances=tolerances,
