@@ -222,10 +222,13 @@ def passes_per_step(system: System, configs) -> dict:
     return out
 
 
-def run_system(system: System, method_list: list[Method], repeats: int) -> list[Row]:
+def run_system(
+    system: System, method_list: list[Method], repeats: int, *, count: bool = True
+) -> list[Row]:
     """Every configuration of `system` over its horizons, measured by
     `lagrax.compare_solvers` (time, energy error, final error against Dopri8 at
-    1e-12), plus the L passes of each."""
+    1e-12), plus the L passes of each (unless `count` is false: one compilation per
+    method fewer)."""
     method_list = [m for m in method_list if m.name not in system.skip]
     configs = [
         (m, s)
@@ -238,7 +241,12 @@ def run_system(system: System, method_list: list[Method], repeats: int) -> list[
         )
         for m, s in configs
     ]
-    passes = passes_per_step(system, configs)
+    if count:
+        passes = passes_per_step(system, configs)
+    else:
+        passes = {
+            config_key: math.nan for config_key in ((m.name, s) for m, s in configs)
+        }
     runs = lagrax.compare_solvers(
         system.lagrangian,
         *system.y0,
@@ -477,7 +485,7 @@ def main(argv=None) -> None:
 
     rows = []
     for system in systems:
-        rows += run_system(system, methods(args.quick), repeats)
+        rows += run_system(system, methods(args.quick), repeats, count=not args.quick)
 
     sections = [
         ("Results", results_table(rows)),
