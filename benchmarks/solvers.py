@@ -43,7 +43,8 @@ Columns:
 The summary gives, per horizon, the cheapest configuration reaching each energy
 error, and whether the best lagrax solver beats Tsit5 at equal wall time. Run
 `python benchmarks/solvers.py` (about 9 minutes on 2 cores), or `--quick` for a
-smoke run of three solvers over short horizons (about a minute, mostly compiling).
+smoke run of three solvers over short horizons, without the L-passes column (72 s on
+2 idle cores, mostly compiling).
 Tables go to stdout and to `--out` (markdown and CSV), with a work–precision plot
 when matplotlib is installed.
 """
