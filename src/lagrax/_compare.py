@@ -120,9 +120,20 @@ def _solve(lagrangian, solver, adaptive, y0, t1, value, saveat, max_steps):
     )
 
 
-def _compile(lagrangian, solver, adaptive, y0, *, max_steps, energy_max_steps, scale):
+def _compile(
+    lagrangian,
+    solver,
+    adaptive,
+    y0,
+    *,
+    max_steps,
+    energy_max_steps,
+    scale,
+    with_energy=True,
+):
     """Ahead-of-time compiled `(final, energy_error)` functions of `(t1, value)`,
-    shared by every setting of one solver and every horizon."""
+    shared by every setting of one solver and every horizon (`energy_error` is
+    `None` unless `with_energy`)."""
     dtype = y0[0].dtype
 
     def final(t1, value):
@@ -156,9 +167,9 @@ def _compile(lagrangian, solver, adaptive, y0, *, max_steps, energy_max_steps, s
         return jnp.where(ok, error, jnp.nan)
 
     scalar = jnp.zeros((), dtype)
-    return tuple(
-        jax.jit(fn).lower(scalar, scalar).compile() for fn in (final, energy_error)
-    )
+    fns = (final, energy_error) if with_energy else (final,)
+    compiled = [jax.jit(fn).lower(scalar, scalar).compile() for fn in fns]
+    return compiled[0], (compiled[1] if with_energy else None)
 
 
 def compare_solvers(
@@ -241,12 +252,19 @@ def compare_solvers(
         )
     y0 = (q0, qdot0)
     options = dict(max_steps=max_steps, energy_max_steps=energy_max_steps, scale=scale)
-    compiled = {}  # one compilation per solver object and kind of step
-    for setting in [*settings]:
-        key = (id(setting.solver), setting.tolerance is not None)
-        if key not in compiled:
-            compiled[key] = _compile(lagrangian, setting.solver, key[1], y0, **options)
-    reference_final, _ = _compile(lagrangian, diffrax.Dopri8(), True, y0, **options)
+
+    def key(setting):  # one compilation per solver object and kind of step
+        return id(setting.solver), setting.tolerance is not None
+
+    compiled = {}
+    for setting in settings:
+        if key(setting) not in compiled:
+            compiled[key(setting)] = _compile(
+                lagrangian, setting.solver, key(setting)[1], y0, **options
+            )
+    reference_final, _ = _compile(
+        lagrangian, diffrax.Dopri8(), True, y0, **options, with_energy=False
+    )
 
     def value(x):
         return jnp.asarray(x, q0.dtype)
@@ -263,7 +281,7 @@ def compare_solvers(
             )
         calls = [
             functools.partial(
-                compiled[id(s.solver), s.tolerance is not None][0],
+                compiled[key(s)][0],
                 value(horizon),
                 value(s.value),
             )
@@ -280,9 +298,7 @@ def compare_solvers(
                 jax.block_until_ready(calls[i]())
                 samples[i].append(time.perf_counter() - start)
         for setting, (state, steps, ok), times in zip(settings, outputs, samples):
-            energy_error = compiled[id(setting.solver), setting.tolerance is not None][
-                1
-            ]
+            energy_error = compiled[key(setting)][1]
             successful = bool(ok)
             runs.append(
                 SolverRun(
