@@ -56,6 +56,7 @@ from jaxtyping import Array, Float
 
 import lagrax
 
+from . import double_pendulum
 from ._common import (
     check_settings,
     fmt,
@@ -216,29 +217,12 @@ def data(settings: Settings) -> Data:
     distributions)."""
     system = lagrax.systems.DoublePendulum()
     keys = jr.split(jr.key(settings.seed), 3)
-    box: dict[str, Any] = dict(
-        q_box=(jnp.zeros(2), 2 * jnp.pi * jnp.ones(2)),
-        qdot_box=(-10 * jnp.ones(2), 10 * jnp.ones(2)),
-        max_energy=system.max_potential_energy,
-        lagrangian=system,
-    )
-
-    def accelerations(num, key):
-        states = lagrax.sample_states(num, **box, key=key, dtype=jnp.float64)
-        return lagrax.cast(lagrax.acceleration_data(system, *states), jnp.float32)
-
-    q0, qdot0 = lagrax.sample_states(
-        settings.ics,
-        q_box=(jnp.zeros(2), 2 * jnp.pi * jnp.ones(2)),
-        qdot_box=(jnp.zeros(2), 0.1 * jnp.ones(2)),
-        key=keys[2],
-        dtype=jnp.float64,
-    )
+    q0, qdot0 = double_pendulum.near_rest(settings.ics, keys[2])
     samples = int(round(settings.t1 / SAMPLING_STEP)) + 1
     return Data(
         system=system,
-        train=accelerations(settings.train_size, keys[0]),
-        test=accelerations(TEST_SIZE, keys[1]),
+        train=double_pendulum.accelerations(system, settings.train_size, keys[0]),
+        test=double_pendulum.accelerations(system, TEST_SIZE, keys[1]),
         q0=q0,
         qdot0=qdot0,
         ts=jnp.linspace(0.0, settings.t1, samples),

@@ -192,7 +192,7 @@ def _keys(settings: Settings):
     return jr.split(jr.key(settings.seed), 6)
 
 
-def _near_rest(num: int, key) -> tuple[Array, Array]:
+def near_rest(num: int, key) -> tuple[Array, Array]:
     """States near rest, the evaluation's: θ ~ U[0, 2π)², ω ~ U[0, 0.1)²."""
     return lagrax.sample_states(
         num,
@@ -203,25 +203,33 @@ def _near_rest(num: int, key) -> tuple[Array, Array]:
     )
 
 
-def data(settings: Settings) -> Data:
-    """Draw the experiment's data from `settings.seed`."""
-    system = lagrax.systems.DoublePendulum()
-    keys = _keys(settings)
+def accelerations(
+    system: lagrax.systems.DoublePendulum,
+    num: int,
+    key,
+    states: Literal["reachable", "box"] = "reachable",
+) -> lagrax.AccelerationData:
+    """`num` exact accelerations (float32) of states drawn from the paper's box
+    (`states` "box") or of its states reachable from rest ("reachable")."""
     box: dict[str, Any] = dict(
         q_box=(jnp.zeros(2), 2 * jnp.pi * jnp.ones(2)),
         qdot_box=(-10 * jnp.ones(2), 10 * jnp.ones(2)),
     )
-    if settings.states == "reachable":
+    if states == "reachable":
         box.update(max_energy=system.max_potential_energy, lagrangian=system)
+    q, qdot = lagrax.sample_states(num, **box, key=key, dtype=jnp.float64)
+    return lagrax.cast(lagrax.acceleration_data(system, q, qdot), jnp.float32)
 
-    def accelerations(num, key):
-        states = lagrax.sample_states(num, **box, key=key, dtype=jnp.float64)
-        return lagrax.cast(lagrax.acceleration_data(system, *states), jnp.float32)
+
+def data(settings: Settings) -> Data:
+    """Draw the experiment's data from `settings.seed`."""
+    system = lagrax.systems.DoublePendulum()
+    keys = _keys(settings)
 
     # Both sets of trajectories in one solve: one compilation (the same numbers).
     train_key, test_key = jr.split(keys[5])
-    train_states = _near_rest(ROLLOUT_TRAJECTORIES, train_key)
-    test_states = _near_rest(ROLLOUT_TEST_TRAJECTORIES, test_key)
+    train_states = near_rest(ROLLOUT_TRAJECTORIES, train_key)
+    test_states = near_rest(ROLLOUT_TEST_TRAJECTORIES, test_key)
     samples = int(round(ROLLOUT_HORIZON / SAMPLING_STEP)) + 1
     trajectories = lagrax.trajectory_data(
         system,
@@ -232,12 +240,12 @@ def data(settings: Settings) -> Data:
     total = ROLLOUT_TRAJECTORIES + ROLLOUT_TEST_TRAJECTORIES
     train_part = jnp.arange(ROLLOUT_TRAJECTORIES)
     test_part = jnp.arange(ROLLOUT_TRAJECTORIES, total)
-    q0, qdot0 = _near_rest(settings.ics, keys[4])
+    q0, qdot0 = near_rest(settings.ics, keys[4])
     samples = int(round(settings.t1 / SAMPLING_STEP)) + 1
     return Data(
         system=system,
-        train=accelerations(settings.train_size, keys[0]),
-        test=accelerations(TEST_SIZE, keys[1]),
+        train=accelerations(system, settings.train_size, keys[0], settings.states),
+        test=accelerations(system, TEST_SIZE, keys[1], settings.states),
         rollout_train=trajectories[train_part],
         rollout_test=trajectories[test_part],
         q0=q0,
