@@ -134,6 +134,7 @@ def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
     for metrics in a["models"].values():
         # the paper's weights 1 + γ ≥ 2: the weighted error is at least twice
         assert metrics["test_weighted_l1"] >= 2 * metrics["test_l1_acceleration_error"]
+        assert metrics["training_steps"] == 3
         final, truth = metrics["final_velocity"], metrics["true_final_velocity"]
         assert metrics["final_velocity_error"] == pytest.approx(abs(final / truth - 1))
     # A rerun in the same folder resumes from the finished checkpoints: no
@@ -223,6 +224,15 @@ def test_relativity_settings_are_checked():
         relativity.Settings(weighting="lorentz")
     with pytest.raises(ValueError, match="`q_scale`"):
         relativity.Settings(q_scale=0.0)
+    with pytest.raises(ValueError, match="`hnn_steps`"):
+        relativity.Settings(hnn_steps=0)
+    # The LNN trains `steps`, the Hamiltonian networks at most as many.
+    assert relativity.training_steps(relativity.Settings(steps=50, hnn_steps=20)) == {
+        "lnn": 50,
+        "hnn_noncanonical": 20,
+        "hnn_canonical": 20,
+    }
+    assert set(relativity.training_steps(relativity.Settings(steps=5)).values()) == {5}
 
 
 def test_double_pendulum_uses_the_systems_constants():

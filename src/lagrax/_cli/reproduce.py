@@ -85,7 +85,11 @@ EXPERIMENTS = {
 
 # The parsing and help of each setting's option; its default is the Settings'.
 OPTIONS = {
-    "steps": (positive_int, "training steps per model"),
+    "steps": (positive_int, "training steps per model (relativity: of the LNN)"),
+    "hnn_steps": (
+        positive_int,
+        "training steps of each Hamiltonian network, at most --steps",
+    ),
     "batch_size": (positive_int, "minibatch size"),
     "seed": (non_negative_int, "PRNG seed"),
     "width": (positive_int, "hidden units per layer"),

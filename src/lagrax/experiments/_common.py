@@ -232,14 +232,15 @@ def train_each(
     definiteness: float = 0.0,
     clip: float | None = None,
     weight: Callable | None = None,
+    steps: dict[str, int] | None = None,
     out: str | os.PathLike | None,
     progress: bool,
 ):
     """`train` each of `models` with the `steps`, `batch_size`, `lr` and `seed` of
-    `settings`, gradients clipped to `clip` (if set), samples weighted by `weight`
-    (if given), the Lagrangians with the mass-matrix penalty of margin
-    `definiteness` (if set). Returns `(trained, histories, results)`, each a dict
-    by model name."""
+    `settings` (or the steps of `steps[name]`, where given), gradients clipped to
+    `clip` (if set), samples weighted by `weight` (if given), the Lagrangians with
+    the mass-matrix penalty of margin `definiteness` (if set). Returns
+    `(trained, histories, results)`, each a dict by model name."""
     trained, histories, results = {}, {}, {}
     for name, model in models.items():
         trained[name], histories[name], results[name] = train(
@@ -247,7 +248,7 @@ def train_each(
             data,
             test_data,
             name=name,
-            steps=settings.steps,
+            steps=(steps or {}).get(name, settings.steps),
             batch_size=settings.batch_size,
             lr=settings.lr,
             clip=clip,

@@ -69,8 +69,11 @@ class Settings:
     `--name-with-dashes`). Checked on construction: a `ValueError` (or a
     `TypeError`) names a bad one."""
 
-    steps: int = 20_000
-    """Training steps per model."""
+    steps: int = 60_000
+    """Training steps of the LNN (60,000 × 256 is 10% of the paper's samples)."""
+    hnn_steps: int = 10_000
+    """Training steps of each Hamiltonian network, at most `steps`: enough for
+    the canonical one to learn and for the other to plateau."""
     batch_size: int = 256
     """Minibatch size."""
     seed: int = 0
@@ -96,7 +99,7 @@ class Settings:
         check_settings(
             self,
             positive=("steps", "batch_size", "width", "train_size", "t1", "lr")
-            + ("q_scale",),
+            + ("q_scale", "hnn_steps"),
             choices={"weighting": ("gamma", "none")},
         )
         if self.batch_size > self.train_size:
@@ -186,6 +189,13 @@ def models(settings: Settings, system: lagrax.systems.RelativisticParticle):
     }
 
 
+def training_steps(settings: Settings) -> dict[str, int]:
+    """The training steps of each model: `steps` for the LNN, `hnn_steps` (at
+    most `steps`) for the Hamiltonian networks."""
+    hnn = min(settings.hnn_steps, settings.steps)
+    return {"lnn": settings.steps, "hnn_noncanonical": hnn, "hnn_canonical": hnn}
+
+
 def train(
     settings: Settings,
     data: Data,
@@ -203,12 +213,14 @@ def train(
         settings,
         clip=settings.clip or None,
         weight=lorentz_weight if settings.weighting == "gamma" else None,
+        steps=training_steps(settings),
         out=out,
         progress=progress,
     )
     for name, model in trained.items():
         weighted = lagrax.acceleration_loss(model, data.test, weight=lorentz_weight)
         results[name]["test_weighted_l1"] = float(weighted)
+        results[name]["training_steps"] = training_steps(settings)[name]
     return trained, histories, results
 
 
