@@ -1,6 +1,7 @@
 import importlib.metadata
 
 from . import systems as systems
+from ._adjoint import ReversibleAdjoint as ReversibleAdjoint
 from ._baselines import (
     AbstractDynamics as AbstractDynamics,
     HamiltonianNN as HamiltonianNN,

@@ -298,7 +298,9 @@ def simulate(
         `diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)`, is exact where
         Diffrax's default is not (save times on a fixed step grid; see
         `lagrax.rollout_loss`), at a memory cost of `max_steps` solver states when
-        differentiated.
+        differentiated. For long horizons with a symmetric lagrax solver,
+        `lagrax.ReversibleAdjoint()` gives the same gradients in memory independent
+        of the number of steps.
     - `throw`: with `True` a failed solve raises, with the reason (a singular mass
         matrix, a Newton iteration that did not converge, a step too large for the
         motion, ...); with `False` nothing raises at run time: the trajectory up to

@@ -112,7 +112,8 @@ class LagrangianTerm(AbstractSecondOrderTerm):
         checkpoints than steps: the backward pass recomputes a step's end time
         one ulp away from the forward pass's and drops that save's gradient. Pass
         `adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)` (or
-        `diffrax.DirectAdjoint()`) when you differentiate such a solve.
+        `diffrax.DirectAdjoint()`, or with a symmetric lagrax solver
+        `lagrax.ReversibleAdjoint()`) when you differentiate such a solve.
         `lagrax.simulate`, `lagrax.rollout` and the losses do this by default.
     """
 

@@ -8,7 +8,7 @@ import sys
 from .parsing import UsageError
 
 
-BENCHMARKS = ("acceleration", "train_step", "solvers", "graph_scaling")
+BENCHMARKS = ("acceleration", "train_step", "solvers", "graph_scaling", "long_horizon")
 
 
 def benchmark_dir() -> pathlib.Path | None:

@@ -33,6 +33,8 @@ class AbstractSymmetricSolver(diffrax.AbstractSolver):
         adjoint give silently wrong gradients (see `lagrax.LagrangianTerm`): pass
         `adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)`.
         `lagrax.simulate` and `lagrax.rollout` do by default.
+        `lagrax.ReversibleAdjoint()`, which runs these solvers backwards, is exact
+        too, in memory independent of the number of steps.
     """
 
 

@@ -76,7 +76,9 @@ def rollout(
     - `adjoint`: how to differentiate the solve; the default checkpoints every step
         (`max_steps` solver states per trajectory when differentiated), which gives
         correct gradients where Diffrax's default does not (see
-        `lagrax.rollout_loss`).
+        `lagrax.rollout_loss`). `lagrax.ReversibleAdjoint()` gives the same
+        gradients with a symmetric lagrax solver in memory independent of the
+        number of steps: for long horizons.
     - `max_steps`: the step budget of each trajectory. Default: with fixed steps
         (the lagrax solvers), the steps from `ts[0]` to `ts[-1]` take (plus one),
         so a long horizon never runs out and a differentiated rollout keeps no

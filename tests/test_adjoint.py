@@ -1,0 +1,135 @@
+"""`lagrax.ReversibleAdjoint`: gradients through symmetric solvers run backwards,
+against the checkpointed adjoint that stores every step."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lagrax
+
+
+class _Pendulum(lagrax.AbstractLagrangian):
+    """A pendulum with a differentiable stiffness g/l."""
+
+    stiffness: jax.Array
+
+    def __call__(self, q, qdot):
+        return 0.5 * jnp.sum(qdot**2) + self.stiffness * jnp.sum(jnp.cos(q))
+
+
+def _model(key):
+    # A regular Lagrangian with parameters everywhere: the double pendulum plus a
+    # small network (alone, an untrained network's mass matrix may be singular).
+    network = lagrax.MLPLagrangian(2, width=8, depth=1, key=key)
+    return lagrax.systems.DoublePendulum() + 0.1 * network
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def test_gradients_match_the_checkpointed_adjoint(getkey):
+    """Saves at t0, on the step grid, between steps and at t1: the reversed
+    solve's gradients (parameters and initial state) are those of storing every
+    step, to round-off."""
+    model, q0, qdot0 = _model(getkey()), jnp.array([0.4, -0.3]), jnp.array([0.2, 0.5])
+    steps, dt = 30, 0.05
+    saveat = diffrax.SaveAt(t0=True, t1=True, ts=jnp.array([0.013, 0.5, 0.77, 1.0]))
+    weights = jnp.sin(jnp.arange(1.0, 13.0)).reshape(6, 2)
+
+    def loss(adjoint):
+        def scalar(model_q0):
+            model, q0 = model_q0
+            sol = diffrax.diffeqsolve(
+                lagrax.LagrangianTerm(model),
+                lagrax.VariationalMidpoint(),
+                0.0,
+                steps * dt,
+                dt,
+                (q0, qdot0),
+                saveat=saveat,
+                adjoint=adjoint,
+                max_steps=steps + 1,
+            )
+            return jnp.sum(weights * sol.ys[0]) + jnp.sum(sol.ys[1] ** 3)
+
+        return eqx.filter_jit(eqx.filter_grad(scalar))((model, q0))
+
+    expected = _flat(loss(diffrax.RecursiveCheckpointAdjoint(checkpoints=steps + 1)))
+    got = _flat(loss(lagrax.ReversibleAdjoint()))
+    # every parameter moves the motion but the network's output bias
+    assert np.count_nonzero(expected) == expected.size - 1
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_composition_and_the_reconstruction_check():
+    """Yoshida4 over VelocityVerlet (symmetric for the pendulum's q̈(q)) in float32:
+    the gradient matches the checkpointed one. A tolerance below what the
+    reconstruction can reach makes the backward pass raise or, with `throw=False`,
+    return NaN gradients: never a wrong number."""
+    solver = lagrax.Yoshida4(base=lagrax.VelocityVerlet())
+    ts = jnp.linspace(0.0, 5.0, 51, dtype=jnp.float32)
+    qdot0 = jnp.zeros(1, jnp.float32)
+
+    def loss(adjoint):
+        def final(stiffness_q0):
+            stiffness, q0 = stiffness_q0
+            system = _Pendulum(stiffness)
+            traj = lagrax.simulate(
+                system,
+                q0,
+                qdot0,
+                ts,
+                solver=solver,
+                dt0=0.1,
+                adjoint=adjoint,
+            )
+            return jnp.sum(traj.q**2)
+
+        return jax.jit(jax.grad(final))
+
+    x = (jnp.asarray(1.3, jnp.float32), jnp.array([1.0], jnp.float32))
+    expected = _flat(loss(diffrax.RecursiveCheckpointAdjoint(checkpoints=51))(x))
+    got = _flat(loss(lagrax.ReversibleAdjoint())(x))
+    np.testing.assert_allclose(got, expected, rtol=2e-4)
+    strict = lagrax.ReversibleAdjoint(tolerance=1e-30)
+    with pytest.raises(Exception, match="did not recover the initial state"):
+        jax.block_until_ready(loss(strict)(x))
+    quiet = lagrax.ReversibleAdjoint(tolerance=1e-30, throw=False)
+    assert np.all(np.isnan(_flat(loss(quiet)(x))))
+
+
+def test_refuses_what_it_cannot_reverse():
+    system = lagrax.systems.Pendulum()
+    ts = jnp.linspace(0.0, 1.0, 11)
+    adjoint = lagrax.ReversibleAdjoint()
+
+    def run(**kwargs):
+        lagrax.simulate(
+            system, jnp.ones(1), jnp.zeros(1), ts, adjoint=adjoint, **kwargs
+        )
+
+    with pytest.raises(ValueError, match="symmetric lagrax solver.*Tsit5"):
+        run()
+    with pytest.raises(ValueError, match="ConstantStepSize.*PIDController"):
+        run(
+            solver=lagrax.VariationalMidpoint(),
+            dt0=0.1,
+            stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6),
+        )
+    with pytest.raises(ValueError, match="steps"):
+        diffrax.diffeqsolve(
+            lagrax.LagrangianTerm(system),
+            lagrax.VariationalMidpoint(),
+            0.0,
+            1.0,
+            0.1,
+            (jnp.ones(1), jnp.zeros(1)),
+            saveat=diffrax.SaveAt(steps=True),
+            adjoint=adjoint,
+        )
+    with pytest.raises(ValueError, match="tolerance"):
+        lagrax.ReversibleAdjoint(tolerance=0.0)
