@@ -209,6 +209,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--solvers", default=",".join(SOLVERS), help="comma-separated solvers"
     )
+    parser.add_argument(
+        "--adjoints",
+        default="recursive,every step,backsolve,reversible",
+        help="comma-separated adjoints (each solver runs those that apply to it)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats")
     parser.add_argument(
         "--reference-limit",
@@ -240,6 +245,8 @@ def main(argv=None) -> None:
         for n in steps:
             for batch in batches:
                 for adjoint in SOLVERS[solver][1]:
+                    if adjoint not in args.adjoints.split(","):
+                        continue
                     config = dict(
                         solver=solver,
                         adjoint=adjoint,
