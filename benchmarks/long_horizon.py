@@ -161,8 +161,11 @@ def run_config(config: dict, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return dict(config, error=f"over {timeout:.0f} s")
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return dict(config, error=last[:120])
+        lines = done.stderr.strip().splitlines() or ["?"]
+        if any("did not recover the initial state" in line for line in lines):
+            return dict(config, error="raised: reconstruction check failed")
+        errors = [line for line in lines if "Error" in line] or lines
+        return dict(config, error=errors[-1][:120])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
