@@ -251,7 +251,7 @@ def _reversible_loop_bwd(
         )
         return y1, eqx.filter(state1, eqx.is_inexact_array), dense_info, result
 
-    def save_cotangent(k, ta, tb, dense_info, j):
+    def save_cotangent(ta, tb, dense_info, j):
         """The cotangent of the step's dense output from the saves in `(ta, tb]`,
         and the index of the last save before them."""
 
@@ -279,12 +279,11 @@ def _reversible_loop_bwd(
         ta, tb = time(k - 1), time(k)
         # Reconstruct the step's start by stepping back, then differentiate it.
         y0_, state0, _, back_result = step(y1, state1, diff, tb, ta)
-        (y1_, state1_, dense_info, _), pullback = jax.vjp(
-            lambda y, s, d: step(y, s, d, ta, tb)[:3] + (None,), y0_, state0, diff
+        (_, _, dense_info), pullback = jax.vjp(
+            lambda y, s, d: step(y, s, d, ta, tb)[:3], y0_, state0, diff
         )
-        del y1_, state1_
-        j, info_bar = save_cotangent(k, ta, tb, dense_info, j)
-        y_bar, state_bar, more = pullback((y_bar, state_bar, info_bar, None))
+        j, info_bar = save_cotangent(ta, tb, dense_info, j)
+        y_bar, state_bar, more = pullback((y_bar, state_bar, info_bar))
         diff_bar = jax.tree.map(jnp.add, diff_bar, more)
         failed = failed | (back_result != diffrax.RESULTS.successful)
         return k - 1, y0_, state0, y_bar, state_bar, diff_bar, j, failed
