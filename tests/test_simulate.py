@@ -247,3 +247,31 @@ def test_fixed_step_diffrax_solver():
         stepsize_controller=diffrax.ConstantStepSize(),
     )
     np.testing.assert_allclose(traj.q[:, 0], np.cos(ts), atol=1e-9)
+
+
+def test_vmapped_solves_of_unequal_step_counts_have_finite_gradients():
+    """Windows [0, 0.1] and [0.2, 0.3] with dt0 = 0.05 take 2 and 3 fixed steps
+    (0.1 / 0.05 rounds up once). Under `vmap` the finished solve keeps stepping with
+    h = 0; `VariationalMidpoint` divided by it and the gradient was NaN. It must be
+    the sum of the two solves' own gradients."""
+    system, key = lagrax.systems.DoublePendulum(), jax.random.key(1)
+    network = lagrax.MLPLagrangian(2, width=8, depth=1, key=key)
+    q0, qdot0 = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.2])
+    windows = 0.05 * jnp.array([[0.0, 1.0, 2.0], [4.0, 5.0, 6.0]])
+
+    def final(scale, ts):
+        traj = lagrax.simulate(
+            system + scale * network,
+            q0,
+            qdot0,
+            ts,
+            solver=lagrax.VariationalMidpoint(),
+            dt0=0.05,
+            max_steps=8,
+        )
+        return jnp.sum(traj.q**2)
+
+    scale = jnp.asarray(0.1)
+    batched = jax.grad(lambda s: jnp.sum(jax.vmap(final, (None, 0))(s, windows)))
+    alone = sum(jax.grad(final)(scale, ts) for ts in windows)
+    np.testing.assert_allclose(batched(scale), alone, rtol=1e-10)

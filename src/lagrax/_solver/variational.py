@@ -91,6 +91,12 @@ class VariationalMidpoint(AbstractVariationalSolver):
         )
         control, direction = time_direction(terms, t0, t1)
         h = jnp.asarray(control, q0.dtype)
+        # Under `vmap`, a solve that has finished keeps stepping with h = 0 (its
+        # result discarded) while the others go on. A zero step would divide by
+        # zero and poison the others' gradients through 0 · NaN: it takes a tiny,
+        # well-posed step instead, and returns its input.
+        idle = h == 0
+        h = jnp.where(idle, jnp.sqrt(jnp.finfo(q0.dtype).eps), h)
         t_mid = (t0 + 0.5 * (t1 - t0)) * direction
 
         def midpoint_forces(q1):
@@ -122,6 +128,9 @@ class VariationalMidpoint(AbstractVariationalSolver):
         scaled = jax.tree.map(lambda block: h * block, jacobian)
         result = self.finish(
             y0, y1, h, q_result, v_result, check_stiffness(scaled, mass)
+        )
+        y1, (p1, a1) = jax.tree.map(
+            lambda old, new: jnp.where(idle, old, new), (y0, (p0, a0)), (y1, (p1, a1))
         )
         return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
 
