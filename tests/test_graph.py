@@ -48,7 +48,10 @@ def _close(x, y, rtol):
     return all(jnp.max(jnp.abs(a - b)) <= rtol * jnp.max(jnp.abs(b)) for a, b in pairs)
 
 
-def test_sparse_path_matches_dense(getkey):
+@pytest.mark.parametrize("edge_velocities", [True, False])
+def test_sparse_path_matches_dense(getkey, edge_velocities):
+    """Without edge velocities the mass matrix is block diagonal: its pattern
+    (`mass_graph`) has no pairs and the solve is block by block."""
     senders, receivers = _random_graph(getkey(), 7, 9)
     model = lagrax.GraphLagrangian(
         senders,
@@ -56,6 +59,7 @@ def test_sparse_path_matches_dense(getkey):
         num_nodes=7,
         node_dim=2,
         width=8,
+        edge_velocities=edge_velocities,
         key=getkey(),
     )
     q, qdot = _state(getkey(), 14)
@@ -74,6 +78,9 @@ def test_sparse_path_matches_dense(getkey):
         return hessian, sparse.todense(), sparse.mv(qdot), paths
 
     hessian, dense_form, product, (sparse_path, dense_path) = compare(model)
+    off_diagonal = hessian.reshape(7, 2, 7, 2) * (1 - jnp.eye(7))[:, None, :, None]
+    assert (jnp.max(jnp.abs(off_diagonal)) > 1e-6) == edge_velocities
+    assert (model.mass_graph.pairs[0].size == 0) != edge_velocities
     # The blocks are exactly the Hessian's entries (the same products, gathered).
     assert jnp.array_equal(dense_form, hessian)
     assert _close(product, hessian @ qdot, 1e-14)

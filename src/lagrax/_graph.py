@@ -12,9 +12,10 @@ in the number of nodes:
   products, one per colour and block component: a product with the sum of the
   unit vectors of one colour's nodes hits each row block at most once
   (Curtis, Powell & Reid, 1974). A ring needs 3–5 colours, a square lattice 5.
-- `BlockSparseMatrix.solve`: for a chain or ring of scalars, a direct tridiagonal
-  solve; otherwise BiCGStab, right-preconditioned with the inverses of the
-  diagonal blocks (block Jacobi), to a relative residual of `100·eps`. Both are
+- `BlockSparseMatrix.solve`: for a block-diagonal matrix, each block's inverse;
+  for a chain or ring of scalars, a direct tridiagonal solve; otherwise BiCGStab,
+  right-preconditioned with the inverses of the diagonal blocks (block Jacobi), to
+  a relative residual of `100·eps`. Both are
   differentiated implicitly by `jax.lax.custom_linear_solve`. No dense `N × N`
   array is ever formed.
 """
@@ -143,6 +144,14 @@ class Graph:
         return colours
 
     @functools.cached_property
+    def isolated(self) -> "Graph":
+        """The same nodes without edges: the block pattern of a block-diagonal
+        matrix (`AbstractGraphLagrangian.mass_graph` of a Lagrangian whose
+        kinetic coupling is per node)."""
+        none = np.zeros(0, np.int64)
+        return Graph(none, none, self.num_nodes)
+
+    @functools.cached_property
     def num_colours(self) -> int:
         return int(self.colours.max()) + 1
 
@@ -196,17 +205,22 @@ def local_features(
     q: Float[Array, " n"],
     qdot: Float[Array, " n"],
     translation_invariant: bool,
+    edge_velocities: bool = True,
 ) -> tuple[Float[Array, "nodes f"], Float[Array, "edges g"]]:
     """What a graph network's node and edge functions see: per node `(q_i, q̇_i)`
     and per edge `s → r` `(q_s, q̇_s, q_r, q̇_r)`; or, translation-invariant, `q̇_i`
-    and `(q_r − q_s, q̇_s, q̇_r)`."""
+    and `(q_r − q_s, q̇_s, q̇_r)`. Without `edge_velocities` an edge sees its
+    positions only: `(q_s, q_r)`, or `q_r − q_s`."""
     x = q.reshape(graph.num_nodes, node_dim)
     v = qdot.reshape(graph.num_nodes, node_dim)
     s, r = graph.senders, graph.receivers
     if translation_invariant:
-        return v, jnp.concatenate([x[r] - x[s], v[s], v[r]], axis=1)
-    nodes = jnp.concatenate([x, v], axis=1)
-    return nodes, jnp.concatenate([x[s], v[s], x[r], v[r]], axis=1)
+        nodes, edges = v, [x[r] - x[s], v[s], v[r]]
+    else:
+        nodes, edges = jnp.concatenate([x, v], axis=1), [x[s], v[s], x[r], v[r]]
+    if not edge_velocities:
+        edges = edges[:1] if translation_invariant else edges[::2]
+    return nodes, jnp.concatenate(edges, axis=1)
 
 
 def replace_graph(module: eqx.Module, graph: Graph) -> eqx.Module:
@@ -275,17 +289,20 @@ class BlockSparseMatrix(eqx.Module):
     ) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
         """`(x, failed)` with `x` solving `M x = rhs`.
 
-        For a chain or ring of scalars (`Graph.path`, block size 1), the direct solve of
-        `_tridiagonal_solve`. Otherwise, up to `DENSE_SOLVE_MAX` rows, the pivoted
-        inverse of `todense()` (the dense path's, with its singularity criterion): exact
-        for any regular matrix, definite or not, where a Krylov method can stall, and
-        cheap at that size. Above it, preconditioned BiCGStab (block Jacobi) to a
-        relative residual `‖r‖ ≤ 100·eps·‖rhs‖`. `failed` is set when a diagonal block
-        is singular (by the criterion of the dense solves), the iteration did not reach
-        the tolerance in `max_steps` iterations (an ill-conditioned or singular matrix),
-        or the result is not finite. Differentiable (implicitly) in `rhs` and the
-        blocks.
+        For a block-diagonal pattern (a graph without edges), the pivoted inverse of
+        each block. For a chain or ring of scalars (`Graph.path`, block size 1), the
+        direct solve of `_tridiagonal_solve`. Otherwise, up to `DENSE_SOLVE_MAX` rows,
+        the pivoted inverse of `todense()` (the dense path's, with its singularity
+        criterion): exact for any regular matrix, definite or not, where a Krylov method
+        can stall, and cheap at that size. Above it, preconditioned BiCGStab (block
+        Jacobi) to a relative residual `‖r‖ ≤ 100·eps·‖rhs‖`. `failed` is set when a
+        diagonal block is singular (by the criterion of the dense solves), the iteration
+        did not reach the tolerance in `max_steps` iterations (an ill-conditioned or
+        singular matrix), or the result is not finite. Differentiable (implicitly) in
+        `rhs` and the blocks.
         """
+        if self.graph.pairs[0].size == 0:
+            return self._block_diagonal_solve(rhs)
         if self.block_size == 1 and self.graph.path is not None:
             return self._tridiagonal_solve(rhs)
         if rhs.shape[0] <= DENSE_SOLVE_MAX:
@@ -317,6 +334,17 @@ class BlockSparseMatrix(eqx.Module):
         )
         failed = jnp.any(singular) | ~converged | ~jnp.all(jnp.isfinite(x))
         return x, failed
+
+    def _block_diagonal_solve(
+        self, rhs: Float[Array, " n"]
+    ) -> tuple[Float[Array, " n"], Bool[Array, ""]]:
+        """`solve` for a block-diagonal matrix: each block's pivoted inverse (the
+        dense path's, singular by its criterion), applied to its node. Exact; linear
+        in `rhs` as written, so it differentiates and transposes as it stands."""
+        inverses, singular = jax.vmap(inverse)(self.diagonal)
+        blocks = rhs.reshape(self.graph.num_nodes, self.block_size)
+        x = jnp.einsum("nab,nb->na", inverses, blocks).reshape(-1)
+        return x, jax.lax.stop_gradient(jnp.any(singular) | ~jnp.all(jnp.isfinite(x)))
 
     def _tridiagonal_solve(
         self, rhs: Float[Array, " n"]

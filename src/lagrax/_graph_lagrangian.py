@@ -29,15 +29,21 @@ class AbstractGraphLagrangian(AbstractLagrangian):
     `∂²L/∂q̇²` is block sparse, and `lagrax.acceleration` (with everything built on
     it: terms, losses, `simulate`, the lagrax solvers' Newton solves) recognises a
     graph Lagrangian and takes a linear-cost path: the nonzero blocks from a few
-    Hessian-vector products (one per colour of a distance-2 colouring of the graph
-    and coordinate of a node), then a block-Jacobi-preconditioned BiCGStab solve.
-    Such a solve needs a well-conditioned mass matrix (a kinetic energy that is
-    positive definite, as for every physical system); when it does not converge the
-    state is reported as singular, like a singular dense mass matrix.
+    Hessian-vector products (one per colour of a distance-2 colouring of the
+    `mass_graph` and coordinate of a node), then a sparse solve (see
+    `BlockSparseMatrix.solve`). When the solve fails the state is reported as
+    singular, like a singular dense mass matrix.
+
+    Where the velocities couple only within a node — the edge densities depend on
+    positions alone, as for springs and the discrete wave, `L = Σ_i T_i(q_i, q̇_i)
+    − Σ_(s→r) V(q_s, q_r)` — the mass matrix is block diagonal: a subclass says so
+    by returning `self.graph.isolated` from `mass_graph`, and then `node_dim`
+    Hessian-vector products give `H` and its solve is exact, block by block.
 
     Subclasses hold `graph` (a `lagrax.Graph`) and `node_dim` as static fields and
     implement `__call__`; the densities' pattern must not reach beyond the graph's
-    edges (the sparse and dense paths then agree to round-off).
+    edges, and their velocity coupling not beyond `mass_graph`'s (the sparse and
+    dense paths then agree to round-off).
     """
 
     _summable: ClassVar[bool] = False
@@ -47,6 +53,13 @@ class AbstractGraphLagrangian(AbstractLagrangian):
     @property
     def num_nodes(self) -> int:
         return self.graph.num_nodes
+
+    @property
+    def mass_graph(self) -> Graph:
+        """The block pattern of the mass matrix `∂²L/∂q̇²`: by default `graph`;
+        `graph.isolated` (block diagonal) where no density couples the velocities
+        of two nodes."""
+        return self.graph
 
     @property
     def senders(self):
@@ -79,8 +92,13 @@ class GraphLagrangian(AbstractGraphLagrangian):
     accelerations) and lets the same parameters run on any graph (`with_graph`).
     With `translation_invariant=True` the densities see position differences only,
     `φ(q̇_i)` and `ψ(q_r − q_s, q̇_s, q̇_r)`, so that a chain, lattice or discretized
-    field learned on one size generalises to others. Each edge is a density term
-    once: list an undirected bond in one direction only.
+    field learned on one size generalises to others. With `edge_velocities=False`
+    the edge density sees positions only, `ψ(q_s, q_r)` (or `ψ(q_r − q_s)`): the
+    kinetic energy is then a sum over nodes, as in springs and fields, the mass
+    matrix is block diagonal (`mass_graph`), solved exactly block by block, and
+    the `definiteness` penalty of `lagrax.acceleration_loss`, which sees each
+    node's block, covers the whole mass matrix. Each edge is a density term once:
+    list an undirected bond in one direction only.
 
     See `AbstractGraphLagrangian` for the linear-cost mechanics.
     """
@@ -91,6 +109,7 @@ class GraphLagrangian(AbstractGraphLagrangian):
     graph: Graph = eqx.field(static=True)
     node_dim: int = eqx.field(static=True)
     translation_invariant: bool = eqx.field(static=True)
+    edge_velocities: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -103,6 +122,7 @@ class GraphLagrangian(AbstractGraphLagrangian):
         depth: int = 2,
         activation: Callable[[Array], Array] = jax.nn.softplus,
         translation_invariant: bool = False,
+        edge_velocities: bool = True,
         init: Literal["lnn", "default"] = "lnn",
         dtype: DTypeLike | None = None,
         key: PRNGKeyArray,
@@ -120,6 +140,8 @@ class GraphLagrangian(AbstractGraphLagrangian):
             whose second derivative vanishes (ReLU) raises a `ValueError`.
         - `translation_invariant`: whether the densities see only position
             differences along edges (see above). Default `False`.
+        - `edge_velocities`: whether the edge density sees the velocities (see
+            above). Default `True`; `False` for a per-node kinetic energy.
         - `init`: `"lnn"` (the paper's initialization) or `"default"`, as for
             `MLPLagrangian`.
         - `dtype`: parameter dtype; defaults to JAX's default float dtype.
@@ -132,14 +154,17 @@ class GraphLagrangian(AbstractGraphLagrangian):
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         check_curvature(activation)
-        if not isinstance(translation_invariant, bool):
-            raise TypeError(
-                "`translation_invariant` must be a bool, got "
-                f"{translation_invariant!r}."
-            )
+        for name, flag in (
+            ("translation_invariant", translation_invariant),
+            ("edge_velocities", edge_velocities),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"`{name}` must be a bool, got {flag!r}.")
         self.graph = Graph(senders, receivers, num_nodes)
         node_key, edge_key = jax.random.split(key)
         node_in, edge_in = (1, 3) if translation_invariant else (2, 4)
+        if not edge_velocities:
+            edge_in = 1 if translation_invariant else 2
         options = dict(init=init, dtype=dtype)
         self.node_layers = scalar_mlp(
             node_in * node_dim, width, depth, key=node_key, **options
@@ -150,6 +175,11 @@ class GraphLagrangian(AbstractGraphLagrangian):
         self.activation = activation
         self.node_dim = node_dim
         self.translation_invariant = translation_invariant
+        self.edge_velocities = edge_velocities
+
+    @property
+    def mass_graph(self) -> Graph:
+        return self.graph if self.edge_velocities else self.graph.isolated
 
     def __call__(self, q: Position, qdot: Velocity) -> Scalar:
         self.check_input(q, qdot)
@@ -160,7 +190,12 @@ class GraphLagrangian(AbstractGraphLagrangian):
                 f"{q.dtype} and {qdot.dtype}; cast them or the model."
             )
         node_features, edge_features = local_features(
-            self.graph, self.node_dim, q, qdot, self.translation_invariant
+            self.graph,
+            self.node_dim,
+            q,
+            qdot,
+            self.translation_invariant,
+            self.edge_velocities,
         )
         return self._density(self.node_layers, node_features) + self._density(
             self.edge_layers, edge_features

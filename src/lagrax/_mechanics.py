@@ -47,7 +47,7 @@ def _euler_lagrange_parts(
     if isinstance(lagrangian, AbstractGraphLagrangian):
         lagrangian.check_input(q, qdot)
         # Velocity directions: the colour seeds of the graph, not all n unit vectors.
-        graph, block = lagrangian.graph, lagrangian.node_dim
+        graph, block = lagrangian.mass_graph, lagrangian.node_dim
         seeds = colour_seeds(graph, block, qdot.dtype).T
         directions = jnp.concatenate(
             [
@@ -230,7 +230,8 @@ def graph_mass_matrix(
     """The mass matrix `H = ∂²L/∂q̇²` of a graph Lagrangian, block sparse.
 
     Costs `colours × node_dim` Hessian-vector products (see
-    `AbstractGraphLagrangian`): linear in the number of nodes.
+    `AbstractGraphLagrangian`; `node_dim` of them where the mass matrix is block
+    diagonal): linear in the number of nodes.
 
     **Arguments:**
 
@@ -239,8 +240,9 @@ def graph_mass_matrix(
 
     **Returns:**
 
-    A `lagrax.BlockSparseMatrix`: `node_dim × node_dim` blocks, one per node and
-    two per pair of neighbours; `.mv(x)`, `.solve(b)`, `.todense()`.
+    A `lagrax.BlockSparseMatrix` on the Lagrangian's `mass_graph`: `node_dim ×
+    node_dim` blocks, one per node and two per pair of neighbours in it; `.mv(x)`,
+    `.solve(b)`, `.todense()`.
     """
     if not isinstance(lagrangian, AbstractGraphLagrangian):
         raise TypeError(

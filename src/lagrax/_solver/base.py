@@ -146,10 +146,15 @@ class GraphPattern(NamedTuple):
         return self.stages * self.node_dim
 
 
-def pattern_of(lagrangian, stages: int = 1) -> GraphPattern | None:
-    """The `GraphPattern` of a graph Lagrangian's Newton systems, else `None`."""
+def pattern_of(
+    lagrangian, stages: int = 1, *, velocity: bool = False
+) -> GraphPattern | None:
+    """The `GraphPattern` of a graph Lagrangian's Newton systems, else `None`:
+    on its `graph`, or for the velocity solve (whose Jacobian is the mass matrix)
+    on its `mass_graph`."""
     if isinstance(lagrangian, AbstractGraphLagrangian):
-        return GraphPattern(lagrangian.graph, lagrangian.node_dim, stages)
+        graph = lagrangian.mass_graph if velocity else lagrangian.graph
+        return GraphPattern(graph, lagrangian.node_dim, stages)
     return None
 
 
@@ -352,19 +357,23 @@ def _graph_deviation(
     jacobian: BlockSparseMatrix, mass: BlockSparseMatrix, stages: int
 ) -> Float[Array, ""]:
     """`‖D⁻¹ (hJ − I_s ⊗ H)‖∞` with `D` the diagonal blocks of `I_s ⊗ H`, from the
-    blocks alone."""
+    blocks alone. `H` is on `J`'s graph or block diagonal (its `mass_graph`)."""
     eye = jnp.eye(stages, dtype=mass.diagonal.dtype)
     per_stage = jax.vmap(lambda block: jnp.kron(eye, block))
     pre = per_stage(jax.vmap(inverse)(mass.diagonal)[0])
-    i, j = mass.graph.pairs
+    i, j = jacobian.graph.pairs
+    if mass.graph == jacobian.graph:
+        mass_upper, mass_lower = per_stage(mass.upper), per_stage(mass.lower)
+    else:
+        assert mass.graph.pairs[0].size == 0, "H on neither J's graph nor diagonal"
+        mass_upper = mass_lower = jnp.zeros_like(jacobian.upper)
 
-    def row_sums(pre, jac_blocks, mass_blocks):
-        product = pre @ (jac_blocks - per_stage(mass_blocks))
-        return jnp.sum(jnp.abs(product), axis=-1)
+    def row_sums(pre, blocks):
+        return jnp.sum(jnp.abs(pre @ blocks), axis=-1)
 
-    rows = row_sums(pre, jacobian.diagonal, mass.diagonal)
-    rows = rows.at[i].add(row_sums(pre[i], jacobian.upper, mass.upper))
-    rows = rows.at[j].add(row_sums(pre[j], jacobian.lower, mass.lower))
+    rows = row_sums(pre, jacobian.diagonal - per_stage(mass.diagonal))
+    rows = rows.at[i].add(row_sums(pre[i], jacobian.upper - mass_upper))
+    rows = rows.at[j].add(row_sums(pre[j], jacobian.lower - mass_lower))
     return jnp.max(rows)
 
 
@@ -419,7 +428,7 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
         v1, result, mass, mass_inverse = newton_root(
             lambda v: momentum(lagrangian, q1, v) - p1,
             guess,
-            pattern=pattern_of(lagrangian),
+            pattern=pattern_of(lagrangian, velocity=True),
             **self.newton_options(q1.dtype),
         )
         return v1, result, (mass, mass_inverse)

@@ -9,9 +9,10 @@ coordinate, velocities N(0, 0.5²)), with the L1 loss (for the LGN plus the
 definiteness penalty on each node's diagonal block of its mass matrix, margin
 `definiteness`) and Adam on a one-cycle schedule, float64:
 
-- `lgn`: a `GraphLagrangian` on the chain (`node_dim = 2`), translation-invariant
-  (densities of `ẋᵢ` and of `(x_r − x_s, ẋ_s, ẋ_r)`), 2 hidden layers of `width`
-  softplus units;
+- `lgn`: a `GraphLagrangian` on the chain (`node_dim = 2`), translation-invariant,
+  with position-only edges (densities of `ẋᵢ` and of `x_r − x_s`: a per-node
+  kinetic energy, so a block-diagonal mass matrix that the penalty covers whole),
+  2 hidden layers of `width` softplus units;
 - `baseline`: a `MessagePassingBaseline` of the same width on the same graph.
 
 Evaluation: from rest positions displaced and set moving as the training states
@@ -86,9 +87,9 @@ class Settings:
     lr: float = 3e-3
     """Peak learning rate of the one-cycle schedule."""
     definiteness: float = 0.5
-    """Margin of the LGN's mass-matrix penalty on each node's 2 × 2 diagonal block
-    (0 turns it off; see `lagrax.acceleration_loss`): without it the LGN stays on
-    an indefinite mass matrix and does not learn."""
+    """Margin of the LGN's mass-matrix penalty on each node's 2 × 2 diagonal block,
+    which is the whole (block-diagonal) mass matrix here (0 turns it off; see
+    `lagrax.acceleration_loss`)."""
 
     def __post_init__(self):
         check_settings(
@@ -150,7 +151,9 @@ def models(settings: Settings) -> dict:
         translation_invariant=True,
     )
     return {
-        "lgn": lagrax.GraphLagrangian(nodes, nodes + 1, **options, key=keys[2]),
+        "lgn": lagrax.GraphLagrangian(
+            nodes, nodes + 1, **options, edge_velocities=False, key=keys[2]
+        ),
         "baseline": lagrax.MessagePassingBaseline(
             nodes, nodes + 1, **options, key=keys[3]
         ),

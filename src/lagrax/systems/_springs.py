@@ -161,6 +161,11 @@ class SpringNetwork(AbstractGraphLagrangian):
             **kwargs,
         )
 
+    @property
+    def mass_graph(self) -> Graph:
+        """No edge density depends on velocities: the mass matrix is diagonal."""
+        return self.graph.isolated
+
     def rest_positions(self) -> Float[Array, " dof"]:
         """The configuration the network was built around (every spring at rest
         for `chain` and `lattice`), flat and node-major; raises if none was

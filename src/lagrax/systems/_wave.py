@@ -53,6 +53,11 @@ class Wave1D(AbstractGraphLagrangian):
         check_positive(self, "length", "wave_speed")
 
     @property
+    def mass_graph(self) -> Graph:
+        """No edge density depends on velocities: the mass matrix is diagonal."""
+        return self.graph.isolated
+
+    @property
     def spacing(self) -> float:
         """The grid spacing `Δx = length / num_nodes`."""
         return self.length / self.num_nodes
