@@ -269,7 +269,9 @@ def _errors(system, predicted, truth) -> dict:
     l2 = jnp.linalg.norm(predicted.q[0] - truth.q[0], axis=1) / jnp.linalg.norm(
         truth.q[0], axis=1
     )
-    energy = lagrax.energy(system, predicted.q[0, 0], predicted.qdot[0, 0])
+    # The scale from the true initial state: a rollout that failed in its first
+    # step has no finite state to take it from.
+    energy = lagrax.energy(system, truth.q[0, 0], truth.qdot[0, 0])
     drift = lagrax.energy_error(system, predicted, scale=float(energy))[0]
     return dict(l2_error=_finite_max(l2), energy_error=_finite_max(drift))
 
@@ -322,10 +324,10 @@ def _draw_spacetime(settings: Settings, runs, fig) -> None:
 
 def _draw_energy(runs, fig) -> None:
     ax = fig.add_subplot()
-    for num_nodes, (ts, _, predictions) in runs.items():
+    for num_nodes, (ts, truth, predictions) in runs.items():
         system = wave(num_nodes)
+        energy = lagrax.energy(system, truth.q[0, 0], truth.qdot[0, 0])
         for i, (name, predicted) in enumerate(predictions.items()):
-            energy = lagrax.energy(system, predicted.q[0, 0], predicted.qdot[0, 0])
             error = lagrax.energy_error(system, predicted, scale=float(energy))[0]
             style = "-" if num_nodes == min(runs) else "--"
             ax.semilogy(
