@@ -254,9 +254,9 @@ def test_vmapped_solves_of_unequal_step_counts_have_finite_gradients():
     (0.1 / 0.05 rounds up once). Under `vmap` the finished solve keeps stepping with
     h = 0; `VariationalMidpoint` divided by it and the gradient was NaN. It must be
     the sum of the two solves' own gradients."""
-    system, key = lagrax.systems.DoublePendulum(), jax.random.key(1)
-    network = lagrax.MLPLagrangian(2, width=8, depth=1, key=key)
-    q0, qdot0 = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.2])
+    system, key = lagrax.systems.Pendulum(), jax.random.key(1)
+    network = lagrax.MLPLagrangian(1, width=4, depth=1, key=key)
+    q0, qdot0 = jnp.array([0.3]), jnp.array([0.1])
     windows = 0.05 * jnp.array([[0.0, 1.0, 2.0], [4.0, 5.0, 6.0]])
 
     def final(scale, ts):
@@ -273,5 +273,5 @@ def test_vmapped_solves_of_unequal_step_counts_have_finite_gradients():
 
     scale = jnp.asarray(0.1)
     batched = jax.grad(lambda s: jnp.sum(jax.vmap(final, (None, 0))(s, windows)))
-    alone = sum(jax.grad(final)(scale, ts) for ts in windows)
+    alone = sum(jax.jit(jax.grad(final))(scale, ts) for ts in windows)
     np.testing.assert_allclose(batched(scale), alone, rtol=1e-10)

@@ -78,8 +78,8 @@ def test_fit_rollout_loss_learns_oscillator():
     assert jnp.min(masses) > 0.1
     # Fixed steps of the sampling interval: the adjoint trap's configuration. A
     # window takes 2 steps (3 with a sliver of round-off): a budget of 4, and 16
-    # trajectories a step, keep the 2500 steps cheap (each step's cost grows with
-    # both) and learn as well as 8 and 32 did.
+    # trajectories a step, keep the steps cheap (each step's cost grows with both)
+    # and learn as well as 8 and 32 did.
     loss = ft.partial(
         lagrax.rollout_loss,
         window=3,
@@ -88,7 +88,7 @@ def test_fit_rollout_loss_learns_oscillator():
         stepsize_controller=diffrax.ConstantStepSize(),
         max_steps=4,
     )
-    steps = 2500
+    steps = 1250
     model, history = lagrax.fit(
         model,
         loss,
@@ -104,8 +104,10 @@ def test_fit_rollout_loss_learns_oscillator():
     # Judged on accelerations at held-out states: they are what a rollout pins
     # down, they are unique (the Lagrangian is not), and they are the same
     # criterion as for acceleration training.
+    # 1,250 steps reach 0.016 (2,500 reached 0.008, at twice the time; the
+    # untrained model's error is 5.2).
     test = _oscillator_accelerations(200, jr.key(5), half_width=1.0)
-    assert eqx.filter_jit(lagrax.acceleration_error)(model, test) < 1e-2
+    assert eqx.filter_jit(lagrax.acceleration_error)(model, test) < 2.5e-2
 
 
 # The small runs below share their data, model shapes and optimizer objects, so
