@@ -2,7 +2,8 @@
 
 For an `AbstractGraphLagrangian`, `lagrax.acceleration` takes a sparse path: the
 nonzero blocks of the mass matrix from a few colour-seeded Hessian-vector products,
-then a block-Jacobi-preconditioned BiCGStab solve, linear in the number of nodes
+then a sparse solve (block by block for `Wave1D`'s diagonal mass matrix, a direct
+tridiagonal one for the learned model's on a ring), linear in the number of nodes
 `N`. The baseline, measured in the same run, is the same model wrapped as a plain
 function `lambda q, qdot: model(q, qdot)`, which lagrax treats like any other
 Lagrangian: the dense path, `N + 1` Hessian-vector products and an `O(N³)`
@@ -14,9 +15,9 @@ Two models on a ring of `N` nodes (`node_dim=1`), `N` in 64, 256, 1024, 4096, 16
 - a learned `lagrax.GraphLagrangian` (width 32, depth 2, `translation_invariant`),
   built once at `N = 64` and moved to each ring with `with_graph` (the same
   parameters at every `N`). A random initialization often has an indefinite,
-  nearly singular mass matrix, on which BiCGStab does not converge (and the dense
-  solve is meaningless); the first key, from 0 up, whose mass matrix is positive
-  definite at the benchmark's states is used, as a trained model's would be.
+  nearly singular mass matrix, on which any solve is meaningless; the first key,
+  from 0 up, whose mass matrix is positive definite at the benchmark's states is
+  used, as a trained model's would be.
 
 Measured, compile excluded (`jax.jit(...).lower(...).compile()` ahead of time),
 results waited for with `jax.block_until_ready`, sparse and dense interleaved,
