@@ -222,6 +222,10 @@ def test_graph_models_save_and_load(getkey, tmp_path):
     graph = dict(num_nodes=3, node_dim=2, width=4)
     models = [
         lagrax.GraphLagrangian([0, 1], [1, 2], **graph, key=getkey()),
+        # Position-only edges: other layer shapes, which loading must rebuild.
+        lagrax.GraphLagrangian(
+            [0, 1], [1, 2], **graph, edge_velocities=False, key=getkey()
+        ),
         lagrax.MessagePassingBaseline(
             [0, 1], [1, 2], **graph, translation_invariant=True, key=getkey()
         ),

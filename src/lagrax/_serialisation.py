@@ -589,6 +589,7 @@ def _graph_lagrangian_config(model: GraphLagrangian) -> dict[str, Any] | None:
         width=first.out_features,
         depth=len(model.node_layers) - 1,
         translation_invariant=model.translation_invariant,
+        edge_velocities=model.edge_velocities,
     )
 
 

@@ -5,9 +5,10 @@ zero-shot, on four times as many.
 The system is `lagrax.systems.SpringNetwork.chain(num_masses, stiffness=10)`:
 unit masses, unit rest lengths, no gravity, free ends. Two models learn it from
 exact accelerations at states around rest (positions displaced by N(0, 0.1²) per
-coordinate, velocities N(0, 0.5²), the chain turned by a uniform random angle), with the L1 loss (for the LGN plus the
-definiteness penalty on each node's diagonal block of its mass matrix, margin
-`definiteness`) and Adam on a one-cycle schedule, float64:
+coordinate, velocities N(0, 0.5²), the chain turned by a uniform random angle),
+with the L1 loss (for the LGN plus the definiteness penalty on each node's
+diagonal block of its mass matrix, margin `definiteness`) and Adam on a
+one-cycle schedule, float64:
 
 - `lgn`: a `GraphLagrangian` on the chain (`node_dim = 2`), translation-invariant,
   with position-only edges (densities of `ẋᵢ` and of `x_r − x_s`: a per-node
@@ -16,14 +17,14 @@ definiteness penalty on each node's diagonal block of its mass matrix, margin
 - `baseline`: a `MessagePassingBaseline` of the same width on the same graph.
 
 Evaluation: from rest positions displaced and set moving as the training states
-(seeded; along the x axis, unturned), for `t1` time units (the fastest normal mode has period ≈ 1), on the
-training chain and, zero-shot, on a chain of `4 · num_masses` masses. The truth
-is the system under Tsit5 (rtol = atol = 1e-10); the LGN runs under
-`GaussLegendre` (dt = 0.01), the baseline under Tsit5 (rtol = atol = 1e-8).
-Metrics, per model and chain: `rollout_error` (the mean over time of
-‖x̂ − x‖ / (‖x̂‖ + ‖x‖), with `x` the displacement from rest and the velocity) and
-`energy_error` (the largest over time of |E(x̂(t)) − E(x̂(0))| / E(x̂(0)), with `E`
-the true energy).
+(seeded; along the x axis, unturned), for `t1` time units (the fastest normal
+mode has period ≈ 1), on the training chain and, zero-shot, on a chain of `4 ·
+num_masses` masses. The truth is the system under Tsit5 (rtol = atol = 1e-10);
+the LGN runs under `GaussLegendre` (dt = 0.01), the baseline under Tsit5 (rtol =
+atol = 1e-8). Metrics, per model and chain: `rollout_error` (the mean over time
+of ‖x̂ − x‖ / (‖x̂‖ + ‖x‖), with `x` the displacement from rest and the
+velocity) and `energy_error` (the largest over time of |E(x̂(t)) − E(x̂(0))| /
+E(x̂(0)), with `E` the true energy).
 """
 
 import dataclasses
