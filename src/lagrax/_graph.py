@@ -15,9 +15,8 @@ in the number of nodes:
 - `BlockSparseMatrix.solve`: for a block-diagonal matrix, each block's inverse;
   for a chain or ring of scalars, a direct tridiagonal solve; otherwise BiCGStab,
   right-preconditioned with the inverses of the diagonal blocks (block Jacobi), to
-  a relative residual of `100·eps`. Both are
-  differentiated implicitly by `jax.lax.custom_linear_solve`. No dense `N × N`
-  array is ever formed.
+  a relative residual of `100·eps`. The last two are differentiated implicitly by
+  `jax.lax.custom_linear_solve`. No dense `N × N` array is ever formed.
 """
 
 import dataclasses
