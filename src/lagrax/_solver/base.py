@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -433,6 +433,19 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
         )
         return v1, result, (mass, mass_inverse)
 
-    def finish(self, y0, y1, h, *results: diffrax.RESULTS) -> diffrax.RESULTS:
-        """The step's result: its Newton solves' first failure, then `check_step`."""
-        return first_failure(*results, check_step(y0, y1, h))
+    def finish(
+        self, y0, y1, h, *results: diffrax.RESULTS
+    ) -> tuple[Any, diffrax.RESULTS]:
+        """`(y₁, result)`: the step's result is its Newton solves' first failure,
+        then `check_step`; a failed step's state is `inf`.
+
+        Under `vmap` a solve that has failed keeps stepping, its results discarded,
+        while the others go on. From the state it failed at, it would fail again at
+        every step, each time spending the Newton budget with a fresh Jacobian per
+        iteration (which the whole batch waits for: a failed rollout among 40
+        made an evaluation eight times slower). From an `inf` state its Newton
+        solves stop at once. The samples of the failed step are `inf`, like those
+        the solve never reaches."""
+        result = first_failure(*results, check_step(y0, y1, h))
+        failed = result != diffrax.RESULTS.successful
+        return jax.tree.map(lambda y: jnp.where(failed, jnp.inf, y), y1), result

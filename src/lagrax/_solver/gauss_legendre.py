@@ -183,11 +183,10 @@ class GaussLegendre(AbstractVariationalSolver):
             jnp.concatenate([zero, c]), jnp.concatenate([v0[None], stage_v]), one
         )[0]
         v1, v_result, mass = self.velocity(lagrangian, q1, p1, v_guess)
-        y1 = (q1, v1)
         # The stage equations' Jacobian is blockwise H plus O(h) terms; compared
         # stage by stage with H at the step's end.
         stiffness = check_stiffness(jacobian, mass, self.stages)
-        result = self.finish(y0, y1, h, stage_result, v_result, stiffness)
+        y1, result = self.finish(y0, (q1, v1), h, stage_result, v_result, stiffness)
         return y1, None, dict(y0=y0, y1=y1), (p1, stage_v, h), result
 
 

@@ -124,10 +124,9 @@ class VariationalMidpoint(AbstractVariationalSolver):
         v1, v_result, mass = self.velocity(lagrangian, q1, p1, 2 * u - v0)
         # q̇₁ − u ≈ ½ h q̈: an O(h) estimate of the acceleration for the next guess.
         a1 = 2 * (v1 - u) / h
-        y1 = (q1, v1)
         scaled = jax.tree.map(lambda block: h * block, jacobian)
-        result = self.finish(
-            y0, y1, h, q_result, v_result, check_stiffness(scaled, mass)
+        y1, result = self.finish(
+            y0, (q1, v1), h, q_result, v_result, check_stiffness(scaled, mass)
         )
         y1, (p1, a1) = jax.tree.map(
             lambda old, new: jnp.where(idle, old, new), (y0, (p0, a0)), (y1, (p1, a1))
