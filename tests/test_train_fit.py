@@ -504,3 +504,44 @@ def test_fit_data_parallel_on_four_devices_matches_one(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data-parallel ok" in result.stdout
+
+
+class _Spring(lagrax.AbstractLagrangian):
+    """`½ m q̇² − ½ k q²` with `log m`, `log k` trainable: its fit has one answer,
+    `k/m = ω²`, and `log m` sets only the (free) scale of `L`."""
+
+    log_m: jax.Array
+    log_k: jax.Array
+
+    def __call__(self, q, qdot):
+        return (
+            0.5 * jnp.exp(self.log_m) * qdot @ qdot - 0.5 * jnp.exp(self.log_k) * q @ q
+        )
+
+
+def test_fit_drives_a_line_search_optimizer():
+    # optax.lbfgs needs the loss itself (`value_fn`) for its line search; given
+    # the whole dataset as the batch, 20 steps pin ω² = k/m to 1e-8, where Adam
+    # over the same steps does not get within 10%.
+    data = lagrax.acceleration_data(
+        HarmonicOscillator(mass=1.0, stiffness=4.0),
+        *(jr.normal(key, (32, 1)) for key in jr.split(jr.key(0))),
+    )
+    start = _Spring(jnp.array(0.3), jnp.array(-0.5))
+
+    def omega_squared(optimizer):
+        model, history = lagrax.fit(
+            start,
+            ft.partial(lagrax.acceleration_loss, norm="l2"),
+            data,
+            optimizer=optimizer,
+            steps=20,
+            batch_size=32,
+            key=jr.key(1),
+            progress=False,
+        )
+        assert history.num_skipped == 0
+        return float(jnp.exp(model.log_k - model.log_m))
+
+    assert abs(omega_squared(optax.lbfgs()) / 4.0 - 1) < 1e-8
+    assert abs(omega_squared(optax.adam(1e-2)) / 4.0 - 1) > 0.1

@@ -103,7 +103,10 @@ def train_step(
     - `batch`: the data the loss is evaluated on.
     - `loss`: a function `(model, batch) -> scalar`, such as
         `lagrax.acceleration_loss`.
-    - `optimizer`: an Optax gradient transformation.
+    - `optimizer`: an Optax gradient transformation. One with a line search, such
+        as `optax.lbfgs()`, gets the batch's loss as `value_fn` (with `value` and
+        `grad`): with the whole dataset as the batch it is a full-batch
+        quasi-Newton method, which can fit far more precisely than Adam.
 
     **Returns:**
 
@@ -116,10 +119,16 @@ def train_step(
         return loss(eqx.combine(p, static), batch)
 
     value, grads = jax.value_and_grad(objective)(params)
+    # An optimizer with a line search (`optax.lbfgs`) evaluates the batch's loss
+    # itself: `GradientTransformationExtraArgs` take it as `value_fn`, and those
+    # that do not need it (`optax.adam`, any `optax.chain`) ignore it.
+    extra = {}
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        extra = dict(value=value, grad=grads, value_fn=objective)
     # Optax mixes Python scalars with integer step counts (Adam's bias correction,
     # schedules), which JAX's strict dtype promotion rejects.
     with jax.numpy_dtype_promotion("standard"):
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params, **extra)
         new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(value)
     for g in jtu.tree_leaves(grads):
@@ -286,7 +295,10 @@ def fit(
     - `data`: the training set: an `AccelerationData`, a `TrajectoryData` (whose
         trajectories are the samples) or an instance of your own subclass of
         `lagrax.AbstractDataset`.
-    - `optimizer`: an Optax gradient transformation.
+    - `optimizer`: an Optax gradient transformation; one with a line search
+        (`optax.lbfgs()`) evaluates the minibatch's loss itself (see
+        `lagrax.train_step`), and with `batch_size = len(data)` is a full-batch
+        quasi-Newton fit.
     - `steps`: the total number of optimization steps.
     - `batch_size`: samples per minibatch, at most `len(data)`.
     - `key`: a JAX PRNG key for the shuffling.
