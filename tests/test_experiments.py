@@ -235,6 +235,21 @@ def test_relativity_settings_are_checked():
     assert set(relativity.training_steps(relativity.Settings(steps=5)).values()) == {5}
 
 
+def test_wave_settings_and_files():
+    from lagrax.experiments import wave
+
+    with pytest.raises(ValueError, match="`finish_size`"):
+        wave.Settings(finish_size=64, train_size=32, batch_size=16)
+    with pytest.raises(ValueError, match="`finish_size`"):
+        wave.Settings(finish_size=0)
+    with pytest.raises(ValueError, match="`finish_steps`"):
+        wave.Settings(finish_steps=-1)
+    # A checkpoint per model and stage; no finish, no finish checkpoints.
+    finished = {"lgn_finish.ckpt", "baseline_finish.ckpt"}
+    assert finished <= set(wave.files_written(wave.Settings()))
+    assert not finished & set(wave.files_written(wave.Settings(finish_steps=0)))
+
+
 def test_double_pendulum_uses_the_systems_constants():
     import lagrax
     from lagrax.experiments import double_pendulum

@@ -519,7 +519,7 @@ class _Spring(lagrax.AbstractLagrangian):
         )
 
 
-def test_fit_drives_a_line_search_optimizer():
+def test_fit_drives_a_line_search_optimizer(tmp_path):
     # optax.lbfgs needs the loss itself (`value_fn`) for its line search; given
     # the whole dataset as the batch, 20 steps pin ω² = k/m to 1e-8, where Adam
     # over the same steps does not get within 10%.
@@ -530,6 +530,7 @@ def test_fit_drives_a_line_search_optimizer():
     start = _Spring(jnp.array(0.3), jnp.array(-0.5))
 
     def omega_squared(optimizer):
+        # Checkpointed: the optimizer's fingerprint drives its line search too.
         model, history = lagrax.fit(
             start,
             ft.partial(lagrax.acceleration_loss, norm="l2"),
@@ -538,6 +539,7 @@ def test_fit_drives_a_line_search_optimizer():
             steps=20,
             batch_size=32,
             key=jr.key(1),
+            checkpoint=tmp_path / f"{len(os.listdir(tmp_path))}.ckpt",
             progress=False,
         )
         assert history.num_skipped == 0

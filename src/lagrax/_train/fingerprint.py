@@ -123,18 +123,36 @@ def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> st
 
         return jtu.tree_map(count, opt_state)
 
+    def update(grads, opt_state, params):
+        # An optimizer with a line search also takes a loss: the quadratic
+        # `⟨g, p⟩ + ½|p − params|²`, whose gradient at `params` is `grads`.
+        extra = {}
+        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+
+            def value_fn(p):
+                terms = jtu.tree_map(
+                    lambda g, x, x0: jnp.vdot(g, x) + 0.5 * jnp.sum((x - x0) ** 2),
+                    grads,
+                    p,
+                    params,
+                )
+                return sum(jtu.tree_leaves(terms))
+
+            extra = dict(value=value_fn(params), grad=grads, value_fn=value_fn)
+        return optimizer.update(grads, opt_state, params, **extra)
+
     record = []
     probe_params = probe(0)
     gradients = [probe(1 + call) for call in range(3)]
     with jax.numpy_dtype_promotion("standard"):
         opt_state = optimizer.init(probe_params)
         for grads in gradients:
-            updates, opt_state = optimizer.update(grads, opt_state, probe_params)
+            updates, opt_state = update(grads, opt_state, probe_params)
             probe_params = optax.apply_updates(probe_params, updates)
             record.append(summaries(updates))
         for power in range(1, 7):
             later = after(10**power, opt_state)
-            updates, _ = optimizer.update(gradients[-1], later, probe_params)
+            updates, _ = update(gradients[-1], later, probe_params)
             record.append(summaries(updates))
     for path, leaf in jtu.tree_flatten_with_path(opt_state)[0]:
         kind = f"{leaf.dtype}{list(leaf.shape)}" if eqx.is_array(leaf) else ""
