@@ -140,6 +140,11 @@ OPTIONS = {
     "num_masses": (positive_int, "masses of the training chain"),
     "periods": (positive_float, "evaluation horizon in periods of the ring"),
     "pulse_width": (positive_float, "width of the test pulse in grid cells"),
+    "finish_steps": (
+        non_negative_int,
+        "iterations of the full-batch L-BFGS finish after Adam (0 skips it)",
+    ),
+    "finish_size": (positive_int, "training states in the finish's batch"),
     "rollout_lr": (
         positive_float,
         "initial learning rate of that stage, decaying to 0",
