@@ -27,7 +27,8 @@ Evaluation: a right-moving Gaussian pulse (width `pulse_width` grid cells) for
 (rtol = atol = 1e-10); the LGN runs under `GaussLegendre` (dt = 0.5), the baseline
 under Tsit5 (rtol = atol = 1e-8). Metrics, per model and ring: `l2_error` (the
 largest over time of ‖φ̂(t) − φ(t)‖ / ‖φ(t)‖) and `energy_error` (the largest
-over time of |E(φ̂(t)) − E(φ̂(0))| / E(φ̂(0)), with `E` the true energy).
+over time of |E(φ̂(t)) − E(φ̂(0))| / E(φ̂(0)), with `E` the true energy); and, with
+the finish, `finish_seconds` and `finish_loss` (its last mean squared error).
 """
 
 import dataclasses
