@@ -547,3 +547,21 @@ def test_fit_drives_a_line_search_optimizer(tmp_path):
 
     assert abs(omega_squared(optax.lbfgs()) / 4.0 - 1) < 1e-8
     assert abs(omega_squared(optax.adam(1e-2)) / 4.0 - 1) > 0.1
+    # A float32 network with 64-bit JAX: the line search's float64 trial points
+    # reach the model (which refuses other dtypes) in float32; nothing changes
+    # dtype. (It raised a TypeError before.)
+    network = lagrax.MLPLagrangian(
+        1, width=8, depth=1, dtype=jnp.float32, key=jr.key(2)
+    )
+    model, history = lagrax.fit(
+        network,
+        ft.partial(lagrax.acceleration_loss, norm="l2"),
+        lagrax.cast(data, jnp.float32),
+        optimizer=optax.lbfgs(),
+        steps=3,
+        batch_size=32,
+        key=jr.key(1),
+        progress=False,
+    )
+    assert model.layers[0].weight.dtype == jnp.float32
+    assert history.num_skipped == 0 and history.loss[-1] < history.loss[0]

@@ -122,9 +122,15 @@ def train_step(
     # An optimizer with a line search (`optax.lbfgs`) evaluates the batch's loss
     # itself: `GradientTransformationExtraArgs` take it as `value_fn`, and those
     # that do not need it (`optax.adam`, any `optax.chain`) ignore it.
+    # With 64-bit JAX its step sizes are float64, and so are the points it tries:
+    # the model sees them in its own dtypes.
     extra = {}
     if isinstance(optimizer, optax.GradientTransformationExtraArgs):
-        extra = dict(value=value, grad=grads, value_fn=objective)
+
+        def value_fn(p):
+            return objective(jtu.tree_map(lambda x, y: x.astype(y.dtype), p, params))
+
+        extra = dict(value=value, grad=grads, value_fn=value_fn)
     # Optax mixes Python scalars with integer step counts (Adam's bias correction,
     # schedules), which JAX's strict dtype promotion rejects.
     with jax.numpy_dtype_promotion("standard"):
@@ -135,7 +141,11 @@ def train_step(
         finite = finite & jnp.all(jnp.isfinite(g))
 
     def keep(new, old):
-        return jnp.where(finite, new, old) if eqx.is_array(new) else new
+        # In the old dtype too: a step may not change the state's types, which a
+        # checkpoint and the compiled step rely on.
+        if not eqx.is_array(new):
+            return new
+        return jnp.where(finite, new, old).astype(jnp.result_type(old))
 
     params = jtu.tree_map(keep, new_params, params)
     opt_state = jtu.tree_map(keep, new_opt_state, opt_state)
