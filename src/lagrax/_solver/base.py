@@ -443,7 +443,7 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
         while the others go on. From the state it failed at, it would fail again at
         every step, each time spending the Newton budget with a fresh Jacobian per
         iteration (which the whole batch waits for: a failed rollout among 40
-        made an evaluation eight times slower). From an `inf` state its Newton
+        made an evaluation six times slower). From an `inf` state its Newton
         solves stop at once. The samples of the failed step are `inf`, like those
         the solve never reaches."""
         result = first_failure(*results, check_step(y0, y1, h))

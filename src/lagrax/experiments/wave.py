@@ -28,7 +28,8 @@ Evaluation: a right-moving Gaussian pulse (width `pulse_width` grid cells) for
 under Tsit5 (rtol = atol = 1e-8). Metrics, per model and ring: `l2_error` (the
 largest over time of ‖φ̂(t) − φ(t)‖ / ‖φ(t)‖) and `energy_error` (the largest
 over time of |E(φ̂(t)) − E(φ̂(0))| / E(φ̂(0)), with `E` the true energy); and, with
-the finish, `finish_seconds` and `finish_loss` (its last mean squared error).
+the finish, `finish_seconds` and `finish_loss` (its mean squared error over its
+last tenth).
 """
 
 import dataclasses
@@ -230,7 +231,7 @@ def train(
     """Train both models on accelerations, checkpointed in `out` if given: Adam on
     minibatches, then the L-BFGS finish. Returns `(trained, histories, results)`
     (the histories and `final_train_loss` are Adam's; `finish_seconds` and
-    `finish_loss`, the finish's last mean squared error, are the finish's)."""
+    `finish_loss`, its mean squared error over its last tenth, are the finish's)."""
     trained, histories, results = train_each(
         models(settings), data.train, data.test, settings, out=out, progress=progress
     )
