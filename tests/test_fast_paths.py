@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lagrax
-from lagrax._lagrangian import _softplus_derivatives
+from lagrax._mlp_jet import softplus_derivatives
 
 
 def _autodiff_softplus_derivatives(z):
@@ -19,18 +19,22 @@ def _autodiff_softplus_derivatives(z):
     def first(z):
         return jax.jvp(jax.nn.softplus, (z,), (ones,))
 
-    (s, ds), (_, dds) = jax.jvp(first, (z,), (ones,))
-    return s, ds, dds
+    def second(z):
+        return jax.jvp(first, (z,), (ones,))
+
+    ((s, ds), (_, dds)), (_, (_, ddds)) = jax.jvp(second, (z,), (ones,))
+    return s, ds, dds, ddds
 
 
 def _reference_softplus_derivatives(z):
-    """σ, σ', σ'' in extended precision, from formulas without cancellation."""
+    """σ and its first three derivatives in extended precision, without cancellation."""
     z = np.asarray(z, np.longdouble)
     e = np.exp(-np.abs(z))
     return (
         np.maximum(z, 0) + np.log1p(e),
         np.where(z >= 0, 1, e) / (1 + e),
         e / (1 + e) ** 2,
+        np.where(z >= 0, 1, -1) * e * np.expm1(-np.abs(z)) / (1 + e) ** 3,
     )
 
 
@@ -42,37 +46,45 @@ def test_softplus_derivatives_match_autodiff(dtype):
             jnp.array([0.0, -0.0, 1e-8, -1e-8], dtype),
         ]
     )
-    closed = _softplus_derivatives(z)
+    closed = softplus_derivatives(z)
     autodiff = _autodiff_softplus_derivatives(z)
     reference = _reference_softplus_derivatives(z)
     eps = float(jnp.finfo(dtype).eps)
     for mine, theirs, exact in zip(closed, autodiff, reference):
         assert mine.dtype == dtype
         np.testing.assert_allclose(mine, exact.astype(np.float64), rtol=8 * eps, atol=0)
-        # Autodiff's σ'' = σ'·(1 − σ') cancels for z > 0, so it agrees to round-off
-        # relative to the scale of each quantity, not entrywise.
+        # Autodiff's σ'' = σ'·(1 − σ') (and so σ''') cancels for z > 0, so it agrees
+        # to round-off relative to the scale of each quantity, not entrywise.
         np.testing.assert_allclose(mine, theirs, rtol=8 * eps, atol=32 * eps)
 
 
 def test_softplus_derivatives_at_extremes():
     z = jnp.array([-jnp.inf, -1e4, 1e4, jnp.inf])
-    s, ds, dds = _softplus_derivatives(z)
+    s, ds, dds, ddds = softplus_derivatives(z)
     np.testing.assert_array_equal(s, [0.0, 0.0, 1e4, jnp.inf])
     np.testing.assert_array_equal(ds, [0.0, 0.0, 1.0, 1.0])
     np.testing.assert_array_equal(dds, [0.0, 0.0, 0.0, 0.0])
-    assert np.all(np.isnan(_softplus_derivatives(jnp.array([jnp.nan]))))
+    np.testing.assert_array_equal(ddds, [0.0, 0.0, 0.0, 0.0])
+    assert np.all(np.isnan(softplus_derivatives(jnp.array([jnp.nan]))))
 
 
 @pytest.mark.parametrize("z", [0.0, -0.0, 0.3, -2.5, 40.0])
 def test_softplus_derivatives_are_differentiable(z):
-    # Derivatives of σ, σ', σ'' must be σ', σ'', σ''', also at the branch point 0.
+    # The derivative of each of σ to σ''' must be the next, also at the branch
+    # point 0 (σ'''' = σ''·(1 − 6s + 6s²) with s = σ').
     z = jnp.asarray(z, jnp.float64)
     sig = jax.nn.sigmoid(z)
-    expected = (sig, sig * (1 - sig), sig * (1 - sig) * (1 - 2 * sig))
+    curvature = sig * (1 - sig)
+    expected = (
+        sig,
+        curvature,
+        curvature * (1 - 2 * sig),
+        curvature * (1 - 6 * sig + 6 * sig**2),
+    )
     for i, want in enumerate(expected):
-        got = jax.grad(lambda z: _softplus_derivatives(z)[i])(z)
+        got = jax.grad(lambda z: softplus_derivatives(z)[i])(z)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
-        fwd = jax.jvp(lambda z: _softplus_derivatives(z)[i], (z,), (jnp.ones_like(z),))[
+        fwd = jax.jvp(lambda z: softplus_derivatives(z)[i], (z,), (jnp.ones_like(z),))[
             1
         ]
         np.testing.assert_allclose(fwd, want, rtol=1e-12, atol=1e-15)
@@ -166,3 +178,79 @@ def test_float32_large_preactivations_stay_finite(getkey):
     directions = jnp.eye(2 * n, dtype=jnp.float32)
     grad, block = model.jet(q, qdot, directions)
     assert np.all(np.isfinite(grad)) and np.all(np.isfinite(block))
+
+
+def _prior(q, qdot):
+    # A term without a jet of its own: a LagrangianSum differentiates it by autodiff.
+    return 0.5 * jnp.sum(qdot**2) - jnp.sum(jnp.cos(q))
+
+
+@pytest.mark.parametrize(
+    "kind, activation, angles",
+    [
+        ("mlp", jnp.tanh, (1,)),
+        ("sum", jax.nn.softplus, (0,)),
+        ("rescaled", jax.nn.softplus, ()),
+    ],
+)
+def test_batch_jet_and_its_gradient_match_the_per_state_jet(
+    kind, activation, angles, getkey
+):
+    """`batch_jet` (a hand-written gradient for an MLP) must agree with the `vmap`
+    of `jet` (autodiff through it): values, parameter gradients and state
+    gradients, for a random function of its outputs; and the training loss, which
+    goes through it, with the loss built on `lagrax.acceleration`."""
+    dof, batch = 2, 5
+    mlp = lagrax.MLPLagrangian(
+        dof,
+        width=16,
+        depth=3,
+        activation=activation,
+        angles=angles,
+        dtype=jnp.float64,
+        key=getkey(),
+    )
+    if kind == "sum":
+        model = lagrax.LagrangianSum.of((mlp, 1.0), (_prior, 2.0))
+    elif kind == "rescaled":
+        model = lagrax.Rescaled(mlp, q_scale=(10.0, 2.0), qdot_scale=3.0)
+    else:
+        model = mlp
+    q, qdot, qddot = (jr.normal(getkey(), (batch, dof), jnp.float64) for _ in "abc")
+    directions = jr.normal(getkey(), (batch, 2 * dof, dof + 1), jnp.float64)
+    mix_grad = jr.normal(getkey(), (batch, 2 * dof), jnp.float64)
+    mix_block = jr.normal(getkey(), (batch, dof + 1, dof + 1), jnp.float64)
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def scalar(params, q, qdot, batched):
+        model = eqx.combine(params, static)
+        jet = model.batch_jet if batched else jax.vmap(model.jet)
+        grad, block = jet(q, qdot, directions)
+        return jnp.sum(jnp.sin(grad) * mix_grad) + jnp.sum(block * mix_block)
+
+    @jax.jit
+    def both(params, q, qdot):
+        value = jax.value_and_grad(scalar, argnums=(0, 1, 2))
+        return value(params, q, qdot, True), value(params, q, qdot, False)
+
+    (fast, fast_grads), (slow, slow_grads) = both(params, q, qdot)
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(fast_grads), jax.tree.leaves(slow_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+    data = lagrax.AccelerationData(q=q, qdot=qdot, qddot=qddot)
+
+    def per_state_loss(model):
+        pred = jax.vmap(lagrax.acceleration, in_axes=(None, 0, 0))(model, q, qdot)
+        return jnp.mean(jnp.abs(pred - qddot))
+
+    loss, grads = eqx.filter_jit(eqx.filter_value_and_grad(lagrax.acceleration_loss))(
+        model, data
+    )
+    expected, expected_grads = eqx.filter_jit(
+        eqx.filter_value_and_grad(per_state_loss)
+    )(model)
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

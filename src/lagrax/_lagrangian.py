@@ -1,4 +1,5 @@
 import abc
+import functools
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
@@ -19,6 +20,7 @@ from ._misc import (
     check_state,
     split_angles,
 )
+from ._mlp_jet import activation_derivatives, mlp_jet
 
 
 class AbstractLagrangian(eqx.Module):
@@ -113,6 +115,36 @@ class AbstractJetLagrangian(AbstractLagrangian):
         `concat(∂L/∂q, ∂L/∂q̇)`.
         """
 
+    def batch_jet(
+        self,
+        q: Float[Array, "batch dof"],
+        qdot: Float[Array, "batch dof"],
+        directions: Float[Array, "batch 2*dof k"],
+    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        """`jet` at a batch of states (the leading axis of every argument and
+        result), with the same values as `jax.vmap(self.jet)`, which is the
+        default. A subclass may override it with a pass that sees the whole batch:
+        `MLPLagrangian`'s has a hand-written gradient, and training on
+        accelerations (`lagrax.acceleration_loss`) goes through it.
+        """
+        return jax.vmap(self.jet)(q, qdot, directions)
+
+
+def _term_jet(term: Callable, q, qdot, directions):
+    """A term's `jet`: its own for an `AbstractJetLagrangian`, else autodiff."""
+    if isinstance(term, AbstractJetLagrangian):
+        return term.jet(q, qdot, directions)
+    grad, products = hessian_products(term, q, qdot, directions)
+    return grad, products @ directions
+
+
+def _term_batch_jet(term: Callable, q, qdot, directions):
+    """A term's `batch_jet`: its own for an `AbstractJetLagrangian`, else the
+    `vmap` of autodiff."""
+    if isinstance(term, AbstractJetLagrangian):
+        return term.batch_jet(q, qdot, directions)
+    return jax.vmap(functools.partial(_term_jet, term))(q, qdot, directions)
+
 
 def _is_number(x) -> bool:
     """A real scalar: a Python or NumPy number, or a 0-d array."""
@@ -204,14 +236,21 @@ class LagrangianSum(AbstractJetLagrangian):
         self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
     ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
         """The weighted sum of the terms' `jet`s (autodiff for a term without one)."""
-        grad = jnp.zeros(directions.shape[0], directions.dtype)
-        block = jnp.zeros((directions.shape[1],) * 2, directions.dtype)
+        return self._sum(_term_jet, q, qdot, directions)
+
+    def batch_jet(
+        self,
+        q: Float[Array, "batch dof"],
+        qdot: Float[Array, "batch dof"],
+        directions: Float[Array, "batch 2*dof k"],
+    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        """The weighted sum of the terms' `batch_jet`s."""
+        return self._sum(_term_batch_jet, q, qdot, directions)
+
+    def _sum(self, term_jet, q, qdot, directions):
+        grad, block = 0, 0
         for term, weight in zip(self.terms, self.weights):
-            if isinstance(term, AbstractJetLagrangian):
-                term_grad, term_block = term.jet(q, qdot, directions)
-            else:
-                term_grad, products = hessian_products(term, q, qdot, directions)
-                term_block = products @ directions
+            term_grad, term_block = term_jet(term, q, qdot, directions)
             grad = grad + _weighted(weight, term_grad)
             block = block + _weighted(weight, term_block)
         return grad, block
@@ -281,20 +320,29 @@ class Rescaled(AbstractJetLagrangian):
     ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
         """The inner Lagrangian's `jet` at the rescaled state along the rescaled
         directions: `∇L = ∇inner / s` and `Uᵀ∇²L U = (U/s)ᵀ ∇²inner (U/s)`."""
+        q, qdot, directions, scale = self._rescale(q, qdot, directions)
+        grad, block = _term_jet(self.inner, q, qdot, directions)
+        return grad / scale, block
+
+    def batch_jet(
+        self,
+        q: Float[Array, "batch dof"],
+        qdot: Float[Array, "batch dof"],
+        directions: Float[Array, "batch 2*dof k"],
+    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        """`jet` at a batch of states through the inner Lagrangian's
+        `batch_jet`."""
+        q, qdot, directions, scale = jax.vmap(self._rescale)(q, qdot, directions)
+        grad, block = _term_batch_jet(self.inner, q, qdot, directions)
+        return grad / scale, block
+
+    def _rescale(self, q, qdot, directions):
+        """The inner Lagrangian's state and directions, and the scale of each
+        input."""
         check_state(q, qdot)
         q_scale, qdot_scale = self._scales(q)
         scale = jnp.concatenate([q_scale, qdot_scale])
-        q, qdot, directions = (
-            q / q_scale,
-            qdot / qdot_scale,
-            directions / scale[:, None],
-        )
-        if isinstance(self.inner, AbstractJetLagrangian):
-            grad, block = self.inner.jet(q, qdot, directions)
-        else:
-            grad, products = hessian_products(self.inner, q, qdot, directions)
-            block = products @ directions
-        return grad / scale, block
+        return q / q_scale, qdot / qdot_scale, directions / scale[:, None], scale
 
 
 def _weighted(weight, x: Array) -> Array:
@@ -485,7 +533,7 @@ class MLPLagrangian(AbstractJetLagrangian):
         for layer in hidden:
             z = layer.weight @ h + layer.bias
             t = t @ layer.weight.T
-            h, ds, dds = _activation_derivatives(self.activation, z)
+            h, ds, dds, _ = activation_derivatives(self.activation, z)
             saved.append((ds, dds, t))
             t = ds[None, :] * t
         delta = self.layers[-1].weight[0]
@@ -495,6 +543,38 @@ class MLPLagrangian(AbstractJetLagrangian):
             delta = (ds * delta) @ layer.weight
         if self.angles:
             delta, hessian = _through_angles(self, q, directions, delta, hessian)
+        return delta, hessian
+
+    def batch_jet(
+        self,
+        q: Float[Array, "batch dof"],
+        qdot: Float[Array, "batch dof"],
+        directions: Float[Array, "batch 2*dof k"],
+    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        """`jet` at a batch of states, the leading axis of every argument and
+        result: the same values as `jax.vmap(self.jet)`, but its gradient is
+        written by hand over the whole batch (`lagrax._mlp_jet.mlp_jet`), which
+        makes a training step on accelerations faster. The angle features (if
+        any) are differentiated by autodiff around it.
+        """
+        jax.vmap(self._check_input)(q, qdot)
+        features = jax.vmap(angle_features, in_axes=(0, 0, None))(q, qdot, self.angles)
+        if self.angles:
+            tangents = jax.vmap(functools.partial(_angle_tangents, self))(q, directions)
+        else:
+            tangents = jnp.swapaxes(directions, 1, 2)
+        hidden = self.layers[:-1]
+        delta, hessian = mlp_jet(
+            self.activation,
+            tuple(layer.weight for layer in hidden),
+            tuple(layer.bias for layer in hidden),
+            self.layers[-1].weight[0],
+            features,
+            tangents,
+        )
+        if self.angles:
+            through = functools.partial(_through_angles, self)
+            delta, hessian = jax.vmap(through)(q, directions, delta, hessian)
         return delta, hessian
 
 
@@ -533,38 +613,3 @@ def _through_angles(model, q, directions, delta, hessian):
     curvature = -(cos * d_cos + sin * d_sin)
     hessian = hessian + (u * curvature[:, None]).T @ u
     return jnp.concatenate([grad_q, d_qdot]), hessian
-
-
-def _activation_derivatives(
-    activation: Callable[[Array], Array], z: Float[Array, " width"]
-) -> tuple[Float[Array, " width"], Float[Array, " width"], Float[Array, " width"]]:
-    """`σ(z), σ'(z), σ''(z)` for an elementwise activation `σ`."""
-    if activation is jax.nn.softplus:
-        return _softplus_derivatives(z)
-    ones = jnp.ones_like(z)
-
-    def first(z):
-        return jax.jvp(activation, (z,), (ones,))
-
-    (s, ds), (_, dds) = jax.jvp(first, (z,), (ones,))
-    return s, ds, dds
-
-
-def _softplus_derivatives(
-    z: Float[Array, "*shape"],
-) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"], Float[Array, "*shape"]]:
-    """`softplus(z)` and its first two derivatives, sharing one exponential.
-
-    Differentiating `jax.nn.softplus` twice with `jvp` costs half a dozen exponentials
-    per unit (they dominate the elementwise work of `jet` on CPU); here one suffices.
-    With `e = exp(−|z|)`: `σ = max(z, 0) + log1p(e)`, `σ' = 1/(1 + e)` for `z ≥ 0`
-    and `e/(1 + e)` below, and `σ'' = e/(1 + e)²`: no cancellation for any `z`. Each
-    branch is an exact formula on its side of 0, written with `where` rather than
-    `abs`/`maximum`, so that derivatives of these (taken when training) are also
-    exact at `z = 0`.
-    """
-    nonnegative = z >= 0
-    e = jnp.exp(jnp.where(nonnegative, -z, z))
-    r = 1 / (1 + e)
-    s = jnp.where(nonnegative, z, 0) + jnp.log1p(e)
-    return s, jnp.where(nonnegative, r, e * r), e * r * r

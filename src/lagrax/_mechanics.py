@@ -181,6 +181,10 @@ def acceleration_parts(
     """`(q̈, singular, H)` from one pass: `acceleration` without the checks and the
     singularity handling, and the mass matrix it solved with."""
     dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    return _solve_parts(dl_dq, h, mixed, force)
+
+
+def _solve_parts(dl_dq, h, mixed, force=None):
     rhs = dl_dq - mixed
     if force is not None:
         rhs = rhs + force
@@ -189,6 +193,24 @@ def acceleration_parts(
     else:
         qddot, _, singular = solve(h, rhs)
     return qddot, singular, h
+
+
+def batch_acceleration_parts(
+    lagrangian: LagrangianLike,
+    q: Float[Array, "batch dof"],
+    qdot: Float[Array, "batch dof"],
+) -> tuple[
+    Float[Array, "batch dof"], Bool[Array, " batch"], Float[Array, "batch dof dof"]
+]:
+    """`acceleration_parts` at a batch of states (the leading axis): the same
+    values as its `jax.vmap`, but an `AbstractJetLagrangian` evaluates the whole
+    batch in one `batch_jet` (for an `MLPLagrangian`, a pass whose gradient is
+    written by hand: the fast path of training on accelerations)."""
+    if not isinstance(lagrangian, AbstractJetLagrangian):
+        return jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(lagrangian, q, qdot)
+    n = q.shape[-1]
+    grad, block = lagrangian.batch_jet(q, qdot, jax.vmap(_directions)(qdot))
+    return jax.vmap(_solve_parts)(grad[:, :n], block[:, :n, :n], block[:, :n, n])
 
 
 # `mass_matrix` builds a dense array for a graph Lagrangian up to this many

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._graph import BlockSparseMatrix
 from .._linalg import definiteness_shortfall
-from .._mechanics import acceleration_parts
+from .._mechanics import batch_acceleration_parts
 from .._simulate import solve_options
 from .._term import is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
@@ -97,13 +97,15 @@ def acceleration_loss(
     penalty = _weighted(penalty, _sample_weights(weight, data))
     if definiteness:
         return _with_definiteness(model, data, penalty, definiteness)
+    if not dynamics:
+        predicted, _ = _lagrangian_accelerations(model, data)
+        return jnp.mean(penalty(predicted - data.qddot))
     velocity, predicted = jax.vmap(model_dynamics, in_axes=(None, 0, 0))(
         model, data.q, data.qdot
     )
-    loss = jnp.mean(penalty(predicted - data.qddot))
-    if dynamics:
-        loss = loss + jnp.mean(penalty(velocity - data.qdot))
-    return loss
+    return jnp.mean(penalty(predicted - data.qddot)) + jnp.mean(
+        penalty(velocity - data.qdot)
+    )
 
 
 def _sample_weights(weight, data: AccelerationData) -> Array | None:
@@ -125,13 +127,17 @@ def _weighted(penalty, weights: Array | None):
     return lambda error: weights * penalty(error)
 
 
-def _with_definiteness(lagrangian, data, penalty, margin):
-    qddot, singular, h = jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(
-        lagrangian, data.q, data.qdot
-    )
-    # NaN in value and gradient where singular, as `acceleration(throw=False)`.
+def _lagrangian_accelerations(lagrangian, data: AccelerationData):
+    """`(q̈, H)` of a Lagrangian over the batch, from one batched pass; `q̈` is
+    NaN in value and gradient where `H` is singular, as with
+    `acceleration(throw=False)`."""
+    qddot, singular, h = batch_acceleration_parts(lagrangian, data.q, data.qdot)
     poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
-    predicted = qddot * poison[:, None]
+    return qddot * poison[:, None], h
+
+
+def _with_definiteness(lagrangian, data, penalty, margin):
+    predicted, h = _lagrangian_accelerations(lagrangian, data)
     if isinstance(h, BlockSparseMatrix):
         # The diagonal blocks of every sample, one after another, as matrices.
         h = h.diagonal.reshape(-1, *h.diagonal.shape[-2:])
@@ -139,7 +145,7 @@ def _with_definiteness(lagrangian, data, penalty, margin):
     gauge = jax.lax.stop_gradient(jnp.where(trace >= 0, 1.0, -1.0)).astype(h.dtype)
     shortfall = jax.vmap(definiteness_shortfall, in_axes=(0, None))(gauge * h, margin)
     # Summed over a sample's blocks (one for a dense H), averaged over samples.
-    shortfall = jnp.sum(shortfall) / qddot.shape[0]
+    shortfall = jnp.sum(shortfall) / predicted.shape[0]
     return jnp.mean(penalty(predicted - data.qddot)) + shortfall
 
 
