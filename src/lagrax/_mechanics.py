@@ -200,7 +200,9 @@ def batch_acceleration_parts(
     q: Float[Array, "batch dof"],
     qdot: Float[Array, "batch dof"],
 ) -> tuple[
-    Float[Array, "batch dof"], Bool[Array, " batch"], Float[Array, "batch dof dof"]
+    Float[Array, "batch dof"],
+    Bool[Array, " batch"],
+    Float[Array, "batch dof dof"] | BlockSparseMatrix,
 ]:
     """`acceleration_parts` at a batch of states (the leading axis): the same
     values as its `jax.vmap`, but an `AbstractJetLagrangian` evaluates the whole

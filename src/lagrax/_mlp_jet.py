@@ -110,12 +110,12 @@ def _forward(activation, weights, biases, out_weight, x0, t0):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def mlp_jet(
     activation: Callable[[Array], Array],
-    weights: tuple[Float[Array, "out in"], ...],
-    biases: tuple[Float[Array, " out"], ...],
-    out_weight: Float[Array, " width"],
-    x0: Float[Array, "batch in"],
-    t0: Float[Array, "batch k in"],
-) -> tuple[Float[Array, "batch in"], Float[Array, "batch k k"]]:
+    weights: tuple[Float[Array, "_ _"], ...],
+    biases: tuple[Float[Array, " _"], ...],
+    out_weight: Float[Array, " _"],
+    x0: Float[Array, "batch features"],
+    t0: Float[Array, "batch k features"],
+) -> tuple[Float[Array, "batch features"], Float[Array, "batch k k"]]:
     """`(∇L, Uᵀ∇²L U)` of the MLP `L` at a batch of inputs `x0`, along the input
     tangents `t0` (`Uᵀ` per state, the `k` directions as rows), with a
     hand-written reverse pass.
