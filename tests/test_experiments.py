@@ -222,6 +222,8 @@ def test_relativity_settings_are_checked():
         relativity.Settings(t1=0.0)
     with pytest.raises((TypeError, ValueError), match="weighting"):
         relativity.Settings(weighting="lorentz")
+    with pytest.raises((TypeError, ValueError), match="norm"):
+        relativity.Settings(norm="huber")
     with pytest.raises(ValueError, match="`q_scale`"):
         relativity.Settings(q_scale=0.0)
     with pytest.raises(ValueError, match="`hnn_steps`"):

@@ -132,10 +132,14 @@ OPTIONS = {
     ),
     "weighting": (
         ("gamma", "none"),
-        "sample weights of the L1 loss: 'gamma' is the paper's 1 + γ, 'none' the "
-        "plain L1",
+        "sample weights of the loss: 'gamma' is the paper's 1 + γ, 'none' none",
     ),
     "q_scale": (positive_float, "the LNN sees q / q_scale (the paper: 10)"),
+    "norm": (
+        ("l1", "l2"),
+        "training loss: 'l1' the paper's mean absolute error, 'l2' the mean squared "
+        "error (evaluated in L1 either way)",
+    ),
     "num_nodes": (positive_int, "grid points of the training ring"),
     "num_masses": (positive_int, "masses of the training chain"),
     "periods": (positive_float, "evaluation horizon in periods of the ring"),

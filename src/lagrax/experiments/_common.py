@@ -196,16 +196,18 @@ def train(
     out: str | os.PathLike | None,
     progress: bool,
     weight: Callable | None = None,
+    norm: str = "l1",
 ):
-    """`lagrax.fit` on the L1 acceleration loss (its samples weighted by
-    `weight(q, q̇)`, if given) with Adam on a one-cycle schedule of peak `lr` (as
-    the paper), gradients clipped to global norm `clip` (if set) and, for a
-    Lagrangian, the mass-matrix penalty of margin `definiteness` (if set).
+    """`lagrax.fit` on the acceleration loss of this `norm` (L1 by default, as the
+    paper; its samples weighted by `weight(q, q̇)`, if given) with Adam on a
+    one-cycle schedule of peak `lr` (as the paper), gradients clipped to global
+    norm `clip` (if set) and, for a Lagrangian, the mass-matrix penalty of
+    margin `definiteness` (if set).
     Checkpointed as in `fit_checkpointed`. Returns `(model, history, metrics)`,
     the metrics every experiment reports."""
     if isinstance(model, lagrax.AbstractDynamics):
         definiteness = 0.0
-    loss = acceleration_loss(definiteness, weight)
+    loss = acceleration_loss(definiteness, weight, norm)
     model, history, metrics = fit_checkpointed(
         model,
         loss,
@@ -232,13 +234,15 @@ def train_each(
     definiteness: float = 0.0,
     clip: float | None = None,
     weight: Callable | None = None,
+    norm: str = "l1",
     steps: dict[str, int] | None = None,
     out: str | os.PathLike | None,
     progress: bool,
 ):
     """`train` each of `models` with the `steps`, `batch_size`, `lr` and `seed` of
     `settings` (or the steps of `steps[name]`, where given), gradients clipped to
-    `clip` (if set), samples weighted by `weight` (if given), the Lagrangians with
+    `clip` (if set), the loss of this `norm`, samples weighted by `weight` (if
+    given), the Lagrangians with
     the mass-matrix penalty of margin `definiteness` (if set). Returns
     `(trained, histories, results)`, each a dict by model name."""
     trained, histories, results = {}, {}, {}
@@ -257,6 +261,7 @@ def train_each(
             out=out,
             progress=progress,
             weight=weight,
+            norm=norm,
         )
     return trained, histories, results
 
@@ -267,13 +272,13 @@ def train_each(
 
 
 @functools.cache
-def acceleration_loss(definiteness: float, weight: Callable | None):
-    """`lagrax.acceleration_loss` with the mass-matrix penalty of this margin and
-    these sample weights."""
-    if not definiteness and weight is None:
+def acceleration_loss(definiteness: float, weight: Callable | None, norm: str = "l1"):
+    """`lagrax.acceleration_loss` of this `norm` with the mass-matrix penalty of
+    this margin and these sample weights."""
+    if not definiteness and weight is None and norm == "l1":
         return lagrax.acceleration_loss
     return functools.partial(
-        lagrax.acceleration_loss, definiteness=definiteness, weight=weight
+        lagrax.acceleration_loss, norm=norm, definiteness=definiteness, weight=weight
     )
 
 

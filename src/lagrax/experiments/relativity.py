@@ -2,9 +2,10 @@
 g = 1 (c = m = 1): its canonical momentum p = q̇ (1 − q̇²)^(−3/2) is not q̇.
 
 Three models learn the dynamics from exact accelerations (and, for the Hamiltonian
-networks, velocities) of states with |q| < 10 and |q̇| < 0.95, with the L1 loss
-weighted by 1 + γ, γ = (1 − q̇²)^(−1/2), as the paper (`weighting` "gamma"; "none"
-for the plain L1), gradients clipped to global norm `clip`: an LNN, which needs
+networks, velocities) of states with |q| < 10 and |q̇| < 0.95, with a loss
+(`norm`: "l1" the paper's, "l2" the squared error) weighted by 1 + γ,
+γ = (1 − q̇²)^(−1/2), as the paper (`weighting` "gamma"; "none" for none),
+gradients clipped to global norm `clip`: an LNN, which needs
 no momenta; a Hamiltonian network given p := q̇, which cannot represent the dynamics
 (Hamilton's equations force q̇ = ∂H/∂p, so H = ½p² + V(q) and q̈ cannot depend on
 q̇); and a Hamiltonian network given the canonical momentum, which can. Each is
@@ -92,8 +93,10 @@ class Settings:
     """Clip gradients to this global norm (0 turns it off): without it the LNN's
     training stalls or diverges for some seeds and step counts."""
     weighting: Literal["gamma", "none"] = "gamma"
-    """Sample weights of the L1 loss: "gamma" is the paper's 1 + γ, "none" the
-    plain L1."""
+    """Sample weights of the loss: "gamma" is the paper's 1 + γ, "none" none."""
+    norm: Literal["l1", "l2"] = "l1"
+    """The training loss: "l1" the paper's mean absolute error, "l2" the mean
+    squared error (the evaluation reports the L1 errors either way)."""
     q_scale: float = 1.0
     """The LNN sees q / q_scale (the paper: 10)."""
 
@@ -102,7 +105,7 @@ class Settings:
             self,
             positive=("steps", "batch_size", "width", "train_size", "t1", "lr")
             + ("q_scale", "hnn_steps"),
-            choices={"weighting": ("gamma", "none")},
+            choices={"weighting": ("gamma", "none"), "norm": ("l1", "l2")},
         )
         if self.batch_size > self.train_size:
             raise ValueError(
@@ -215,6 +218,7 @@ def train(
         settings,
         clip=settings.clip or None,
         weight=lorentz_weight if settings.weighting == "gamma" else None,
+        norm=settings.norm,
         steps=training_steps(settings),
         out=out,
         progress=progress,
