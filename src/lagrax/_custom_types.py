@@ -12,6 +12,11 @@ Acceleration = Float[Array, " dof"]
 Scalar = Float[Array, ""]
 BoolScalar = Bool[Array, ""]
 MassMatrix = Float[Array, "dof dof"]
+# A batch of states (leading axis), the input directions of a `batch_jet`, and what
+# it returns: `∇L` and `Uᵀ∇²L U` per state.
+BatchStates = Float[Array, "batch dof"]
+BatchDirections = Float[Array, "batch 2*dof k"]
+BatchJet = tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]
 
 #: Anything that maps one state `(q, qdot)` to the scalar Lagrangian `L(q, qdot)`:
 #: an `AbstractLagrangian`, or a plain function.

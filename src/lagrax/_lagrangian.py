@@ -11,7 +11,14 @@ import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Position, Scalar, Velocity
+from ._custom_types import (
+    BatchDirections,
+    BatchJet,
+    BatchStates,
+    Position,
+    Scalar,
+    Velocity,
+)
 from ._misc import (
     angle_features,
     check_angles,
@@ -116,11 +123,8 @@ class AbstractJetLagrangian(AbstractLagrangian):
         """
 
     def batch_jet(
-        self,
-        q: Float[Array, "batch dof"],
-        qdot: Float[Array, "batch dof"],
-        directions: Float[Array, "batch 2*dof k"],
-    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        self, q: BatchStates, qdot: BatchStates, directions: BatchDirections
+    ) -> BatchJet:
         """`jet` at a batch of states (the leading axis of every argument and
         result), with the same values as `jax.vmap(self.jet)`, which is the
         default. A subclass may override it with a pass that sees the whole batch:
@@ -239,11 +243,8 @@ class LagrangianSum(AbstractJetLagrangian):
         return self._sum(_term_jet, q, qdot, directions)
 
     def batch_jet(
-        self,
-        q: Float[Array, "batch dof"],
-        qdot: Float[Array, "batch dof"],
-        directions: Float[Array, "batch 2*dof k"],
-    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        self, q: BatchStates, qdot: BatchStates, directions: BatchDirections
+    ) -> BatchJet:
         """The weighted sum of the terms' `batch_jet`s."""
         return self._sum(_term_batch_jet, q, qdot, directions)
 
@@ -325,11 +326,8 @@ class Rescaled(AbstractJetLagrangian):
         return grad / scale, block
 
     def batch_jet(
-        self,
-        q: Float[Array, "batch dof"],
-        qdot: Float[Array, "batch dof"],
-        directions: Float[Array, "batch 2*dof k"],
-    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        self, q: BatchStates, qdot: BatchStates, directions: BatchDirections
+    ) -> BatchJet:
         """`jet` at a batch of states through the inner Lagrangian's
         `batch_jet`."""
         q, qdot, directions, scale = jax.vmap(self._rescale)(q, qdot, directions)
@@ -546,11 +544,8 @@ class MLPLagrangian(AbstractJetLagrangian):
         return delta, hessian
 
     def batch_jet(
-        self,
-        q: Float[Array, "batch dof"],
-        qdot: Float[Array, "batch dof"],
-        directions: Float[Array, "batch 2*dof k"],
-    ) -> tuple[Float[Array, "batch 2*dof"], Float[Array, "batch k k"]]:
+        self, q: BatchStates, qdot: BatchStates, directions: BatchDirections
+    ) -> BatchJet:
         """`jet` at a batch of states, the leading axis of every argument and
         result: the same values as `jax.vmap(self.jet)`, but its gradient is
         written by hand over the whole batch (`lagrax._mlp_jet.mlp_jet`), which
