@@ -415,6 +415,54 @@ def test_order_with_time_dependent_force(name):
     assert abs(_slope(dts, backward) - order) < 0.2, backward
 
 
+def test_newton_jacobians_from_the_jet_match_autodiff(getkey):
+    # The variational solvers assemble their Newton Jacobians from one jet of L
+    # per stage: by hand from the chain rule, so checked against forward-mode
+    # autodiff of the residuals, with a velocity- and time-dependent force, for
+    # a network (its own jet) and for a plain Lagrangian (autodiff Hessian).
+    from lagrax._solver.gauss_legendre import _gauss_legendre_tableau, StageEquations
+    from lagrax._solver.variational import MidpointEquations
+
+    network = lagrax.MLPLagrangian(2, width=16, depth=2, key=getkey())
+    n = 2
+
+    def force(t, q, qdot):
+        return -0.3 * qdot * q[::-1] + jnp.sin(t) * q**2
+
+    q0, p0, x = (random_like(getkey(), jnp.zeros(3 * n)) for _ in range(3))
+    q0, p0 = q0[:n], p0[:n]
+    h = jnp.asarray(0.1)
+    for lagrangian in (network, DoublePendulum()):
+        term = lagrax.LagrangianTerm(lagrangian, force=force)
+        c, a, _ = (jnp.asarray(x) for x in _gauss_legendre_tableau(3))
+        equations = [
+            (StageEquations(term, 0.3 + c * h, q0, p0, h, a), x),
+            (MidpointEquations(term, jnp.asarray(0.3), q0, p0, h), q0 + h * x[:n]),
+        ]
+        for eq, at in equations:
+            residual, jacobian = eq.linearize(at)
+            np.testing.assert_allclose(residual, eq.residual(at), rtol=1e-12)
+            expected = jax.jacfwd(eq.residual)(at)
+            np.testing.assert_allclose(jacobian, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["VariationalMidpoint", "GaussLegendre"])
+def test_network_steps_through_its_jet_as_through_autodiff(name, getkey):
+    # A network's jet (gradients and Newton Jacobians) and generic autodiff of
+    # the same function must give the same steps, up to the Newton tolerance.
+    network = lagrax.MLPLagrangian(2, width=16, depth=2, key=getkey())
+    stable = lagrax.LagrangianSum.of(
+        (network, 1.0), (lambda q, qdot: dot(qdot, qdot) - 4 * dot(q, q), 1.0)
+    )
+    y0 = (jnp.array([0.5, -0.2]), jnp.array([0.1, 0.3]))
+    solver = SYMPLECTIC[name]
+    fast = _solve(stable, solver, y0, 1.0, 0.05)
+    plain = _solve(lambda q, qdot: stable(q, qdot), solver, y0, 1.0, 0.05)
+    for a, b in zip(fast.ys, plain.ys):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert float(jnp.max(jnp.abs(fast.ys[0][-1] - y0[0]))) > 0.05
+
+
 def test_solver_errors():
     with pytest.raises(TypeError, match="base"):
         lagrax.Yoshida4(base=diffrax.Tsit5())

@@ -496,9 +496,12 @@ def sparse_jacobian(
     x: Float[Array, " n"],
     graph: Graph,
     block: int,
-) -> BlockSparseMatrix:
-    """The Jacobian of `fn` at `x`, for a map whose node-major block `i` depends only
-    on nodes `i` and its neighbours in `graph`: `colours × block` JVPs."""
+) -> tuple[Float[Array, " n"], BlockSparseMatrix]:
+    """`fn(x)` and the Jacobian of `fn` at `x`, for a map whose node-major block `i`
+    depends only on nodes `i` and its neighbours in `graph`: `colours × block`
+    JVPs, which compute the value once on the way."""
     seeds = colour_seeds(graph, block, x.dtype)
-    products = jax.vmap(lambda u: jax.jvp(fn, (x,), (u,))[1])(seeds)
-    return decompress(graph, block, products)
+    value, products = jax.vmap(lambda u: jax.jvp(fn, (x,), (u,)), out_axes=(None, 0))(
+        seeds
+    )
+    return value, decompress(graph, block, products)

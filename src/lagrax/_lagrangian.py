@@ -134,12 +134,31 @@ class AbstractJetLagrangian(AbstractLagrangian):
         return jax.vmap(self.jet)(q, qdot, directions)
 
 
-def _term_jet(term: Callable, q, qdot, directions):
-    """A term's `jet`: its own for an `AbstractJetLagrangian`, else autodiff."""
-    if isinstance(term, AbstractJetLagrangian):
-        return term.jet(q, qdot, directions)
-    grad, products = hessian_products(term, q, qdot, directions)
+def jet_of(
+    lagrangian: Callable,
+    q: Position,
+    qdot: Velocity,
+    directions: Float[Array, "2*dof k"],
+) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
+    """`(∇L, Uᵀ ∇²L U)` of any Lagrangian: its own `jet` for an
+    `AbstractJetLagrangian`, else forward-over-reverse autodiff (`k` tangents)."""
+    if isinstance(lagrangian, AbstractJetLagrangian):
+        return lagrangian.jet(q, qdot, directions)
+    grad, products = hessian_products(lagrangian, q, qdot, directions)
     return grad, products @ directions
+
+
+def gradient_of(
+    lagrangian: Callable, q: Position, qdot: Velocity
+) -> tuple[Position, Velocity]:
+    """`(∂L/∂q, ∂L/∂q̇)` of any Lagrangian: an `AbstractJetLagrangian`'s `jet` along
+    no direction (for an `MLPLagrangian` a third cheaper than reverse-mode
+    autodiff, which is what any other Lagrangian gets)."""
+    if not isinstance(lagrangian, AbstractJetLagrangian):
+        return jax.grad(lagrangian, argnums=(0, 1))(q, qdot)
+    n = q.shape[0]
+    grad, _ = lagrangian.jet(q, qdot, jnp.zeros((2 * n, 0), q.dtype))
+    return grad[:n], grad[n:]
 
 
 def _term_batch_jet(term: Callable, q, qdot, directions):
@@ -147,7 +166,7 @@ def _term_batch_jet(term: Callable, q, qdot, directions):
     `vmap` of autodiff."""
     if isinstance(term, AbstractJetLagrangian):
         return term.batch_jet(q, qdot, directions)
-    return jax.vmap(functools.partial(_term_jet, term))(q, qdot, directions)
+    return jax.vmap(functools.partial(jet_of, term))(q, qdot, directions)
 
 
 def _is_number(x) -> bool:
@@ -240,7 +259,7 @@ class LagrangianSum(AbstractJetLagrangian):
         self, q: Position, qdot: Velocity, directions: Float[Array, "2*dof k"]
     ) -> tuple[Float[Array, " 2*dof"], Float[Array, "k k"]]:
         """The weighted sum of the terms' `jet`s (autodiff for a term without one)."""
-        return self._sum(_term_jet, q, qdot, directions)
+        return self._sum(jet_of, q, qdot, directions)
 
     def batch_jet(
         self, q: BatchStates, qdot: BatchStates, directions: BatchDirections
@@ -322,7 +341,7 @@ class Rescaled(AbstractJetLagrangian):
         """The inner Lagrangian's `jet` at the rescaled state along the rescaled
         directions: `∇L = ∇inner / s` and `Uᵀ∇²L U = (U/s)ᵀ ∇²inner (U/s)`."""
         q, qdot, directions, scale = self._rescale(q, qdot, directions)
-        grad, block = _term_jet(self.inner, q, qdot, directions)
+        grad, block = jet_of(self.inner, q, qdot, directions)
         return grad / scale, block
 
     def batch_jet(

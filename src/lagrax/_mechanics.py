@@ -23,7 +23,7 @@ from ._custom_types import (
 )
 from ._graph import BlockSparseMatrix, colour_seeds, decompress
 from ._graph_lagrangian import AbstractGraphLagrangian
-from ._lagrangian import AbstractJetLagrangian, hessian_products
+from ._lagrangian import AbstractJetLagrangian, gradient_of, hessian_products
 from ._linalg import solve
 from ._misc import as_state, check_like
 
@@ -325,7 +325,7 @@ def momentum(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Velocit
     `p`, of shape `(dof,)`.
     """
     q, qdot = as_state(q, qdot)
-    return jax.grad(lagrangian, argnums=1)(q, qdot)
+    return gradient_of(lagrangian, q, qdot)[1]
 
 
 def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:

@@ -11,8 +11,8 @@ from jaxtyping import Array, Float
 from .._custom_types import MassMatrix
 from .._graph import BlockSparseMatrix, Graph, sparse_jacobian
 from .._graph_lagrangian import AbstractGraphLagrangian
+from .._lagrangian import gradient_of, jet_of
 from .._linalg import inverse
-from .._mechanics import momentum
 from .._term import AbstractSecondOrderTerm, LagrangianTerm
 
 
@@ -70,6 +70,47 @@ def time_direction(terms, t0, t1):
     time runs backwards)."""
     control = terms.contr(t0, t1)
     return control, jnp.sign(control) * jnp.sign(t1 - t0)
+
+
+def forces(
+    term: LagrangianTerm, t, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+) -> tuple[Float[Array, " dof"], Float[Array, " dof"]]:
+    """`(F, p)` at one state, what the discrete Euler–Lagrange equations are made
+    of: the force `F = ∂L/∂q + Q` (with the term's generalized force `Q`, if any)
+    and the momentum `p = ∂L/∂q̇`."""
+    dl_dq, dl_dqdot = gradient_of(term.lagrangian, q, qdot)
+    if term.force is not None:
+        dl_dq = dl_dq + term.force(t, q, qdot)
+    return dl_dq, dl_dqdot
+
+
+def linearized_forces(
+    term: LagrangianTerm, t, q: Float[Array, " dof"], qdot: Float[Array, " dof"]
+) -> tuple[tuple[Array, Array], tuple[tuple[Array, Array], tuple[Array, Array]]]:
+    """`forces` and their Jacobian: `((F, p), ((∂F/∂q, ∂F/∂q̇), (∂p/∂q, ∂p/∂q̇)))`,
+    four `dof × dof` blocks from one `jet` of `L` along all `2·dof` input directions
+    (for an `MLPLagrangian` about the cost of its gradient; forward-over-reverse
+    autodiff for other Lagrangians), plus forward-mode autodiff of `Q`."""
+    n = q.shape[0]
+    grad, hessian = jet_of(term.lagrangian, q, qdot, jnp.eye(2 * n, dtype=q.dtype))
+    force, momentum = grad[:n], grad[n:]
+    force_q, force_qdot = hessian[:n, :n], hessian[:n, n:]
+    if term.force is not None:
+
+        def applied(q, qdot):
+            value = term.force(t, q, qdot)
+            return value, value
+
+        (extra_q, extra_qdot), extra = jax.jacfwd(
+            applied, argnums=(0, 1), has_aux=True
+        )(q, qdot)
+        force, force_q, force_qdot = (
+            force + extra,
+            force_q + extra_q,
+            force_qdot + extra_qdot,
+        )
+    momentum_q, momentum_qdot = hessian[n:, :n], hessian[n:, n:]
+    return (force, momentum), ((force_q, force_qdot), (momentum_q, momentum_qdot))
 
 
 def first_failure(*results: diffrax.RESULTS) -> diffrax.RESULTS:
@@ -169,6 +210,7 @@ def newton_root(
     atol: float,
     max_steps: int,
     pattern: GraphPattern | None = None,
+    linearize=None,
 ) -> tuple[Float[Array, " n"], diffrax.RESULTS, Jacobian, Jacobian]:
     """Solve `residual(x) = 0` near `guess`; returns `(x, result, J, J⁻¹)` with `J`
     the Jacobian at `guess` (for `check_stiffness`).
@@ -179,7 +221,13 @@ def newton_root(
     solvers (error O(h³)) it converges in two to four iterations. Should an update
     shrink by less than a factor of four (a coarse step, a poor guess), the Jacobian
     is formed and inverted again at the current iterate, which turns the slow linear
-    convergence into Newton's. The explicit inverse (`lagrax._linalg.inverse`) is on
+    convergence into Newton's. Forming a Jacobian also gives the residual at the
+    same point, so the iteration that follows it costs no further evaluation.
+
+    `linearize`, optional, is `x -> (residual(x), J(x))` computed more cheaply than
+    by autodiff (the variational solvers assemble `J` from the Lagrangian's own
+    `jet`); by default, and always with a `pattern`, `J` comes from forward-mode
+    autodiff of `residual`. The explicit inverse (`lagrax._linalg.inverse`) is on
     purpose: the systems here have a few unknowns, where a LAPACK triangular solve
     costs far more in call overhead than in arithmetic, and the Jacobian only sets
     the contraction rate, never the root.
@@ -203,16 +251,30 @@ def newton_root(
     """
     options = dict(rtol=rtol, atol=atol, max_steps=max_steps)
     if pattern is None:
-        return _newton(residual, guess, _dense_factor, _dense_apply, **options)
+        if linearize is None:
+            return _newton(residual, guess, _dense_factor, _dense_apply, **options)
 
-    def factor(f, x):
-        jac = sparse_jacobian(f, x, pattern.graph, pattern.block)
-        return jac, jac, jnp.array(False)
+        def factor(f, x):
+            value, jac = linearize(x)
+            return (value, jac, *inverse(jac))
+
+        return _newton(
+            residual,
+            guess,
+            factor,
+            _dense_apply,
+            tangent_factor=_dense_factor,
+            **options,
+        )
+
+    def sparse_factor(f, x):
+        value, jac = sparse_jacobian(f, x, pattern.graph, pattern.block)
+        return value, jac, jac, jnp.array(False)
 
     x, result, jac0, _ = _newton(
         lambda x: pattern.to_node_major(residual(pattern.from_node_major(x))),
         pattern.to_node_major(guess),
-        factor,
+        sparse_factor,
         _sparse_apply,
         **options,
     )
@@ -220,8 +282,12 @@ def newton_root(
 
 
 def _dense_factor(f, x):
-    jac = jax.jacfwd(f)(x)
-    return (jac, *inverse(jac))
+    # Forward mode over the unit vectors, with the value computed once beside.
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+    value, columns = jax.vmap(lambda u: jax.jvp(f, (x,), (u,)), out_axes=(None, -1))(
+        eye
+    )
+    return (value, columns, *inverse(columns))
 
 
 def _dense_apply(jac_inv, r):
@@ -232,12 +298,15 @@ def _sparse_apply(jac, r):
     return jac.solve(r)
 
 
-def _newton(residual, guess, factor, apply, *, rtol, atol, max_steps):
-    """`newton_root` with the Jacobian's `factor(f, x) -> (J, F, singular)` and
-    `apply(F, r) -> (J⁻¹r, failed)`."""
+def _newton(
+    residual, guess, factor, apply, *, rtol, atol, max_steps, tangent_factor=None
+):
+    """`newton_root` with the linearization `factor(f, x) -> (f(x), J, F, singular)`
+    and `apply(F, r) -> (J⁻¹r, failed)`; `tangent_factor` (default `factor`)
+    linearizes the linear maps of the implicit function theorem."""
 
     def solve(f, x0):
-        jac0, jac0_inv, singular0 = factor(f, x0)
+        r0, jac0, jac0_inv, singular0 = factor(f, x0)
 
         tol = atol + rtol * jnp.max(jnp.abs(x0))
 
@@ -257,8 +326,8 @@ def _newton(residual, guess, factor, apply, *, rtol, atol, max_steps):
                 & jnp.all(jnp.isfinite(x))
             )
 
-        def update(x, jac_inv, singular, size, step):
-            dx, failed = apply(jac_inv, f(x))
+        def update(x, r, jac_inv, singular, size, step):
+            dx, failed = apply(jac_inv, r)
             singular = singular | failed
             return x - dx, jac_inv, singular, jnp.max(jnp.abs(dx)), size, step + 1
 
@@ -271,15 +340,17 @@ def _newton(residual, guess, factor, apply, *, rtol, atol, max_steps):
 
         def chord(carry):
             x, jac_inv, singular, size, _, step = carry
-            return update(x, jac_inv, singular, size, step)
+            return update(x, f(x), jac_inv, singular, size, step)
 
         def newton(carry):
             x, _, singular, size, _, step = carry
-            _, jac_inv, now_singular = factor(f, x)
-            return update(x, jac_inv, singular | now_singular, size, step)
+            r, _, jac_inv, now_singular = factor(f, x)
+            return update(x, r, jac_inv, singular | now_singular, size, step)
 
+        # The first iteration, with the residual that came with the Jacobian (a
+        # non-finite guess, such as a failed step's state, makes it the last).
         inf = jnp.array(jnp.inf, x0.dtype)
-        carry = (x0, jac0_inv, singular0, inf, inf, jnp.array(0))
+        carry = update(x0, r0, jac0_inv, singular0, inf, jnp.array(0))
         carry = jax.lax.while_loop(chord_going, chord, carry)
         carry = jax.lax.while_loop(going, newton, carry)
         x, _, singular, size, prev_size, step = carry
@@ -293,7 +364,7 @@ def _newton(residual, guess, factor, apply, *, rtol, atol, max_steps):
 
     def tangent_solve(g, y):
         # g is linear: its Jacobian anywhere is the one at the solution.
-        jac, jac_inv, _ = factor(g, y)
+        _, _, jac_inv, _ = (tangent_factor or factor)(g, y)
         return apply(jac_inv, y)[0]
 
     x, aux = jax.lax.custom_root(residual, guess, solve, tangent_solve, has_aux=True)
@@ -425,9 +496,18 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
         both are the block-sparse `H`). Its Jacobian is the mass matrix `H` (at the
         guess), so a singular one is reported as such; for an `L` quadratic in `q̇`
         the solve is linear: two evaluations."""
+        n = q1.shape[0]
+        # The velocity directions: the jet's Hessian block is then H itself.
+        directions = jnp.concatenate([jnp.zeros((n, n)), jnp.eye(n)]).astype(q1.dtype)
+
+        def linearize(v):
+            grad, mass = jet_of(lagrangian, q1, v, directions)
+            return grad[n:] - p1, mass
+
         v1, result, mass, mass_inverse = newton_root(
-            lambda v: momentum(lagrangian, q1, v) - p1,
+            lambda v: gradient_of(lagrangian, q1, v)[1] - p1,
             guess,
+            linearize=linearize,
             pattern=pattern_of(lagrangian, velocity=True),
             **self.newton_options(q1.dtype),
         )

@@ -4,12 +4,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from .._mechanics import momentum
+from .._term import LagrangianTerm
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    forces,
     lagrangian_term,
+    linearized_forces,
     newton_root,
     pattern_of,
     split_state,
@@ -142,21 +146,8 @@ class GaussLegendre(AbstractVariationalSolver):
         control, direction = time_direction(terms, t0, t1)
         h = jnp.asarray(control, q0.dtype)
         stage_t = (t0 + c * (t1 - t0)) * direction
+        equations = StageEquations(term, stage_t, q0, p0, h, a)
         shape = (self.stages, q0.shape[0])
-
-        def stage_forces(flat_v):
-            stage_v = flat_v.reshape(shape)
-            stage_q = q0[None] + h * (a @ stage_v)
-            dl_dq, dl_dv = jax.vmap(jax.grad(lagrangian, argnums=(0, 1)))(
-                stage_q, stage_v
-            )
-            if term.force is not None:
-                dl_dq = dl_dq + jax.vmap(term.force)(stage_t, stage_q, stage_v)
-            return dl_dq, dl_dv
-
-        def stage_residual(flat_v):
-            dl_dq, dl_dv = stage_forces(flat_v)
-            return (dl_dv - p0[None] - h * (a @ dl_dq)).reshape(-1)
 
         # Extrapolate the velocity polynomial of the previous step, through its
         # stages and q̇₀, to this step's nodes (a step-size ratio far from 1 would
@@ -169,14 +160,16 @@ class GaussLegendre(AbstractVariationalSolver):
             1 + ratio * c,
         )
         flat_v, stage_result, jacobian, _ = newton_root(
-            stage_residual,
+            # custom_root hashes its function: a closure, not a bound method.
+            lambda x: equations.residual(x),
             guess.reshape(-1),
             pattern=pattern_of(lagrangian, self.stages),
+            linearize=equations.linearize,
             **self.newton_options(q0.dtype),
         )
         stage_v = flat_v.reshape(shape)
         q1 = q0 + h * (b @ stage_v)
-        p1 = p0 + h * (b @ stage_forces(flat_v)[0])
+        p1 = p0 + h * (b @ equations.forces(flat_v)[0])
         # The velocity polynomial through q̇₀ and the stages, evaluated at t₁.
         zero = jnp.zeros(1, q0.dtype)
         v_guess = _extrapolate(
@@ -188,6 +181,56 @@ class GaussLegendre(AbstractVariationalSolver):
         stiffness = check_stiffness(jacobian, mass, self.stages)
         y1, result = self.finish(y0, (q1, v1), h, stage_result, v_result, stiffness)
         return y1, None, dict(y0=y0, y1=y1), (p1, stage_v, h), result
+
+
+class StageEquations(eqx.Module):
+    """The equations of one Gauss–Legendre step for its stage velocities `Q̇`
+    (flattened stage by stage): `Rᵢ = pᵢ − p₀ − h Σⱼ aᵢⱼ Fⱼ = 0`, with the force
+    `F = ∂L/∂q + Q` and the momentum `p = ∂L/∂q̇` at the stage states
+    `(Qᵢ, Q̇ᵢ)`, `Qᵢ = q₀ + h Σⱼ aᵢⱼ Q̇ⱼ`."""
+
+    term: LagrangianTerm
+    times: Float[Array, " stages"]
+    q0: Float[Array, " dof"]
+    p0: Float[Array, " dof"]
+    h: Float[Array, ""]
+    a: Float[Array, "stages stages"]
+
+    def states(self, flat_v):
+        """The stage times, positions and velocities."""
+        stage_v = flat_v.reshape(self.a.shape[0], self.q0.shape[0])
+        return self.times, self.q0[None] + self.h * (self.a @ stage_v), stage_v
+
+    def forces(self, flat_v):
+        """`(F, p)` at every stage."""
+        return jax.vmap(functools.partial(forces, self.term))(*self.states(flat_v))
+
+    def residual(self, flat_v):
+        return self._residual(*self.forces(flat_v))
+
+    def _residual(self, force, momentum):
+        return (momentum - self.p0[None] - self.h * (self.a @ force)).reshape(-1)
+
+    def linearize(self, flat_v):
+        """`(R, ∂R/∂Q̇)`, from one jet of `L` per stage (for a network far cheaper
+        than `stages · dof` Jacobian products of `R` by autodiff).
+
+        Stage i's residual depends on stage k's velocity through the positions
+        `Qⱼ` and, when `i = k`, directly:
+        `∂Rᵢ/∂Q̇ₖ = h aᵢₖ ∂pᵢ/∂q + δᵢₖ ∂pᵢ/∂q̇ − h² Σⱼ aᵢⱼ aⱼₖ ∂Fⱼ/∂q − h aᵢₖ ∂Fₖ/∂q̇`.
+        """
+        (force, momentum), ((f_q, f_v), (p_q, p_v)) = jax.vmap(
+            functools.partial(linearized_forces, self.term)
+        )(*self.states(flat_v))
+        ha = self.h * self.a
+        eye = jnp.eye(ha.shape[0], dtype=ha.dtype)
+        jacobian = (
+            jnp.einsum("ik,iab->iakb", ha, p_q)
+            + jnp.einsum("ik,iab->iakb", eye, p_v)
+            - jnp.einsum("ij,jk,jab->iakb", ha, ha, f_q)
+            - jnp.einsum("ik,kab->iakb", ha, f_v)
+        )
+        return self._residual(force, momentum), jacobian.reshape(flat_v.size, -1)
 
 
 GaussLegendre.__init__.__doc__ = """**Arguments:**

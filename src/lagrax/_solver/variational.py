@@ -1,12 +1,16 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from .._mechanics import momentum
+from .._term import LagrangianTerm
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    forces,
     lagrangian_term,
+    linearized_forces,
     newton_root,
     pattern_of,
     split_state,
@@ -98,27 +102,17 @@ class VariationalMidpoint(AbstractVariationalSolver):
         idle = h == 0
         h = jnp.where(idle, jnp.sqrt(jnp.finfo(q0.dtype).eps), h)
         t_mid = (t0 + 0.5 * (t1 - t0)) * direction
-
-        def midpoint_forces(q1):
-            m = 0.5 * (q0 + q1)
-            u = (q1 - q0) / h
-            dl_dq, dl_du = jax.grad(lagrangian, argnums=(0, 1))(m, u)
-            if term.force is not None:
-                dl_dq = dl_dq + term.force(t_mid, m, u)
-            return dl_dq, dl_du
-
-        def position_residual(q1):
-            dl_dq, dl_du = midpoint_forces(q1)
-            return dl_du - 0.5 * h * dl_dq - p0
-
+        equations = MidpointEquations(term, t_mid, q0, p0, h)
         # Taylor with the carried acceleration estimate: an O(h³) guess.
         q1, q_result, jacobian, _ = newton_root(
-            position_residual,
+            # custom_root hashes its function: a closure, not a bound method.
+            lambda x: equations.residual(x),
             q0 + h * (v0 + 0.5 * h * a0),
             pattern=pattern_of(lagrangian),
+            linearize=equations.linearize,
             **self.newton_options(q0.dtype),
         )
-        p1 = p0 + h * midpoint_forces(q1)[0]
+        p1 = p0 + h * equations.forces(q1)[0]
         u = (q1 - q0) / h
         # 2u − q̇₀ extrapolates the velocity to t₁ with an O(h²) error.
         v1, v_result, mass = self.velocity(lagrangian, q1, p1, 2 * u - v0)
@@ -132,6 +126,39 @@ class VariationalMidpoint(AbstractVariationalSolver):
             lambda old, new: jnp.where(idle, old, new), (y0, (p0, a0)), (y1, (p1, a1))
         )
         return y1, None, dict(y0=y0, y1=y1), (p1, a1), result
+
+
+class MidpointEquations(eqx.Module):
+    """The equation of one `VariationalMidpoint` step for `q₁`:
+    `R = p − ½ h F − p₀ = 0`, with the force `F = ∂L/∂q + Q` and the momentum
+    `p = ∂L/∂q̇` at the midpoint `(m, u) = ((q₀ + q₁)/2, (q₁ − q₀)/h)`."""
+
+    term: LagrangianTerm
+    t: Float[Array, ""]
+    q0: Float[Array, " dof"]
+    p0: Float[Array, " dof"]
+    h: Float[Array, ""]
+
+    def forces(self, q1):
+        """`(F, p)` at the midpoint."""
+        return forces(self.term, self.t, 0.5 * (self.q0 + q1), (q1 - self.q0) / self.h)
+
+    def residual(self, q1):
+        return self._residual(*self.forces(q1))
+
+    def _residual(self, force, momentum):
+        return momentum - 0.5 * self.h * force - self.p0
+
+    def linearize(self, q1):
+        """`(R, ∂R/∂q₁)` from one jet of `L` at the midpoint: with
+        `∂m/∂q₁ = I/2` and `∂u/∂q₁ = I/h`,
+        `∂R/∂q₁ = ∂p/∂q̇ / h + (∂p/∂q − ∂F/∂q̇)/2 − h ∂F/∂q / 4`."""
+        m, u = 0.5 * (self.q0 + q1), (q1 - self.q0) / self.h
+        (force, momentum), ((f_q, f_v), (p_q, p_v)) = linearized_forces(
+            self.term, self.t, m, u
+        )
+        jacobian = p_v / self.h + 0.5 * (p_q - f_v) - 0.25 * self.h * f_q
+        return self._residual(force, momentum), jacobian
 
 
 VariationalMidpoint.__init__.__doc__ = """**Arguments:**
