@@ -495,7 +495,8 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
         `(q̇₁, result, (H, H⁻¹))` for `check_stiffness` (for a graph Lagrangian
         both are the block-sparse `H`). Its Jacobian is the mass matrix `H` (at the
         guess), so a singular one is reported as such; for an `L` quadratic in `q̇`
-        the solve is linear: two evaluations."""
+        the solve is linear: one jet along the velocity directions, then one
+        gradient to confirm."""
         n = q1.shape[0]
         # The velocity directions: the jet's Hessian block is then H itself.
         directions = jnp.concatenate([jnp.zeros((n, n)), jnp.eye(n)]).astype(q1.dtype)

@@ -75,10 +75,13 @@ class GaussLegendre(AbstractVariationalSolver):
     exponentially long times. Needs `∂²L/∂q̇²` invertible along the motion.
     `stages=1` is `VariationalMidpoint`.
 
-    Cost per step: one chord-Newton solve of size `s·dof` (one Jacobian: `s·dof`
-    forward-over-reverse products at each of the `s` stages; each iteration `s`
-    gradients of `L`, typically three iterations thanks to a predictor that
-    extrapolates the previous step's stage velocities), `s` gradients for `p₁`, and
+    Cost per step: one chord-Newton solve of size `s·dof`, whose Jacobian (and
+    first residual) comes from one jet of `L` per stage along all `2·dof` input
+    directions (`StageEquations.linearize`: for an `AbstractJetLagrangian` such as
+    `MLPLagrangian` about the cost of a gradient, otherwise `2·dof`
+    forward-over-reverse products), then `s` gradients of `L` per iteration,
+    typically three or four further iterations thanks to a predictor that
+    extrapolates the previous step's stage velocities; `s` gradients for `p₁`, and
     the velocity solve of `VariationalMidpoint`. For the 4th-order default this is
     about half the cost of `Yoshida4()` with a far smaller error constant. Gradients
     use the implicit function theorem. A step is accepted only if its Newton solves

@@ -39,10 +39,13 @@ class VariationalMidpoint(AbstractVariationalSolver):
     along the motion.
 
     Cost per step: two chord-Newton solves of size `dof`, each with one Jacobian
-    (`dof` forward-over-reverse products) and typically 2–4 gradient evaluations:
-    the position solve starts from a Taylor guess with an acceleration estimate
-    carried in the solver state (error O(h³)); the velocity solve is linear, two
-    evaluations, when `L` is quadratic in `q̇`. For higher order at a similar cost
+    that comes with the first residual (one jet of `L`: for an
+    `AbstractJetLagrangian` about the cost of a gradient, otherwise `2·dof`, for
+    the velocity solve `dof`, forward-over-reverse products) and typically 1–3
+    further gradient evaluations: the position solve starts from a Taylor guess
+    with an acceleration estimate carried in the solver state (error O(h³)); the
+    velocity solve is linear, one further evaluation, when `L` is quadratic in
+    `q̇`; and one gradient for `p₁`. For higher order at a similar cost
     per step see `GaussLegendre`. Gradients through the step use the implicit
     function theorem, exact for any number of iterations.
 
