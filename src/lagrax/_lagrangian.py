@@ -27,7 +27,7 @@ from ._misc import (
     check_state,
     split_angles,
 )
-from ._mlp_jet import activation_derivatives, mlp_jet
+from ._mlp_jet import activation_derivatives, mlp_jet, transposed
 
 
 class AbstractLagrangian(eqx.Module):
@@ -548,8 +548,9 @@ class MLPLagrangian(AbstractJetLagrangian):
         t = directions.T if not self.angles else _angle_tangents(self, q, directions)
         saved = []
         for layer in hidden:
-            z = layer.weight @ h + layer.bias
-            t = t @ layer.weight.T
+            weight_t = transposed(layer.weight)
+            z = h @ weight_t + layer.bias
+            t = t @ weight_t
             h, ds, dds, _ = activation_derivatives(self.activation, z)
             saved.append((ds, dds, t))
             t = ds[None, :] * t
