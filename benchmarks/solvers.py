@@ -11,8 +11,10 @@ For two systems, every solver runs over several horizons, in float64:
   terms keep its mass matrix positive definite (eigenvalues 1.07–2.44 along the
   motion) and the motion bounded, and the constant makes `E = 0` at rest at the
   origin, so relative energy errors do not depend on the network's arbitrary
-  offset. It is an `AbstractJetLagrangian`, so the Runge–Kutta methods get
-  lagrax's fastest acceleration. A step costs about 40 pendulum steps, so its
+  offset. It is an `AbstractJetLagrangian`, so every solver gets the network's
+  fast derivatives: the Runge–Kutta methods through `lagrax.acceleration`,
+  lagrax's implicit solvers for their gradients and Newton Jacobians. A step costs
+  about 20 pendulum steps, so its
   horizons are 10, 100 and 500 (up to 10⁴ steps of `dt = 0.05`), without Dopri5.
 
 Solvers: `VelocityVerlet`, `VariationalMidpoint`, `Yoshida4` (over
