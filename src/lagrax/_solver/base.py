@@ -219,10 +219,12 @@ def newton_root(
     formed and inverted at the guess and reused, so each iteration costs one residual
     evaluation and a matrix-vector product. With the predictors of the variational
     solvers (error O(h³)) it converges in two to four iterations. Should an update
-    shrink by less than a factor of four (a coarse step, a poor guess), the Jacobian
-    is formed and inverted again at the current iterate, which turns the slow linear
-    convergence into Newton's. Forming a Jacobian also gives the residual at the
-    same point, so the iteration that follows it costs no further evaluation.
+    shrink by less than a factor of four (a coarse step, a poor guess), or the
+    contraction forecast that the budget of `max_steps` will not reach the tolerance
+    (Hairer & Wanner's test in RADAU5), the Jacobian is formed and inverted again at
+    each iterate from then on, which turns the slow linear convergence into
+    Newton's. Forming a Jacobian also gives the residual at the same point, so the
+    iteration that follows it costs no further evaluation.
 
     `linearize`, optional, is `x -> (residual(x), J(x))` computed more cheaply than
     by autodiff (the variational solvers assemble `J` from the Lagrangian's own
@@ -331,12 +333,18 @@ def _newton(
             singular = singular | failed
             return x - dx, jac_inv, singular, jnp.max(jnp.abs(dx)), size, step + 1
 
-        # Chord iterations while they contract well; then, if needed, Newton with a
-        # fresh Jacobian each iteration. Two loops rather than a branch per
-        # iteration: the second costs nothing when the first converged.
+        # Chord iterations while they contract well and can converge within the
+        # budget; then, if needed, Newton with a fresh Jacobian each iteration. Two
+        # loops rather than a branch per iteration: the second costs nothing when
+        # the first converged.
         def chord_going(carry):
-            size, prev_size = carry[3], carry[4]
-            return going(carry) & ~(size > 0.25 * prev_size)
+            size, prev_size, step = carry[3], carry[4], carry[5]
+            theta = size / prev_size
+            # Hairer & Wanner's forecast (RADAU5): at this contraction, the error
+            # left when the budget runs out; a slow chord hands over to Newton now
+            # instead of spending the budget first.
+            left = theta ** (max_steps - step) / (1 - theta) * size
+            return going(carry) & (theta <= 0.25) & ~((step >= 2) & (left > tol))
 
         def chord(carry):
             x, jac_inv, singular, size, _, step = carry
