@@ -142,9 +142,13 @@ class MidpointEquations(eqx.Module):
     p0: Float[Array, " dof"]
     h: Float[Array, ""]
 
+    def midpoint(self, q1):
+        """The midpoint's time, position `m` and velocity `u`."""
+        return self.t, 0.5 * (self.q0 + q1), (q1 - self.q0) / self.h
+
     def forces(self, q1):
         """`(F, p)` at the midpoint."""
-        return forces(self.term, self.t, 0.5 * (self.q0 + q1), (q1 - self.q0) / self.h)
+        return forces(self.term, *self.midpoint(q1))
 
     def residual(self, q1):
         return self._residual(*self.forces(q1))
@@ -156,9 +160,8 @@ class MidpointEquations(eqx.Module):
         """`(R, ∂R/∂q₁)` from one jet of `L` at the midpoint: with
         `∂m/∂q₁ = I/2` and `∂u/∂q₁ = I/h`,
         `∂R/∂q₁ = ∂p/∂q̇ / h + (∂p/∂q − ∂F/∂q̇)/2 − h ∂F/∂q / 4`."""
-        m, u = 0.5 * (self.q0 + q1), (q1 - self.q0) / self.h
         (force, momentum), ((f_q, f_v), (p_q, p_v)) = linearized_forces(
-            self.term, self.t, m, u
+            self.term, *self.midpoint(q1)
         )
         jacobian = p_v / self.h + 0.5 * (p_q - f_v) - 0.25 * self.h * f_q
         return self._residual(force, momentum), jacobian
