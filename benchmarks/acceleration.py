@@ -21,9 +21,11 @@ judged); the machines here are shared, so only same-run ratios mean anything.
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -316,6 +318,32 @@ def paper_cases(args, rows: list[Row], flops_rows: list[list]) -> float:
     return rate
 
 
+def torch_device(choice: str) -> str:
+    """PyTorch's device: `choice`, or for "auto" CUDA when JAX runs on a GPU and
+    PyTorch sees one (so that both sides run on the same hardware), else the CPU."""
+    import torch
+
+    if choice != "auto":
+        return choice
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _waited(device: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn`, returning only when its work is done (CUDA runs asynchronously)."""
+    if device == "cpu":
+        return fn
+    import torch
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return call
+
+
 def torch_cases(args, rows: list[Row], flops_rows: list[list], rate: float):
     """lagrax vs torchdyn-style batched autograd in PyTorch, same weights."""
     try:
@@ -326,31 +354,39 @@ def torch_cases(args, rows: list[Row], flops_rows: list[list], rate: float):
             "(pip install -e '.[bench]' installs the pinned CPU build)."
         )
         return
-    threads = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count()
-    )
-    torch.set_num_threads(threads)
-    print(
-        f"PyTorch {torch.__version__}: {torch.get_num_threads()} intra-op thread(s); "
-        f"JAX/XLA: {threads} thread(s) (its default pool, one per available core)"
-    )
+    device = torch_device(args.torch_device)
+    if device == "cpu":
+        threads = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count()
+        )
+        torch.set_num_threads(threads)
+        print(
+            f"PyTorch {torch.__version__}: {torch.get_num_threads()} intra-op "
+            f"thread(s); JAX/XLA: {threads} thread(s) (its default pool, one per "
+            "available core)"
+        )
+    else:
+        print(f"PyTorch {torch.__version__} on {torch.cuda.get_device_name()}")
     model = make_model(args.torch_width, 2, 5)
     arch = f"4-{args.torch_width}-{args.torch_width}-1"
     q, qdot, qddot = states(args.batch, 2, jr.key(6))
-    tq, tv, ta = (torch.from_numpy(np.array(x)) for x in (q, qdot, qddot))
+    tq, tv, ta = (torch.from_numpy(np.array(x)).to(device) for x in (q, qdot, qddot))
     net, torch_accel = torch_modules(model)
+    net.to(device)
+    waited = functools.partial(_waited, device)
     lagrax_fn, params = jax_accelerations(lagrax_acceleration, model)
     forward_fn, _ = jax_forward(model)
     err = relative_error(
-        lagrax_fn(params, q, qdot), torch_accel(tq, tv, create_graph=False).numpy()
+        lagrax_fn(params, q, qdot),
+        torch_accel(tq, tv, create_graph=False).cpu().numpy(),
     )
     print(f"[{arch}] lagrax vs PyTorch, relative difference: {err:.1e}")
 
     samples = time_interleaved(
         {
-            "torch": lambda: torch_accel(tq, tv, create_graph=False),
+            "torch": waited(lambda: torch_accel(tq, tv, create_graph=False)),
             "lagrax": lambda: lagrax_fn(params, q, qdot),
         },
         repeats=args.repeats,
@@ -379,7 +415,7 @@ def torch_cases(args, rows: list[Row], flops_rows: list[list], rate: float):
     lagrax_step, lagrax_state = jax_train_step(lagrax_acceleration, model)
     samples = time_interleaved(
         {
-            "torch": lambda: torch_step(tq, tv, ta),
+            "torch": waited(lambda: torch_step(tq, tv, ta)),
             "lagrax": lambda: lagrax_step(*lagrax_state, q, qdot, qddot),
         },
         repeats=args.repeats,
@@ -454,6 +490,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-width", type=int, default=500)
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    parser.add_argument(
+        "--torch-device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="PyTorch's device (auto: CUDA when JAX runs on a GPU, else the CPU)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.train_batch, args.repeats = 32, 32, 2
