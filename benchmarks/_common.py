@@ -26,6 +26,7 @@ def time_interleaved(
     repeats: int,
     warmup: int = 2,
     seed: int = 0,
+    cpu_seconds: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Wall-clock seconds of each zero-argument `fn`, sampled `repeats` times.
 
@@ -34,19 +35,27 @@ def time_interleaved(
     outside load and cache effects are spread evenly over all of them. Results are
     waited for with `jax.block_until_ready`; for non-JAX code (PyTorch) the function
     itself must return only when its work is done.
+
+    With `cpu_seconds` (a dict, filled in place), each call's CPU time is recorded
+    too: the process's, summed over all its threads (`time.process_time`). Unlike
+    wall time it does not count time the machine gave to other processes or
+    virtual machines, but it does count thread pools spinning while they wait.
     """
     for fn in fns.values():
         for _ in range(warmup):
             jax.block_until_ready(fn())
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    cpu = {name: [] for name in fns} if cpu_seconds is None else cpu_seconds
+    cpu.update({name: [] for name in fns})
     order = list(fns)
     rng = random.Random(seed)
     for _ in range(repeats):
         rng.shuffle(order)
         for name in order:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             jax.block_until_ready(fns[name]())
             samples[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     return samples
 
 
