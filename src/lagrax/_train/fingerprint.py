@@ -89,6 +89,52 @@ def _summary(x, digits: int) -> list:
     return [f"{scale:.{digits - 1}e}", *(round(float(s) / quantum) for s in stats)]
 
 
+# The probe's optimizer calls, compiled: run op by op they cost a compilation per
+# operation and leaf shape, 10–18 s at the first checkpointed `fit` of a process
+# on a 2-core machine. They run nine times on small arrays, so XLA is told to
+# compile them quickly rather than well. (The optimizer is static: Optax
+# transformations are closures, hashed by identity; another one compiles anew.)
+_QUICK = dict(
+    compiler_options={
+        "xla_backend_optimization_level": 0,
+        "xla_cpu_use_fusion_emitters": False,
+    }
+)
+
+
+@eqx.filter_jit(**_QUICK)
+def _init(optimizer: optax.GradientTransformation, params):
+    with jax.numpy_dtype_promotion("standard"):
+        return optimizer.init(params)
+
+
+@eqx.filter_jit(**_QUICK)
+def _update(optimizer: optax.GradientTransformation, grads, opt_state, params):
+    with jax.numpy_dtype_promotion("standard"):
+        # An optimizer with a line search also takes a loss: the quadratic
+        # `⟨g, p⟩ + ½|p − params|²`, whose gradient at `params` is `grads`.
+        extra = {}
+        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+
+            def value_fn(p):
+                terms = jtu.tree_map(
+                    lambda g, x, x0: jnp.vdot(g, x) + 0.5 * jnp.sum((x - x0) ** 2),
+                    grads,
+                    p,
+                    params,
+                )
+                return sum(jtu.tree_leaves(terms))
+
+            extra = dict(value=value_fn(params), grad=grads, value_fn=value_fn)
+        return optimizer.update(grads, opt_state, params, **extra)
+
+
+@eqx.filter_jit(**_QUICK)
+def _apply(params, updates):
+    with jax.numpy_dtype_promotion("standard"):
+        return optax.apply_updates(params, updates)
+
+
 def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> str:
     """A SHA-256 of what `optimizer` does: Optax transformations are closures, so
     they are told apart by their behaviour. From probe parameters shaped like
@@ -123,37 +169,18 @@ def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> st
 
         return jtu.tree_map(count, opt_state)
 
-    def update(grads, opt_state, params):
-        # An optimizer with a line search also takes a loss: the quadratic
-        # `⟨g, p⟩ + ½|p − params|²`, whose gradient at `params` is `grads`.
-        extra = {}
-        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
-
-            def value_fn(p):
-                terms = jtu.tree_map(
-                    lambda g, x, x0: jnp.vdot(g, x) + 0.5 * jnp.sum((x - x0) ** 2),
-                    grads,
-                    p,
-                    params,
-                )
-                return sum(jtu.tree_leaves(terms))
-
-            extra = dict(value=value_fn(params), grad=grads, value_fn=value_fn)
-        return optimizer.update(grads, opt_state, params, **extra)
-
     record = []
     probe_params = probe(0)
     gradients = [probe(1 + call) for call in range(3)]
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = optimizer.init(probe_params)
-        for grads in gradients:
-            updates, opt_state = update(grads, opt_state, probe_params)
-            probe_params = optax.apply_updates(probe_params, updates)
-            record.append(summaries(updates))
-        for power in range(1, 7):
-            later = after(10**power, opt_state)
-            updates, _ = update(gradients[-1], later, probe_params)
-            record.append(summaries(updates))
+    opt_state = _init(optimizer, probe_params)
+    for grads in gradients:
+        updates, opt_state = _update(optimizer, grads, opt_state, probe_params)
+        probe_params = _apply(probe_params, updates)
+        record.append(summaries(updates))
+    for power in range(1, 7):
+        later = after(10**power, opt_state)
+        updates, _ = _update(optimizer, gradients[-1], later, probe_params)
+        record.append(summaries(updates))
     for path, leaf in jtu.tree_flatten_with_path(opt_state)[0]:
         kind = f"{leaf.dtype}{list(leaf.shape)}" if eqx.is_array(leaf) else ""
         record.append([jtu.keystr(path), kind or describe(leaf)])
