@@ -14,6 +14,16 @@ from ._compare import (
     SolverRun as SolverRun,
     SolverSetting as SolverSetting,
 )
+from ._force import (
+    AbstractForce as AbstractForce,
+    Actuation as Actuation,
+    CoulombFriction as CoulombFriction,
+    ForceSum as ForceSum,
+    LearnedDissipation as LearnedDissipation,
+    MLPForce as MLPForce,
+    RayleighDissipation as RayleighDissipation,
+    with_input as with_input,
+)
 from ._graph import BlockSparseMatrix as BlockSparseMatrix, Graph as Graph
 from ._graph_lagrangian import (
     AbstractGraphLagrangian as AbstractGraphLagrangian,
@@ -25,6 +35,10 @@ from ._lagrangian import (
     LagrangianSum as LagrangianSum,
     MLPLagrangian as MLPLagrangian,
     Rescaled as Rescaled,
+)
+from ._mechanical import (
+    AbstractMechanicalLagrangian as AbstractMechanicalLagrangian,
+    MechanicalLagrangian as MechanicalLagrangian,
 )
 from ._mechanics import (
     acceleration as acceleration,

@@ -23,8 +23,14 @@ from ._custom_types import (
 )
 from ._graph import BlockSparseMatrix, colour_seeds, decompress
 from ._graph_lagrangian import AbstractGraphLagrangian
-from ._lagrangian import AbstractJetLagrangian, gradient_of, hessian_products
+from ._lagrangian import (
+    AbstractJetLagrangian,
+    gradient_of,
+    hessian_products,
+    LagrangianSum,
+)
 from ._linalg import solve
+from ._mechanical import AbstractMechanicalLagrangian
 from ._misc import as_state, check_like
 
 
@@ -58,6 +64,16 @@ def _euler_lagrange_parts(
         )
         grad, hvps = hessian_products(lagrangian, q, qdot, directions)
         return grad[:n], decompress(graph, block, hvps[:-1, n:]), hvps[-1, n:]
+    if isinstance(lagrangian, AbstractMechanicalLagrangian):
+        return lagrangian.euler_lagrange_parts(q, qdot)
+    if _has_mechanical_term(lagrangian):
+        # The parts are linear in L: each term contributes its own, a mechanical
+        # term through its structure.
+        parts = [_euler_lagrange_parts(term, q, qdot) for term in lagrangian.terms]
+        weights = [jnp.asarray(w, q.dtype) for w in lagrangian.weights]
+        return tuple(
+            sum(w * part[i] for w, part in zip(weights, parts)) for i in range(3)
+        )
     directions = _directions(qdot)
     if isinstance(lagrangian, AbstractJetLagrangian):
         grad, block = lagrangian.jet(q, qdot, directions)
@@ -65,6 +81,20 @@ def _euler_lagrange_parts(
     grad, hvps = hessian_products(lagrangian, q, qdot, directions)
     # H is symmetric, so the rows we hold are its columns.
     return grad[:n], hvps[:n, n:], hvps[n, n:]
+
+
+def _has_mechanical_term(lagrangian) -> bool:
+    return isinstance(lagrangian, LagrangianSum) and any(
+        isinstance(term, AbstractMechanicalLagrangian) for term in lagrangian.terms
+    )
+
+
+def _structured(lagrangian) -> bool:
+    """Whether the mechanics of `lagrangian` go through a mechanical structure
+    (`AbstractMechanicalLagrangian.euler_lagrange_parts`) rather than its jet."""
+    return isinstance(lagrangian, AbstractMechanicalLagrangian) or (
+        _has_mechanical_term(lagrangian)
+    )
 
 
 class MassMatrixInfo(eqx.Module):
@@ -207,8 +237,9 @@ def batch_acceleration_parts(
     """`acceleration_parts` at a batch of states (the leading axis): the same
     values as its `jax.vmap`, but an `AbstractJetLagrangian` evaluates the whole
     batch in one `batch_jet` (for an `MLPLagrangian`, a pass whose gradient is
-    written by hand: the fast path of training on accelerations)."""
-    if not isinstance(lagrangian, AbstractJetLagrangian):
+    written by hand: the fast path of training on accelerations). A mechanical
+    Lagrangian (or a sum with one) is the `vmap` of its structured pass."""
+    if not isinstance(lagrangian, AbstractJetLagrangian) or _structured(lagrangian):
         return jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(lagrangian, q, qdot)
     n = q.shape[-1]
     grad, block = lagrangian.batch_jet(q, qdot, jax.vmap(_directions)(qdot))
@@ -353,8 +384,9 @@ def generalized_force(
     """Inverse dynamics: the force `Q = d/dt ∂L/∂q̇ − ∂L/∂q` along `(q, q̇, q̈)`.
 
     `d/dt ∂L/∂q̇` is one JVP of `∂L/∂q̇` in the direction `(q̇, q̈)`; no mass matrix
-    is formed. `Q` vanishes exactly when `q̈` satisfies the free Euler–Lagrange
-    equations, and `acceleration(L, q, qdot, force=Q)` inverts this map.
+    is formed (a mechanical Lagrangian uses its structure instead:
+    `Q = M q̈ + (∂M/∂q · q̇) q̇ − ∂L/∂q`). `Q` vanishes exactly when `q̈` satisfies
+    the free Euler–Lagrange equations, and `acceleration(L, q, qdot, force=Q)` inverts this map.
 
     **Arguments:**
 
@@ -367,6 +399,10 @@ def generalized_force(
     """
     q, qdot = as_state(q, qdot)
     check_like(qddot, "qddot", q, "q")
+    if _structured(lagrangian):
+        # d/dt ∂L/∂q̇ = M q̈ + (∂M/∂q · q̇) q̇: the structured parts, no autodiff of L.
+        dl_dq, m, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+        return m @ qddot + mixed - dl_dq
     grad_fn = jax.grad(lagrangian, argnums=(0, 1))
     (dl_dq, _), (_, dp_dt) = jax.jvp(grad_fn, (q, qdot), (qdot, qddot))
     return dp_dt - dl_dq

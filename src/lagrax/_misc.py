@@ -169,3 +169,18 @@ def check_curvature(activation: Callable[[Array], Array]) -> None:
         "solved for. Use a smooth activation such as jax.nn.softplus, jnp.tanh, "
         "jax.nn.silu or jax.nn.gelu."
     )
+
+
+def num_lower_entries(n: int) -> int:
+    """The number of entries of an `n × n` lower-triangular matrix."""
+    return n * (n + 1) // 2
+
+
+def lower_triangular(entries: Array, n: int) -> Array:
+    """The lower-triangular `C` whose entries, row by row, are `entries` (of length
+    `n(n + 1)/2`), with a softplus on the diagonal: `C Cᵀ` is then positive
+    definite for any `entries` (the DeLaN parameterization of a mass matrix)."""
+    rows, cols = np.tril_indices(n)
+    c = jnp.zeros((n, n), entries.dtype).at[rows, cols].set(entries)
+    diagonal = jax.nn.softplus(jnp.diagonal(c))
+    return c.at[np.arange(n), np.arange(n)].set(diagonal)

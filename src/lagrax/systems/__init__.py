@@ -1,6 +1,7 @@
 """Analytic Lagrangians with the true physics, for data, tests and benchmarks."""
 
 from ._charged import ChargedParticle as ChargedParticle
+from ._dfki import ActuatedDoublePendulum as ActuatedDoublePendulum
 from ._oscillator import HarmonicOscillator as HarmonicOscillator
 from ._pendulum import DoublePendulum as DoublePendulum, Pendulum as Pendulum
 from ._relativistic import RelativisticParticle as RelativisticParticle
