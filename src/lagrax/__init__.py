@@ -76,6 +76,7 @@ from ._train.data import (
     acceleration_data as acceleration_data,
     AccelerationData as AccelerationData,
     MixedData as MixedData,
+    PositionData as PositionData,
     sample_states as sample_states,
     train_test_split as train_test_split,
     trajectory_data as trajectory_data,
@@ -85,6 +86,10 @@ from ._train.fit import fit as fit, History as History, train_step as train_step
 from ._train.losses import (
     acceleration_loss as acceleration_loss,
     rollout_loss as rollout_loss,
+)
+from ._train.residual_losses import (
+    discrete_euler_lagrange_loss as discrete_euler_lagrange_loss,
+    inverse_dynamics_loss as inverse_dynamics_loss,
 )
 from ._train.metrics import (
     acceleration_error as acceleration_error,

@@ -229,6 +229,7 @@ def batch_acceleration_parts(
     lagrangian: LagrangianLike,
     q: Float[Array, "batch dof"],
     qdot: Float[Array, "batch dof"],
+    force: Float[Array, "batch dof"] | None = None,
 ) -> tuple[
     Float[Array, "batch dof"],
     Bool[Array, " batch"],
@@ -240,10 +241,14 @@ def batch_acceleration_parts(
     written by hand: the fast path of training on accelerations). A mechanical
     Lagrangian (or a sum with one) is the `vmap` of its structured pass."""
     if not isinstance(lagrangian, AbstractJetLagrangian) or _structured(lagrangian):
-        return jax.vmap(acceleration_parts, in_axes=(None, 0, 0))(lagrangian, q, qdot)
+        return jax.vmap(acceleration_parts, in_axes=(None, 0, 0, 0))(
+            lagrangian, q, qdot, force
+        )
     n = q.shape[-1]
     grad, block = lagrangian.batch_jet(q, qdot, jax.vmap(_directions)(qdot))
-    return jax.vmap(_solve_parts)(grad[:, :n], block[:, :n, :n], block[:, :n, n])
+    return jax.vmap(_solve_parts)(
+        grad[:, :n], block[:, :n, :n], block[:, :n, n], force
+    )
 
 
 # `mass_matrix` builds a dense array for a graph Lagrangian up to this many

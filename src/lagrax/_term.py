@@ -127,11 +127,7 @@ class LagrangianTerm(AbstractSecondOrderTerm):
                 f"`lagrangian` must be a callable (q, qdot) -> scalar, got "
                 f"{type(self.lagrangian).__name__}."
             )
-        if self.force is not None and not callable(self.force):
-            raise TypeError(
-                f"`force` must be a callable (t, q, qdot) -> Q or None, got "
-                f"{type(self.force).__name__}."
-            )
+        _check_force(self.force)
         if not isinstance(self.throw, bool):
             raise TypeError(f"`throw` must be a bool, got {self.throw!r}.")
 
@@ -162,9 +158,14 @@ class DynamicsTerm(AbstractSecondOrderTerm):
 
     Integrate it with any Diffrax ODE solver or with `lagrax.VelocityVerlet`; the
     variational solvers need a Lagrangian (`LagrangianTerm`).
+
+    A `force` adds to the acceleration directly, `q̈ = a(q, q̇) + Q(t, q, q̇)`: a
+    black-box model has no mass matrix, so a force is an acceleration in its units
+    (an `Actuation` with a learned `matrix` learns the input's effect).
     """
 
     model: AbstractDynamics
+    force: ForceFn | None = None
 
     def __check_init__(self):
         if not isinstance(self.model, AbstractDynamics):
@@ -172,18 +173,31 @@ class DynamicsTerm(AbstractSecondOrderTerm):
                 "`model` must be a lagrax.AbstractDynamics (for a Lagrangian use "
                 f"lagrax.LagrangianTerm), got {type(self.model).__name__}."
             )
+        _check_force(self.force)
 
     def dynamics(
         self, t, q: Position, qdot: Velocity
     ) -> tuple[Velocity, Acceleration, Bool[Array, ""]]:
         velocity = self.model.velocity(q, qdot)
-        return velocity, self.model.acceleration(q, qdot), jnp.array(False)
+        qddot = self.model.acceleration(q, qdot)
+        if self.force is not None:
+            qddot = qddot + self.force(t, q, qdot)
+        return velocity, qddot, jnp.array(False)
 
 
 DynamicsTerm.__init__.__doc__ = """**Arguments:**
 
 - `model`: an `AbstractDynamics`.
+- `force`: an optional force `(t, q, qdot) -> Q`, added to `q̈`.
 """
+
+
+def _check_force(force) -> None:
+    if force is not None and not callable(force):
+        raise TypeError(
+            f"`force` must be a callable (t, q, qdot) -> Q or None, got "
+            f"{type(force).__name__}."
+        )
 
 
 def is_dynamics(model) -> bool:
@@ -199,17 +213,23 @@ def is_dynamics(model) -> bool:
     )
 
 
-def as_term(model, *, throw: bool) -> AbstractSecondOrderTerm:
-    """The term of a Lagrangian (`LagrangianTerm(model, throw=throw)`) or of an
-    `AbstractDynamics` (`DynamicsTerm(model)`)."""
+def as_term(
+    model, *, throw: bool, force: ForceFn | None = None
+) -> AbstractSecondOrderTerm:
+    """The term of a Lagrangian (`LagrangianTerm(model, force, throw=throw)`) or
+    of an `AbstractDynamics` (`DynamicsTerm(model, force)`)."""
     if is_dynamics(model):
-        return DynamicsTerm(model)
-    return LagrangianTerm(model, throw=throw)
+        return DynamicsTerm(model, force)
+    return LagrangianTerm(model, force, throw=throw)
 
 
-def model_dynamics(model, q: Position, qdot: Velocity) -> tuple[Velocity, Acceleration]:
-    """`(velocity, q̈)` of a model at one state, for training and evaluation: a
-    Lagrangian's singular mass matrix gives an explicit NaN (value and gradient)
-    instead of an error, so that a training loop can skip (and count) that step."""
-    velocity, qddot, _ = as_term(model, throw=False).dynamics(None, q, qdot)
+def model_dynamics(
+    model, q: Position, qdot: Velocity, force: ForceFn | None = None, t=None
+) -> tuple[Velocity, Acceleration]:
+    """`(velocity, q̈)` of a model (under `force`, at time `t`) at one state, for
+    training and evaluation: a Lagrangian's singular mass matrix gives an explicit
+    NaN (value and gradient) instead of an error, so that a training loop can skip
+    (and count) that step."""
+    term = as_term(model, throw=False, force=force)
+    velocity, qddot, _ = term.dynamics(t, q, qdot)
     return velocity, qddot

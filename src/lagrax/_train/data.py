@@ -40,6 +40,19 @@ def _check_same(x: Array, name: str, like: Array, like_name: str) -> None:
         )
 
 
+def _check_input(u, lead: tuple[int, ...], dtype, dims: str) -> Array | None:
+    """`u` checked against the data's leading axes and dtype (or None)."""
+    if u is None:
+        return None
+    u = _as_float_array(u, "u", len(lead) + 1, f"{dims}, inputs")
+    if u.shape[:-1] != lead or u.dtype != dtype:
+        raise ValueError(
+            f"`u` must have shape ({dims}, inputs) = {lead + ('inputs',)} and dtype "
+            f"{dtype}, got {u.shape} {u.dtype}."
+        )
+    return u
+
+
 class AbstractDataset(eqx.Module):
     """A dataset that `lagrax.fit` can draw minibatches from.
 
@@ -78,17 +91,29 @@ class AccelerationData(AbstractDataset):
     - `q`: positions, shape `(samples, dof)`.
     - `qdot`: velocities, shape `(samples, dof)`.
     - `qddot`: accelerations, shape `(samples, dof)`.
+    - `u`: the measured input at each sample (such as joint torques), shape
+        `(samples, inputs)`, or `None`. A loss given a force with an
+        `lagrax.Actuation` drives it with each sample's `u` (see
+        `lagrax.inverse_dynamics_loss`).
     """
 
     q: Float[Array, "samples dof"]
     qdot: Float[Array, "samples dof"]
     qddot: Float[Array, "samples dof"]
+    u: Float[Array, "samples inputs"] | None
 
-    def __init__(self, q: ArrayLike, qdot: ArrayLike, qddot: ArrayLike):
+    def __init__(
+        self,
+        q: ArrayLike,
+        qdot: ArrayLike,
+        qddot: ArrayLike,
+        u: ArrayLike | None = None,
+    ):
         """**Arguments:**
 
         - `q`, `qdot`, `qddot`: floating-point arrays of one shape `(samples, dof)`
             and one dtype.
+        - `u`: optional inputs, shape `(samples, inputs)`, in the same dtype.
         """
         q = _as_float_array(q, "q", 2, "samples, dof")
         qdot = _as_float_array(qdot, "qdot", 2, "samples, dof")
@@ -98,12 +123,16 @@ class AccelerationData(AbstractDataset):
         self.q = q
         self.qdot = qdot
         self.qddot = qddot
+        self.u = _check_input(u, q.shape[:1], q.dtype, "samples")
 
     def __len__(self) -> int:
         return self.q.shape[0]
 
     def __getitem__(self, index) -> "AccelerationData":
-        return AccelerationData(self.q[index], self.qdot[index], self.qddot[index])
+        u = None if self.u is None else self.u[index]
+        return AccelerationData(
+            self.q[index], self.qdot[index], self.qddot[index], u
+        )
 
 
 class TrajectoryData(AbstractDataset):
@@ -117,18 +146,31 @@ class TrajectoryData(AbstractDataset):
     - `ts`: the observation times, increasing, shape `(times,)`.
     - `q`: positions, shape `(trajectories, times, dof)`.
     - `qdot`: velocities, shape `(trajectories, times, dof)`.
+    - `u`: the measured input (such as motor torques) at the same times, shape
+        `(trajectories, times, inputs)`, or `None`. Rollouts (`rollout_loss`,
+        `rollout`) drive the force's `lagrax.Actuation` with its linear
+        interpolation, trajectory by trajectory.
     """
 
     ts: Float[Array, " times"]
     q: Float[Array, "trajectories times dof"]
     qdot: Float[Array, "trajectories times dof"]
+    u: Float[Array, "trajectories times inputs"] | None
 
-    def __init__(self, ts: ArrayLike, q: ArrayLike, qdot: ArrayLike):
+    def __init__(
+        self,
+        ts: ArrayLike,
+        q: ArrayLike,
+        qdot: ArrayLike,
+        u: ArrayLike | None = None,
+    ):
         """**Arguments:**
 
         - `ts`: increasing times, shape `(times,)` with at least two entries.
         - `q`, `qdot`: floating-point arrays of one shape `(trajectories, times,
             dof)` and the dtype of `ts`.
+        - `u`: optional inputs, shape `(trajectories, times, inputs)`, in the
+            dtype of `ts`.
         """
         ts = _as_float_array(ts, "ts", 1, "times,")
         q = _as_float_array(q, "q", 3, "trajectories, times, dof")
@@ -144,12 +186,65 @@ class TrajectoryData(AbstractDataset):
         self.ts = ts
         self.q = q
         self.qdot = qdot
+        self.u = _check_input(u, q.shape[:2], q.dtype, "trajectories, times")
 
     def __len__(self) -> int:
         return self.q.shape[0]
 
     def __getitem__(self, index) -> "TrajectoryData":
-        return TrajectoryData(self.ts, self.q[index], self.qdot[index])
+        u = None if self.u is None else self.u[index]
+        return TrajectoryData(self.ts, self.q[index], self.qdot[index], u)
+
+
+class PositionData(AbstractDataset):
+    """Trajectories observed in position only, at common times: what a camera, a
+    motion-capture system or an encoder without a tachometer gives. Train on them
+    with `lagrax.discrete_euler_lagrange_loss`, which needs no velocities.
+
+    `len(data)` is the number of trajectories and `data[index]` selects
+    trajectories (all keep the common `ts`), also under `jit`.
+
+    **Fields:**
+
+    - `ts`: the observation times, increasing, shape `(times,)`.
+    - `q`: positions, shape `(trajectories, times, dof)`.
+    - `u`: the measured input at the same times, shape `(trajectories, times,
+        inputs)`, or `None`.
+    """
+
+    ts: Float[Array, " times"]
+    q: Float[Array, "trajectories times dof"]
+    u: Float[Array, "trajectories times inputs"] | None
+
+    def __init__(self, ts: ArrayLike, q: ArrayLike, u: ArrayLike | None = None):
+        """**Arguments:**
+
+        - `ts`: increasing times, shape `(times,)` with at least three entries.
+        - `q`: positions, shape `(trajectories, times, dof)`, in the dtype of `ts`.
+        - `u`: optional inputs, shape `(trajectories, times, inputs)`.
+        """
+        ts = _as_float_array(ts, "ts", 1, "times,")
+        q = _as_float_array(q, "q", 3, "trajectories, times, dof")
+        if ts.shape[0] < 3:
+            raise ValueError(
+                "`ts` must hold at least three times (the discrete Euler–Lagrange "
+                f"equations link three consecutive positions), got {ts.shape[0]}."
+            )
+        if q.shape[1] != ts.shape[0] or q.dtype != ts.dtype:
+            raise ValueError(
+                f"`q` must have shape (trajectories, {ts.shape[0]}, dof) and dtype "
+                f"{ts.dtype} to match `ts`, got {q.shape} {q.dtype}."
+            )
+        self.ts = ts
+        self.q = q
+        self.u = _check_input(u, q.shape[:2], q.dtype, "trajectories, times")
+
+    def __len__(self) -> int:
+        return self.q.shape[0]
+
+    def __getitem__(self, index) -> "PositionData":
+        u = None if self.u is None else self.u[index]
+        return PositionData(self.ts, self.q[index], u)
 
 
 class MixedData(AbstractDataset):

@@ -9,16 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._custom_types import ForceFn
+from .._force import with_input
 from .._graph import BlockSparseMatrix
 from .._linalg import definiteness_shortfall
-from .._mechanics import batch_acceleration_parts
+from .._mechanics import batch_acceleration_parts, generalized_force
 from .._simulate import solve_options
 from .._term import is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
 from .rollout import solve_batch
 
 
-def _penalty(norm: str):
+def penalty_of(norm: str):
+    """The elementwise penalty of a loss's `norm`."""
     if norm == "l1":
         return jnp.abs
     if norm == "l2":
@@ -33,6 +36,7 @@ def acceleration_loss(
     norm: str = "l1",
     definiteness: float = 0.0,
     weight: Callable[[Array, Array], Array] | None = None,
+    force: ForceFn | None = None,
 ) -> Float[Array, ""]:
     """Mismatch between predicted and observed accelerations, the paper's loss.
 
@@ -78,17 +82,22 @@ def acceleration_loss(
     - `weight`: `None` (default), or a function `(q, qdot) -> scalar` of one
         state, the weight of its sample's errors (not differentiated: it depends
         on the data only).
+    - `force`: an optional generalized force `(t, q, qdot) -> Q` acting on the
+        model (evaluated at `t = 0`: forces of the state and input); with
+        `data.u`, its `Actuation` is driven by each sample's input. It trains
+        with the model when it is part of what `fit` optimizes.
 
     **Returns:**
 
     The scalar loss.
     """
-    penalty = _penalty(norm)
+    penalty = penalty_of(norm)
     dynamics = is_dynamics(model)
     if not isinstance(data, AccelerationData):
         raise TypeError(
             f"`data` must be an AccelerationData, got {type(data).__name__}."
         )
+    forces = sample_forces(force, data)
     if not (isinstance(definiteness, (int, float)) and 0 <= definiteness < np.inf):
         raise ValueError(
             f"`definiteness` must be a finite number ≥ 0, got {definiteness!r}."
@@ -104,13 +113,15 @@ def acceleration_loss(
         )
     penalty = _weighted(penalty, _sample_weights(weight, data))
     if definiteness:
-        return _with_definiteness(model, data, penalty, definiteness)
+        return _with_definiteness(model, data, penalty, definiteness, forces)
     if not dynamics:
-        predicted, _ = _lagrangian_accelerations(model, data)
+        predicted, _ = _lagrangian_accelerations(model, data, forces)
         return jnp.mean(penalty(predicted - data.qddot))
     velocity, predicted = jax.vmap(model_dynamics, in_axes=(None, 0, 0))(
         model, data.q, data.qdot
     )
+    if forces is not None:
+        predicted = predicted + forces
     return jnp.mean(penalty(predicted - data.qddot)) + jnp.mean(
         penalty(velocity - data.qdot)
     )
@@ -135,17 +146,43 @@ def _weighted(penalty, weights: Array | None):
     return lambda error: weights * penalty(error)
 
 
-def _lagrangian_accelerations(lagrangian, data: AccelerationData):
-    """`(q̈, H)` of a Lagrangian over the batch, from one batched pass; `q̈` is
-    NaN in value and gradient where `H` is singular, as with
-    `acceleration(throw=False)`."""
-    qddot, singular, h = batch_acceleration_parts(lagrangian, data.q, data.qdot)
+def sample_forces(
+    force: ForceFn | None, data: AccelerationData
+) -> Float[Array, "samples dof"] | None:
+    """The force at each sample of `data` (at `t = 0`), its `Actuation` driven
+    by the sample's input `u`, if the data carry one; None without a force."""
+    if force is None:
+        if data.u is not None:
+            raise ValueError(
+                "The data carry an input `u`, but no `force` is given to take it: "
+                "pass force=lagrax.Actuation() (plus any friction)."
+            )
+        return None
+    if not callable(force):
+        raise TypeError(
+            f"`force` must be a callable (t, q, qdot) -> Q, got {type(force).__name__}."
+        )
+    t = jnp.zeros((), data.q.dtype)
+    if data.u is None:
+        return jax.vmap(lambda q, v: force(t, q, v))(data.q, data.qdot)
+    return jax.vmap(lambda q, v, u: with_input(force, u)(t, q, v))(
+        data.q, data.qdot, data.u
+    )
+
+
+def _lagrangian_accelerations(lagrangian, data: AccelerationData, forces=None):
+    """`(q̈, H)` of a Lagrangian (under the per-sample `forces`) over the batch,
+    from one batched pass; `q̈` is NaN in value and gradient where `H` is
+    singular, as with `acceleration(throw=False)`."""
+    qddot, singular, h = batch_acceleration_parts(
+        lagrangian, data.q, data.qdot, forces
+    )
     poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
     return qddot * poison[:, None], h
 
 
-def _with_definiteness(lagrangian, data, penalty, margin):
-    predicted, h = _lagrangian_accelerations(lagrangian, data)
+def _with_definiteness(lagrangian, data, penalty, margin, forces):
+    predicted, h = _lagrangian_accelerations(lagrangian, data, forces)
     if isinstance(h, BlockSparseMatrix):
         # The diagonal blocks of every sample, one after another, as matrices.
         h = h.diagonal.reshape(-1, *h.diagonal.shape[-2:])
@@ -172,6 +209,7 @@ def rollout_loss(
     adjoint: diffrax.AbstractAdjoint | None = None,
     max_steps: int = 256,
     throw: bool = False,
+    force: ForceFn | None = None,
 ) -> Float[Array, ""]:
     """Mismatch between observed trajectories and the model's rollouts from
     observed states, over short windows; multiple shooting with `continuity > 0`.
@@ -224,6 +262,9 @@ def rollout_loss(
     - `max_steps`: the step budget of one window.
     - `throw`: whether a failed solve raises. By default it does not: its
         unreached samples are `inf`, the loss is not finite, and `fit` skips it.
+    - `force`: an optional generalized force `(t, q, qdot) -> Q` on the model
+        (friction, actuation, a learned force); with `data.u`, its `Actuation` is
+        driven by each window's measured input, linearly interpolated.
 
     **Returns:**
 
@@ -243,7 +284,7 @@ def rollout_loss(
         }
         ```
     """
-    penalty = _penalty(norm)
+    penalty = penalty_of(norm)
     is_dynamics(model)  # a clear error for anything but a model
     if not isinstance(data, TrajectoryData):
         raise TypeError(f"`data` must be a TrajectoryData, got {type(data).__name__}.")
@@ -281,8 +322,16 @@ def rollout_loss(
     def flat(x):
         return x.reshape((num_traj * num_windows,) + x.shape[2:])
 
+    u = None if data.u is None else flat(data.u[:, index])
     q_hat, qdot_hat = solve_batch(
-        model, flat(q[:, :, 0]), flat(qdot[:, :, 0]), flat(ts), options, throw=throw
+        model,
+        flat(q[:, :, 0]),
+        flat(qdot[:, :, 0]),
+        flat(ts),
+        options,
+        throw=throw,
+        force=force,
+        u=u,
     )
     shape = (num_traj, num_windows, window, dof)
     q_hat = q_hat.reshape(shape)

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .._custom_types import ForceFn
+from .._force import with_input
 from .._simulate import check_times, solve, solve_options, SolveOptions
 from .._term import as_term
 from .data import TrajectoryData
@@ -19,20 +21,32 @@ def solve_batch(
     options: SolveOptions,
     *,
     throw: bool,
+    force: ForceFn | None = None,
+    u: Float[Array, "batch times inputs"] | None = None,
 ) -> tuple[Float[Array, "batch times dof"], Float[Array, "batch times dof"]]:
-    """Integrate `model` from each `(q0[i], qdot0[i])` and save at `ts[i]`.
+    """Integrate `model` (under `force`) from each `(q0[i], qdot0[i])` and save at
+    `ts[i]`; with inputs `u`, the force's `Actuation` of solve `i` is driven by the
+    linear interpolation of `u[i]` over `ts[i]`.
 
-    A Lagrangian is integrated with `LagrangianTerm(model, throw=False)`: a singular
-    mass matrix is a failed solve (which raises if `throw`, else leaves non-finite
-    samples), never an error from inside the vector field.
+    A Lagrangian is integrated with `LagrangianTerm(model, force, throw=False)`: a
+    singular mass matrix is a failed solve (which raises if `throw`, else leaves
+    non-finite samples), never an error from inside the vector field.
     """
-    term = as_term(model, throw=False)
+    if u is not None and force is None:
+        raise ValueError(
+            "The data carry an input `u`, but no `force` is given to take it: pass "
+            "force=lagrax.Actuation() (plus any friction)."
+        )
 
-    def one(q, qdot, times):
+    def one(q, qdot, times, inputs):
+        applied = force
+        if inputs is not None:
+            applied = with_input(force, diffrax.LinearInterpolation(times, inputs))
+        term = as_term(model, throw=False, force=applied)
         q, qdot, _ = solve(term, q, qdot, times, options, throw=throw)
         return q, qdot
 
-    return jax.vmap(one)(q0, qdot0, ts)
+    return jax.vmap(one)(q0, qdot0, ts, u)
 
 
 def rollout(
@@ -49,6 +63,8 @@ def rollout(
     adjoint: diffrax.AbstractAdjoint | None = None,
     max_steps: int | None = None,
     throw: bool = True,
+    force: ForceFn | None = None,
+    u: Float[Array, "trajectories times inputs"] | None = None,
 ) -> TrajectoryData:
     """Integrate a model from a batch of initial states.
 
@@ -85,6 +101,11 @@ def rollout(
         more states than it steps; with adaptive steps, 65,536.
     - `throw`: whether a failed solve (a singular mass matrix, a solver failure)
         raises; with `False` its unreached samples are `inf`.
+    - `force`: an optional generalized force `(t, q, qdot) -> Q`, such as
+        `lagrax.RayleighDissipation(b) + lagrax.Actuation()`.
+    - `u`: inputs at `ts`, shape `(trajectories, times, inputs)`, that drive the
+        force's `Actuation` (linearly interpolated); default the `u` of a
+        `TrajectoryData` passed as `q0`.
 
     **Returns:**
 
@@ -96,6 +117,7 @@ def rollout(
             raise TypeError(
                 "Pass either a TrajectoryData or `q0, qdot0, ts`, not both."
             )
+        u = q0.u if u is None else u
         q0, qdot0, ts = q0.q[:, 0], q0.qdot[:, 0], q0.ts
     elif qdot0 is None or ts is None:
         raise TypeError(
@@ -124,5 +146,12 @@ def rollout(
         ts=ts,
     )
     batch_ts = jnp.broadcast_to(ts[None, :], (q0.shape[0], ts.shape[0]))
-    q, qdot = solve_batch(model, q0, qdot0, batch_ts, options, throw=throw)
-    return TrajectoryData(ts, q, qdot)
+    if u is not None and jnp.shape(u)[:2] != batch_ts.shape:
+        raise ValueError(
+            f"`u` must have shape (trajectories, times, inputs) with "
+            f"{batch_ts.shape} leading, got {jnp.shape(u)}."
+        )
+    q, qdot = solve_batch(
+        model, q0, qdot0, batch_ts, options, throw=throw, force=force, u=u
+    )
+    return TrajectoryData(ts, q, qdot, u)

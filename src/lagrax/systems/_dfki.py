@@ -1,9 +1,18 @@
 import equinox as eqx
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._mechanical import AbstractMechanicalLagrangian
-from .._misc import check_dof, check_positive
+from .._misc import check_dof
+
+
+def _parameter(x: ArrayLike) -> Array:
+    """A physical parameter as a 0-d array of JAX's default float dtype."""
+    x = jnp.asarray(x, dtype=jnp.result_type(float))
+    if x.shape != ():
+        raise ValueError(f"A parameter must be a number, got shape {x.shape}.")
+    return x
 
 
 class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
@@ -28,35 +37,54 @@ class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
     - `m1`, `m2`: link masses; `l1`: length of link 1; `r1`, `r2`: distances of
         the links' centres of mass from their joints; `I1`, `I2`: link inertias
         about their joints; `Ir`: rotor inertia; `gr`: gear ratio; `g`: gravity.
+
+    Each is a 0-d array in JAX's default float dtype: a trainable leaf, so `fit`
+    with `lagrax.inverse_dynamics_loss` identifies them from measured torques
+    (keep a parameter fixed with `eqx.partition`, or by closing over the model).
+    The motion is linear in the inertial parameters, so identification from
+    torques is well posed where the data excite them.
     """
 
-    m1: float = eqx.field(converter=float)
-    m2: float = eqx.field(converter=float)
-    l1: float = eqx.field(converter=float)
-    r1: float = eqx.field(converter=float)
-    r2: float = eqx.field(converter=float)
-    I1: float = eqx.field(converter=float)
-    I2: float = eqx.field(converter=float)
-    Ir: float = eqx.field(default=0.0, converter=float)
-    gr: float = eqx.field(default=1.0, converter=float)
-    g: float = eqx.field(default=9.81, converter=float)
+    m1: Float[Array, ""] = eqx.field(converter=_parameter)
+    m2: Float[Array, ""] = eqx.field(converter=_parameter)
+    l1: Float[Array, ""] = eqx.field(converter=_parameter)
+    r1: Float[Array, ""] = eqx.field(converter=_parameter)
+    r2: Float[Array, ""] = eqx.field(converter=_parameter)
+    I1: Float[Array, ""] = eqx.field(converter=_parameter)
+    I2: Float[Array, ""] = eqx.field(converter=_parameter)
+    Ir: Float[Array, ""] = eqx.field(default=0.0, converter=_parameter)
+    gr: Float[Array, ""] = eqx.field(default=1.0, converter=_parameter)
+    g: Float[Array, ""] = eqx.field(default=9.81, converter=_parameter)
 
     def __check_init__(self):
-        check_positive(self, "m1", "m2", "l1", "I1", "I2", "gr")
-        if not self.Ir >= 0:
-            raise ValueError(f"`Ir` must be non-negative, got {self.Ir!r}.")
+        for name in ("m1", "m2", "l1", "I1", "I2", "gr", "Ir", "r1", "r2", "g"):
+            value = getattr(self, name)
+            if isinstance(value, jax.core.Tracer):
+                continue
+            low_ok = value >= 0 if name in ("Ir", "r1", "r2") else value > 0
+            if not (bool(low_ok) and bool(jnp.isfinite(value))):
+                kind = "non-negative" if name in ("Ir", "r1", "r2") else "positive"
+                raise ValueError(
+                    f"ActuatedDoublePendulum: `{name}` must be {kind} and finite, "
+                    f"got {float(value)!r}."
+                )
+
+    def _parameters(self, q):
+        check_dof(q, q, 2, "ActuatedDoublePendulum")
+        names = ("m1", "m2", "l1", "r1", "r2", "I1", "I2", "Ir", "gr", "g")
+        return [jnp.asarray(getattr(self, name), q.dtype) for name in names]
 
     def mass(self, q: Float[Array, "2"]) -> Float[Array, "2 2"]:
-        check_dof(q, q, 2, "ActuatedDoublePendulum")
-        coupling = self.m2 * self.l1 * self.r2 * jnp.cos(q[1])
-        rotor = self.gr**2 * self.Ir
-        m11 = self.I1 + self.I2 + self.m2 * self.l1**2 + 2 * coupling + rotor + self.Ir
-        m12 = self.I2 + coupling - self.gr * self.Ir
-        m22 = jnp.asarray(self.I2 + rotor, q.dtype)
+        _, m2, l1, _, r2, i1, i2, ir, gr, _ = self._parameters(q)
+        coupling = m2 * l1 * r2 * jnp.cos(q[1])
+        rotor = gr**2 * ir
+        m11 = i1 + i2 + m2 * l1**2 + 2 * coupling + rotor + ir
+        m12 = i2 + coupling - gr * ir
+        m22 = i2 + rotor
         return jnp.stack([jnp.stack([m11, m12]), jnp.stack([m12, m22])])
 
     def potential(self, q: Float[Array, "2"]) -> Float[Array, ""]:
-        check_dof(q, q, 2, "ActuatedDoublePendulum")
-        return -self.m1 * self.g * self.r1 * jnp.cos(q[0]) - self.m2 * self.g * (
-            self.l1 * jnp.cos(q[0]) + self.r2 * jnp.cos(q[0] + q[1])
+        m1, m2, l1, r1, r2, _, _, _, _, g = self._parameters(q)
+        return -m1 * g * r1 * jnp.cos(q[0]) - m2 * g * (
+            l1 * jnp.cos(q[0]) + r2 * jnp.cos(q[0] + q[1])
         )
