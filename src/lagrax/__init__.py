@@ -87,16 +87,21 @@ from ._train.losses import (
     acceleration_loss as acceleration_loss,
     rollout_loss as rollout_loss,
 )
-from ._train.residual_losses import (
-    discrete_euler_lagrange_loss as discrete_euler_lagrange_loss,
-    inverse_dynamics_loss as inverse_dynamics_loss,
-)
 from ._train.metrics import (
     acceleration_error as acceleration_error,
     energy_discrepancy as energy_discrepancy,
     energy_error as energy_error,
     integrated_log_rollout_error as integrated_log_rollout_error,
     rollout_error as rollout_error,
+)
+from ._train.recording import (
+    horizon_rms as horizon_rms,
+    load_recording as load_recording,
+    Recording as Recording,
+)
+from ._train.residual_losses import (
+    discrete_euler_lagrange_loss as discrete_euler_lagrange_loss,
+    inverse_dynamics_loss as inverse_dynamics_loss,
 )
 from ._train.rollout import rollout as rollout
 

@@ -100,15 +100,14 @@ class ForceSum(AbstractForce):
         return total
 
 
-def _check_vector(name: str, x, dof: int | None = None) -> Array:
-    x = jnp.asarray(x)
-    if x.ndim != 1 or (dof is not None and x.shape != (dof,)):
-        raise ValueError(f"`{name}` must have shape (dof,), got {x.shape}.")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(float)
-    if not bool(jnp.all(jnp.isfinite(x) & (x >= 0))):
-        raise ValueError(f"`{name}` must be finite and non-negative, got {x}.")
-    return x
+def _check_vector(name: str, x, dtype) -> Array:
+    """`x` as a vector of `dtype`, checked on the host to be finite and ≥ 0."""
+    values = np.asarray(x, dtype=float)
+    if values.ndim != 1:
+        raise ValueError(f"`{name}` must have shape (dof,), got {values.shape}.")
+    if not np.all(np.isfinite(values) & (values >= 0)):
+        raise ValueError(f"`{name}` must be finite and non-negative, got {values}.")
+    return jnp.asarray(values, dtype)
 
 
 class RayleighDissipation(AbstractForce):
@@ -134,12 +133,12 @@ class RayleighDissipation(AbstractForce):
         - `dtype`: the parameters' dtype; default JAX's default float dtype.
         """
         dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-        d = jnp.asarray(damping, dtype)
+        d = np.asarray(damping, dtype=float)
         if d.ndim == 1:
-            factor = jnp.diag(jnp.sqrt(_check_vector("damping", d)))
+            factor = jnp.diag(jnp.sqrt(_check_vector("damping", d, dtype)))
         elif d.ndim == 2 and d.shape[0] == d.shape[1]:
-            values, vectors = np.linalg.eigh(np.asarray(d, np.float64))
-            symmetric = np.allclose(d, np.asarray(d).T)
+            values, vectors = np.linalg.eigh(d)
+            symmetric = np.allclose(d, d.T)
             if not (symmetric and np.all(np.isfinite(values))):
                 raise ValueError(f"`damping` must be symmetric and finite, got {d}.")
             if values.min() < -1e-12 * max(1.0, abs(values).max()):
@@ -195,7 +194,7 @@ class CoulombFriction(AbstractForce):
         - `dtype`: the parameters' dtype; default JAX's default float dtype.
         """
         dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-        self.coefficient = _check_vector("coefficient", jnp.asarray(coefficient, dtype))
+        self.coefficient = _check_vector("coefficient", coefficient, dtype)
         if not (isinstance(sharpness, int | float) and 0 < sharpness < np.inf):
             raise ValueError(
                 f"`sharpness` must be a positive finite number, got {sharpness!r}."
@@ -342,7 +341,13 @@ def with_input(force, input: diffrax.AbstractPath | Float[Array, " inputs"]):
 
 def _mlp(in_size, out_size, width, depth, dtype, key) -> eqx.nn.MLP:
     return eqx.nn.MLP(
-        in_size, out_size, width, depth, activation=jax.nn.softplus, dtype=dtype, key=key
+        in_size,
+        out_size,
+        width,
+        depth,
+        activation=jax.nn.softplus,
+        dtype=dtype,
+        key=key,
     )
 
 

@@ -391,7 +391,8 @@ def generalized_force(
     `d/dt ∂L/∂q̇` is one JVP of `∂L/∂q̇` in the direction `(q̇, q̈)`; no mass matrix
     is formed (a mechanical Lagrangian uses its structure instead:
     `Q = M q̈ + (∂M/∂q · q̇) q̇ − ∂L/∂q`). `Q` vanishes exactly when `q̈` satisfies
-    the free Euler–Lagrange equations, and `acceleration(L, q, qdot, force=Q)` inverts this map.
+    the free Euler–Lagrange equations, and `acceleration(L, q, qdot, force=Q)`
+    inverts this map.
 
     **Arguments:**
 

@@ -42,8 +42,15 @@ from jaxtyping import PyTree
 
 from . import systems
 from ._baselines import HamiltonianNN, MessagePassingBaseline, NeuralODEBaseline
+from ._force import (
+    CoulombFriction,
+    LearnedDissipation,
+    MLPForce,
+    RayleighDissipation,
+)
 from ._graph_lagrangian import GraphLagrangian
 from ._lagrangian import MLPLagrangian
+from ._mechanical import MechanicalLagrangian
 
 
 MAGIC = b"LAGRAX\x00\x02"
@@ -86,7 +93,9 @@ def register_model(
     Registering a class again replaces its entry. The registry lives in the
     process: register in the program that loads as in the one that saves (next to
     the class's definition, say). lagrax registers `MLPLagrangian`,
-    `GraphLagrangian`, `NeuralODEBaseline`, `MessagePassingBaseline`,
+    `MechanicalLagrangian`, `GraphLagrangian`, `NeuralODEBaseline`,
+    `MessagePassingBaseline`, the learned and parametric forces
+    (`RayleighDissipation`, `CoulombFriction`, `LearnedDissipation`, `MLPForce`),
     `HamiltonianNN` (without a momentum map: `config` gives `None` for one with)
     and the systems of `lagrax.systems`.
 
@@ -545,6 +554,60 @@ def _mlp_lagrangian_config(model: MLPLagrangian) -> dict[str, Any] | None:
     )
 
 
+def _mechanical_config(model: MechanicalLagrangian) -> dict[str, Any] | None:
+    mlp = model.potential_mlp
+    return _settings(
+        mlp.activation,
+        mlp.layers[0].weight.dtype,
+        dof=model.dof,
+        width=mlp.width_size,
+        depth=mlp.depth,
+        angles=list(model.angles),
+        epsilon=model.epsilon,
+    )
+
+
+def _learned_force_config(model: LearnedDissipation | MLPForce) -> dict[str, Any]:
+    mlp = model.mlp
+    return dict(
+        dof=model.dof,
+        angles=list(model.angles),
+        width=mlp.width_size,
+        depth=mlp.depth,
+        dtype=str(mlp.layers[0].weight.dtype),
+    )
+
+
+def _learned_force_builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    def build(config: dict[str, Any]) -> Any:
+        return cls(**dict(config, dtype=jnp.dtype(config["dtype"]), key=jr.key(0)))
+
+    return build
+
+
+def _vector_config(name: str) -> Callable[[Any], dict[str, Any]]:
+    def config(force: Any) -> dict[str, Any]:
+        leaf = getattr(force, name)
+        extra = {"sharpness": force.sharpness} if name == "coefficient" else {}
+        return dict(dof=leaf.shape[0], dtype=str(leaf.dtype), **extra)
+
+    return config
+
+
+def _build_rayleigh(config: dict[str, Any]) -> RayleighDissipation:
+    return RayleighDissipation(np.zeros(config["dof"]), dtype=config["dtype"])
+
+
+def _build_coulomb(config: dict[str, Any]) -> CoulombFriction:
+    return CoulombFriction(
+        np.zeros(config["dof"]), sharpness=config["sharpness"], dtype=config["dtype"]
+    )
+
+
+def _parameters_config(system: eqx.Module) -> dict[str, Any]:
+    return {f.name: float(getattr(system, f.name)) for f in dataclasses.fields(system)}
+
+
 def _neural_ode_config(model: NeuralODEBaseline) -> dict[str, Any] | None:
     mlp = model.mlp
     return _settings(
@@ -661,6 +724,22 @@ register_model(
     config=_message_passing_config,
     build=_builder(MessagePassingBaseline),
 )
+register_model(
+    MechanicalLagrangian,
+    config=_mechanical_config,
+    build=_builder(MechanicalLagrangian),
+)
+for _force in (LearnedDissipation, MLPForce):
+    register_model(
+        _force, config=_learned_force_config, build=_learned_force_builder(_force)
+    )
+register_model(
+    RayleighDissipation, config=_vector_config("factor"), build=_build_rayleigh
+)
+register_model(
+    CoulombFriction, config=_vector_config("coefficient"), build=_build_coulomb
+)
+register_model(systems.ActuatedDoublePendulum, config=_parameters_config)
 register_model(systems.Wave1D, config=_wave_config, build=_build_wave)
 register_model(systems.SpringNetwork, config=_springs_config, build=_build_springs)
 for _system in (

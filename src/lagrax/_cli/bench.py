@@ -8,7 +8,14 @@ import sys
 from .parsing import UsageError
 
 
-BENCHMARKS = ("acceleration", "train_step", "solvers", "graph_scaling", "long_horizon")
+BENCHMARKS = (
+    "acceleration",
+    "train_step",
+    "solvers",
+    "graph_scaling",
+    "long_horizon",
+    "mechanical",
+)
 
 
 def benchmark_dir() -> pathlib.Path | None:

@@ -45,7 +45,14 @@ import pathlib
 import textwrap
 import time
 
-from ..experiments import ablation, double_pendulum, relativity, springs, wave
+from ..experiments import (
+    ablation,
+    double_pendulum,
+    real_double_pendulum,
+    relativity,
+    springs,
+    wave,
+)
 from . import manifest
 from .parsing import (
     check_folder,
@@ -80,6 +87,11 @@ EXPERIMENTS = {
         springs,
         "spring chain: Lagrangian graph network vs message passing, zero-shot on 4× "
         "the masses",
+    ),
+    "real-double-pendulum": (
+        real_double_pendulum,
+        "a measured, motor-driven double pendulum: learned models against the "
+        "lab's identified ones, open-loop under the measured torque",
     ),
 }
 
@@ -149,6 +161,17 @@ OPTIONS = {
         "iterations of the full-batch L-BFGS finish after Adam (0 skips it)",
     ),
     "finish_size": (positive_int, "training states in the finish's batch"),
+    "pretrain_steps": (
+        non_negative_int,
+        "steps on inverse dynamics (structured) or accelerations (black box) "
+        "before the rollouts (0 skips them)",
+    ),
+    "window": (positive_int, "samples per rollout-training window"),
+    "test_data": (
+        str,
+        "a folder of further measured runs (*.csv, *.csv.gz) to evaluate beside "
+        "runs 05 and 11",
+    ),
     "rollout_lr": (
         positive_float,
         "initial learning rate of that stage, decaying to 0",

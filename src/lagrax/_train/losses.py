@@ -13,7 +13,7 @@ from .._custom_types import ForceFn
 from .._force import with_input
 from .._graph import BlockSparseMatrix
 from .._linalg import definiteness_shortfall
-from .._mechanics import batch_acceleration_parts, generalized_force
+from .._mechanics import batch_acceleration_parts
 from .._simulate import solve_options
 from .._term import is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
@@ -210,6 +210,7 @@ def rollout_loss(
     max_steps: int = 256,
     throw: bool = False,
     force: ForceFn | None = None,
+    velocity_weight: float = 1.0,
 ) -> Float[Array, ""]:
     """Mismatch between observed trajectories and the model's rollouts from
     observed states, over short windows; multiple shooting with `continuity > 0`.
@@ -265,6 +266,10 @@ def rollout_loss(
     - `force`: an optional generalized force `(t, q, qdot) -> Q` on the model
         (friction, actuation, a learned force); with `data.u`, its `Actuation` is
         driven by each window's measured input, linearly interpolated.
+    - `velocity_weight`: the weight `w ≥ 0` of the velocity terms (`w · mean
+        φ(q̂̇ − q̇)`, in the windows and the continuity penalty); 0 fits positions
+        only, for measured velocities that are noisier than the positions (the
+        windows still start from the observed velocities).
 
     **Returns:**
 
@@ -300,6 +305,10 @@ def rollout_loss(
         )
     if not continuity >= 0:
         raise ValueError(f"`continuity` must be non-negative, got {continuity!r}.")
+    if not (isinstance(velocity_weight, int | float) and velocity_weight >= 0):
+        raise ValueError(
+            f"`velocity_weight` must be a number ≥ 0, got {velocity_weight!r}."
+        )
     options = solve_options(
         solver=solver,
         dt0=dt0,
@@ -336,11 +345,12 @@ def rollout_loss(
     shape = (num_traj, num_windows, window, dof)
     q_hat = q_hat.reshape(shape)
     qdot_hat = qdot_hat.reshape(shape)
-    loss = jnp.mean(penalty(q_hat - q)) + jnp.mean(penalty(qdot_hat - qdot))
+    w = velocity_weight
+    loss = jnp.mean(penalty(q_hat - q)) + w * jnp.mean(penalty(qdot_hat - qdot))
     if continuity > 0 and num_windows > 1:
         gap_q = q_hat[:, :-1, -1] - q[:, 1:, 0]
         gap_qdot = qdot_hat[:, :-1, -1] - qdot[:, 1:, 0]
         loss = loss + continuity * (
-            jnp.mean(penalty(gap_q)) + jnp.mean(penalty(gap_qdot))
+            jnp.mean(penalty(gap_q)) + w * jnp.mean(penalty(gap_qdot))
         )
     return loss

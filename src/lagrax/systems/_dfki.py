@@ -1,6 +1,7 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._mechanical import AbstractMechanicalLagrangian
@@ -61,8 +62,9 @@ class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
             value = getattr(self, name)
             if isinstance(value, jax.core.Tracer):
                 continue
+            value = np.asarray(value)
             low_ok = value >= 0 if name in ("Ir", "r1", "r2") else value > 0
-            if not (bool(low_ok) and bool(jnp.isfinite(value))):
+            if not (low_ok and np.isfinite(value)):
                 kind = "non-negative" if name in ("Ir", "r1", "r2") else "positive"
                 raise ValueError(
                     f"ActuatedDoublePendulum: `{name}` must be {kind} and finite, "
