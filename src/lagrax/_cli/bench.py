@@ -15,6 +15,7 @@ BENCHMARKS = (
     "graph_scaling",
     "long_horizon",
     "mechanical",
+    "measured_losses",
 )
 
 
