@@ -159,7 +159,7 @@ class RayleighDissipation(AbstractForce):
         return self.factor @ self.factor.T
 
     def __call__(self, t, q: Position, qdot: Velocity) -> Force:
-        check_state(q, qdot)
+        _check_size(self, q, qdot, self.factor.shape[0])
         return -(self.factor @ (self.factor.T @ qdot))
 
 
@@ -202,7 +202,7 @@ class CoulombFriction(AbstractForce):
         self.sharpness = float(sharpness)
 
     def __call__(self, t, q: Position, qdot: Velocity) -> Force:
-        check_state(q, qdot)
+        _check_size(self, q, qdot, self.coefficient.shape[0])
         k = jnp.asarray(self.sharpness, qdot.dtype)
         return -self.coefficient * jnp.arctan(k * qdot)
 
@@ -471,9 +471,13 @@ def _position_features(q, angles):
 
 
 def _check_dof(model, q, qdot) -> None:
+    _check_size(model, q, qdot, model.dof)
+
+
+def _check_size(force, q, qdot, dof: int) -> None:
     check_state(q, qdot)
-    if q.shape != (model.dof,):
+    if q.shape != (dof,):
         raise ValueError(
-            f"This {type(model).__name__} has dof={model.dof}: `q` and `qdot` must "
-            f"have shape ({model.dof},), got {q.shape}."
+            f"This {type(force).__name__} acts on {dof} coordinates: `q` and `qdot` "
+            f"must have shape ({dof},), got {q.shape}."
         )

@@ -33,7 +33,11 @@ class VelocityVerlet(AbstractSymmetricSolver):
     When `q̈` depends on `q̇` (Coriolis and magnetic forces, any learned Lagrangian)
     `a₁` is evaluated at the Euler-predicted velocity `q̇₀ + h a₀`: the method stays
     explicit and 2nd order but is then neither symplectic nor symmetric. Use
-    `VariationalMidpoint` (or `Yoshida4`) for such systems.
+    `VariationalMidpoint` (or `Yoshida4`) for such systems. Under dissipation
+    (`RayleighDissipation`, friction) its stability check, which reads the change
+    of `q̈` along a step as stiffness, can also refuse stable steps near turning
+    points (measured: a damped oscillator with `hω₀ = 0.4`, `γ = 0.3`); the
+    variational solvers have no such limit.
 
     Works with any term whose vector field on the state `(q, q̇)` is `(q̇, q̈)`, such
     as `lagrax.LagrangianTerm`. A step fails, rather than returning garbage, when it

@@ -151,7 +151,7 @@ def discrete_euler_lagrange_loss(
         normalize = data.u is None
     h = jnp.diff(data.ts)
     t_mid = data.ts[:-1] + 0.5 * h
-    h_bar = 0.5 * (h[:-1] + h[1:])[:, None]
+    h_bar = 0.5 * (h[:-1] + h[1:])[None, :, None]
 
     def midpoint_forces(q, u):
         applied = force
