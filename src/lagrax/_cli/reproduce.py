@@ -48,6 +48,7 @@ import time
 from ..experiments import (
     ablation,
     double_pendulum,
+    noisy_pendulum,
     real_double_pendulum,
     relativity,
     springs,
@@ -92,6 +93,11 @@ EXPERIMENTS = {
         real_double_pendulum,
         "a measured, motor-driven double pendulum: learned models against the "
         "lab's identified ones, open-loop under the measured torque",
+    ),
+    "noisy-pendulum": (
+        noisy_pendulum,
+        "pendulum from noisy angles: acceleration, discrete Euler–Lagrange and "
+        "rollout losses over observations × trajectories × noise",
     ),
 }
 
@@ -176,6 +182,11 @@ OPTIONS = {
         positive_float,
         "initial learning rate of that stage, decaying to 0",
     ),
+    "held_out": (positive_int, "held-out trajectories of the evaluation"),
+    "observations": (str, "comma-separated observations per trajectory"),
+    "trajectories": (str, "comma-separated numbers of training trajectories"),
+    "noise": (str, "comma-separated standard deviations of the observation noise"),
+    "methods": (str, "comma-separated methods among acceleration, del, rollout"),
 }
 
 

@@ -23,6 +23,7 @@ The experiments use only lagrax's public API.
 from . import (
     ablation as ablation,
     double_pendulum as double_pendulum,
+    noisy_pendulum as noisy_pendulum,
     real_double_pendulum as real_double_pendulum,
     relativity as relativity,
     springs as springs,
