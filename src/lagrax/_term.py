@@ -223,13 +223,9 @@ def as_term(
     return LagrangianTerm(model, force, throw=throw)
 
 
-def model_dynamics(
-    model, q: Position, qdot: Velocity, force: ForceFn | None = None, t=None
-) -> tuple[Velocity, Acceleration]:
-    """`(velocity, q̈)` of a model (under `force`, at time `t`) at one state, for
-    training and evaluation: a Lagrangian's singular mass matrix gives an explicit
-    NaN (value and gradient) instead of an error, so that a training loop can skip
-    (and count) that step."""
-    term = as_term(model, throw=False, force=force)
-    velocity, qddot, _ = term.dynamics(t, q, qdot)
+def model_dynamics(model, q: Position, qdot: Velocity) -> tuple[Velocity, Acceleration]:
+    """`(velocity, q̈)` of a model at one state, for training and evaluation: a
+    Lagrangian's singular mass matrix gives an explicit NaN (value and gradient)
+    instead of an error, so that a training loop can skip (and count) that step."""
+    velocity, qddot, _ = as_term(model, throw=False).dynamics(None, q, qdot)
     return velocity, qddot
