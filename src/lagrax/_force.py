@@ -339,8 +339,17 @@ def with_input(force, input: diffrax.AbstractPath | Float[Array, " inputs"]):
     )
 
 
-def _mlp(in_size, out_size, width, depth, dtype, key) -> eqx.nn.MLP:
-    return eqx.nn.MLP(
+def _learned_network(
+    dof, angles, width, depth, *, velocities: bool, out_size, bias, dtype, key
+) -> tuple[eqx.nn.MLP, tuple[int, ...]]:
+    """A learned force's checked angles and its softplus MLP of `features(q)`
+    (and `q̇`, with `velocities`), whose last layer starts at zero weight and
+    `bias` (zero if `None`): a learned correction that starts at a known value."""
+    for name, value in (("dof", dof), ("width", width), ("depth", depth)):
+        check_int(value, name)
+    angles = check_angles(angles, dof)
+    in_size = (2 if velocities else 1) * dof + len(angles)
+    mlp = eqx.nn.MLP(
         in_size,
         out_size,
         width,
@@ -349,18 +358,14 @@ def _mlp(in_size, out_size, width, depth, dtype, key) -> eqx.nn.MLP:
         dtype=dtype,
         key=key,
     )
-
-
-def _zero_last_layer(mlp: eqx.nn.MLP, bias: Array | None = None) -> eqx.nn.MLP:
-    """The MLP with a zero last weight (and this bias): a learned correction that
-    starts at a known value."""
     last = mlp.layers[-1]
     bias = jnp.zeros_like(last.bias) if bias is None else bias.astype(last.bias.dtype)
-    return eqx.tree_at(
+    mlp = eqx.tree_at(
         lambda m: (m.layers[-1].weight, m.layers[-1].bias),
         mlp,
         (jnp.zeros_like(last.weight), bias),
     )
+    return mlp, angles
 
 
 class LearnedDissipation(AbstractForce):
@@ -400,23 +405,31 @@ class LearnedDissipation(AbstractForce):
         - `dtype`: the parameters' dtype.
         - `key`: a JAX PRNG key.
         """
-        for name, value in (("dof", dof), ("width", width), ("depth", depth)):
-            check_int(value, name)
-        self.angles = check_angles(angles, dof)
-        self.dof = dof
-        n = num_lower_entries(dof)
         rows, cols = np.tril_indices(dof)
-        mlp = _mlp(dof + len(self.angles), n, width, depth, dtype, key)
-        self.mlp = _zero_last_layer(mlp, jnp.where(rows == cols, -5.0, 0.0))
+        self.mlp, self.angles = _learned_network(
+            dof,
+            angles,
+            width,
+            depth,
+            velocities=False,
+            out_size=num_lower_entries(dof),
+            bias=jnp.where(rows == cols, -5.0, 0.0),
+            dtype=dtype,
+            key=key,
+        )
+        self.dof = dof
 
     def damping(self, q: Position) -> Float[Array, "dof dof"]:
         """`D(q)`."""
-        c = lower_triangular(self.mlp(_position_features(q, self.angles)), self.dof)
+        c = self._factor(q)
         return c @ c.T
+
+    def _factor(self, q: Position) -> Float[Array, "dof dof"]:
+        return lower_triangular(self.mlp(_position_features(q, self.angles)), self.dof)
 
     def __call__(self, t, q: Position, qdot: Velocity) -> Force:
         _check_dof(self, q, qdot)
-        c = lower_triangular(self.mlp(_position_features(q, self.angles)), self.dof)
+        c = self._factor(q)
         return -(c @ (c.T @ qdot))
 
 
@@ -453,12 +466,18 @@ class MLPForce(AbstractForce):
         - `dtype`: the parameters' dtype.
         - `key`: a JAX PRNG key.
         """
-        for name, value in (("dof", dof), ("width", width), ("depth", depth)):
-            check_int(value, name)
-        self.angles = check_angles(angles, dof)
+        self.mlp, self.angles = _learned_network(
+            dof,
+            angles,
+            width,
+            depth,
+            velocities=True,
+            out_size=dof,
+            bias=None,
+            dtype=dtype,
+            key=key,
+        )
         self.dof = dof
-        in_size = 2 * dof + len(self.angles)
-        self.mlp = _zero_last_layer(_mlp(in_size, dof, width, depth, dtype, key))
 
     def __call__(self, t, q: Position, qdot: Velocity) -> Force:
         _check_dof(self, q, qdot)
