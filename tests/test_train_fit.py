@@ -2,6 +2,7 @@ import functools as ft
 import inspect
 import os
 import pathlib
+import types
 
 import diffrax
 import equinox as eqx
@@ -371,12 +372,111 @@ def test_nan_batches_are_skipped_and_counted():
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
     assert not tree_allclose(trained, model, rtol=1e-3, atol=1e-6)
 
-    # Full batches all contain the NaN: nothing may change, then fit gives up.
-    with pytest.warns(RuntimeWarning, match="skipped 3 of 3"):
-        same, history = _small_run(data, 3, model=model, batch_size=48)
-    assert eqx.tree_equal(same, model)
+    # Full batches all contain the NaN: nothing changes, and a run that skipped
+    # every step ends with an error, as does one with too many skips in a row.
+    with pytest.raises(RuntimeError, match="skipped all 3 steps"):
+        _small_run(data, 3, model=model, batch_size=48)
     with pytest.raises(RuntimeError, match="skipped"):
         _small_run(data, 4, model=model, batch_size=48, max_consecutive_skips=3)
+
+
+def _adam_counts(opt_state) -> list[int]:
+    return [
+        int(s.count)
+        for s in jax.tree.leaves(
+            opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
+        )
+        if isinstance(s, optax.ScaleByAdamState)
+    ]
+
+
+def test_a_skipped_step_leaves_the_optimizer_state_unchanged(tmp_path):
+    data = _small_data()[:48]
+    model = lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1))
+    opt_state = _ADAM.init(eqx.filter(model, eqx.is_inexact_array))
+    step = ft.partial(lagrax.train_step, loss=lagrax.acceleration_loss, optimizer=_ADAM)
+    model, opt_state, _, skipped = step(model, opt_state, data[:16])
+    assert not skipped and _adam_counts(opt_state) == [1]
+    bad = eqx.tree_at(
+        lambda d: d.qddot, data[:16], data.qddot[:16].at[0, 0].set(jnp.nan)
+    )
+    same, same_state, _, skipped = step(model, opt_state, bad)
+    assert skipped and eqx.tree_equal(same, model)
+    assert eqx.tree_equal(same_state, opt_state) and _adam_counts(same_state) == [1]
+
+    # Through `fit` and its checkpoint: a learning rate that is infinite at step
+    # count 1 makes a non-finite update; the step is skipped and the count stays
+    # at 1, so every later step is skipped too (were the count advanced, only one
+    # would be).
+    rate = lambda count: jnp.where(count == 1, jnp.inf, 1e-2)  # noqa: E731
+    optimizer = optax.adam(rate)
+    path = tmp_path / "run.lagrax"
+    with pytest.warns(RuntimeWarning, match="skipped 5 of 6"):
+        trained, history = _small_run(data, 6, optimizer=optimizer, checkpoint=path)
+    assert history.skipped.tolist() == [False] + [True] * 5
+    leaves = jax.tree.leaves(eqx.filter(trained, eqx.is_inexact_array))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    like = (trained, optimizer.init(eqx.filter(trained, eqx.is_inexact_array)))
+    (saved, saved_state), _ = read_checkpoint(path, like)
+    assert eqx.tree_equal(saved, trained) and _adam_counts(saved_state) == [1]
+
+    # An optimizer whose every update is infinite: fit says so.
+    with pytest.raises(RuntimeError, match="skipped all 4 steps.*update"):
+        _small_run(data, 4, optimizer=optax.adam(jnp.inf))
+
+
+def _scaled_loss(model, batch):
+    return SCALE * lagrax.acceleration_loss(model, batch)  # noqa: F821
+
+
+def _edited(scale: float):
+    """`_scaled_loss` as a file edited between two runs would make it: the same
+    name and code, another value of its global `SCALE`."""
+    scope = dict(lagrax=lagrax, SCALE=scale)
+    loss = types.FunctionType(_scaled_loss.__code__, scope, "_scaled_loss")
+    loss.__module__, loss.__qualname__ = __name__, _scaled_loss.__qualname__
+    return loss
+
+
+def test_resume_refuses_an_edited_loss_other_test_data_and_schedule(tmp_path):
+    data = _small_data()[:48]
+    path = tmp_path / "run.lagrax"
+    run = ft.partial(_small_run, data, 4, checkpoint=path)
+    run(loss=_edited(1.0), test_data=data[:8])
+    with pytest.raises(ValueError, match="different `loss` .*value differs"):
+        run(loss=_edited(2.0), test_data=data[:8], resume=True)
+    with pytest.raises(ValueError, match="different `test_data`"):
+        run(loss=_edited(1.0), test_data=data[8:16], resume=True)
+    run(loss=_edited(1.0), test_data=data[:8], resume=True)
+
+    # Schedules that differ only between the optimizer fingerprint's probe steps
+    # (10, 100, ...): stopped after its first checkpoint, the run over 200 steps
+    # resumes with its own schedule and refuses the other.
+    def stop(model, data):
+        raise _Stop
+
+    schedules = [
+        optax.piecewise_constant_schedule(3e-3, {at: 0.1}) for at in (150, 160)
+    ]
+    optimizers = [optax.adam(schedule) for schedule in schedules]
+    params = eqx.filter(
+        lagrax.MLPLagrangian(1, width=8, depth=1, key=jr.key(1)), eqx.is_inexact_array
+    )
+    assert len({_optimizer_fingerprint(o, params) for o in optimizers}) == 1
+    path = tmp_path / "schedule.lagrax"
+    stopped = dict(
+        checkpoint=path,
+        checkpoint_every=1,
+        test_data=data[:8],
+        metrics={"stop": stop},
+        eval_every=2,
+    )
+    with pytest.raises(_Stop):
+        _small_run(data, 200, optimizer=optimizers[0], **stopped)
+    with pytest.raises(ValueError, match="different `optimizer` schedule"):
+        _small_run(data, 200, optimizer=optimizers[1], **stopped, resume=True)
+    with pytest.raises(_Stop):  # resumed: it reaches its next evaluation
+        _small_run(data, 200, optimizer=optimizers[0], **stopped, resume=True)
 
 
 def test_fit_is_a_loop_over_train_step(capsys):

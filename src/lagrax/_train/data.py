@@ -130,9 +130,7 @@ class AccelerationData(AbstractDataset):
 
     def __getitem__(self, index) -> "AccelerationData":
         u = None if self.u is None else self.u[index]
-        return AccelerationData(
-            self.q[index], self.qdot[index], self.qddot[index], u
-        )
+        return AccelerationData(self.q[index], self.qdot[index], self.qddot[index], u)
 
 
 class TrajectoryData(AbstractDataset):

@@ -23,10 +23,12 @@ from .._misc import check_int
 from .._serialisation import key_fingerprint, read_checkpoint, write_checkpoint
 from .data import AbstractDataset
 from .fingerprint import (
+    check_close,
     check_run,
     data_fingerprint,
     describe,
     optimizer_fingerprint,
+    schedule_fingerprint,
 )
 
 
@@ -78,11 +80,12 @@ def train_step(
 
     The gradient is taken with respect to the model's floating-point arrays
     (`eqx.filter(model, eqx.is_inexact_array)`, which is also what the optimizer
-    state must be initialized from). If the loss or any gradient entry is not finite
-    (a NaN in the batch, a singular mass matrix, a diverging rollout) the step is
-    skipped: the model and the optimizer state (including a schedule's step count)
-    are returned unchanged and `skipped` is true. Compiled with `eqx.filter_jit`;
-    `lagrax.fit` is a loop over this function.
+    state must be initialized from). If the loss, any gradient entry, any entry of
+    the optimizer's update or of the updated parameters is not finite (a NaN in the
+    batch, a singular mass matrix, a diverging rollout, an infinite learning rate)
+    the step is skipped: the model and the optimizer state (including a schedule's
+    and Adam's step counts) are returned unchanged and `skipped` is true. Compiled
+    with `eqx.filter_jit`; `lagrax.fit` is a loop over this function.
 
     !!! example
 
@@ -136,9 +139,11 @@ def train_step(
     with jax.numpy_dtype_promotion("standard"):
         updates, new_opt_state = optimizer.update(grads, opt_state, params, **extra)
         new_params = optax.apply_updates(params, updates)
+    # An update can fail where the gradient did not (a learning rate of inf, an
+    # optimizer dividing by zero): it, and the parameters it makes, are checked too.
     finite = jnp.isfinite(value)
-    for g in jtu.tree_leaves(grads):
-        finite = finite & jnp.all(jnp.isfinite(g))
+    for x in jtu.tree_leaves((grads, updates, new_params)):
+        finite = finite & jnp.all(jnp.isfinite(x))
 
     def keep(new, old):
         # In the old dtype too: a step may not change the state's types, which a
@@ -207,6 +212,15 @@ def _replicated(tree, mesh: Mesh | None):
     return eqx.combine(jax.device_put(arrays, sharding), static)
 
 
+def _loss_value(model, batch, loss) -> float:
+    return float(_loss(model, batch, loss))
+
+
+@eqx.filter_jit
+def _loss(model, batch, loss):
+    return loss(model, batch)
+
+
 @eqx.filter_jit
 def _evaluate(model, data, loss, metrics):
     return loss(model, data), {name: fn(model, data) for name, fn in metrics.items()}
@@ -270,8 +284,9 @@ def fit(
     A convenience loop over `lagrax.train_step`: the optimizer state is initialized
     from `eqx.filter(model, eqx.is_inexact_array)`; each epoch shuffles the data
     with `jr.fold_in(key, epoch)` and walks through it in minibatches of
-    `batch_size` (dropping the remainder); steps whose loss or gradient is not
-    finite are skipped and counted (with a warning at the end); the held-out loss
+    `batch_size` (dropping the remainder); steps whose loss, gradient or update is
+    not finite are skipped and counted (with a warning at the end, and a
+    `RuntimeError` if every step was skipped); the held-out loss
     and metrics are recorded every `eval_every` steps; a progress bar shows the
     running loss. Any Optax schedule works: the paper used Adam with a one-cycle
     schedule, `optax.adam(optax.cosine_onecycle_schedule(steps, 1e-3))`.
@@ -279,10 +294,14 @@ def fit(
     With `checkpoint`, the model, optimizer state, step count and history are
     written there (atomically) every `checkpoint_every` steps and at the end,
     together with what defines the run: `steps`, `batch_size`, `key`, the size of
-    `data` and a SHA-256 of its arrays, a fingerprint of `optimizer` (a hash of its
-    updates on probe gradients, so another learning rate or schedule differs), a
-    description of `loss` (its name and the values bound to it by
-    `functools.partial` or a closure) and the names of `metrics`. With
+    `data` and a SHA-256 of its arrays (and of `test_data`'s), a fingerprint of
+    `optimizer` (a hash of its updates on probe gradients, so another learning rate
+    or schedule differs, and the size of its update at every step up to `steps`, so
+    a schedule that differs between probe steps does too), `loss` (a description
+    of it, its name and the values bound to it by `functools.partial` or a
+    closure, and its value on the first `batch_size` samples at the checkpoint's
+    model, so an edited loss of the same name differs) and the names of `metrics`.
+    With
     `resume=True` and an existing checkpoint, training continues from it up to
     `steps` in total. Minibatches depend only on `key` and the step number, so a
     run that is stopped and resumed ends bit-identical to one that was not.
@@ -399,11 +418,33 @@ def fit(
             key=key_fingerprint(key),
             optimizer=optimizer_fingerprint(optimizer, params),
             loss=describe(loss),
+            test_data=None if test_data is None else data_fingerprint(test_data),
         )
+        schedule = schedule_fingerprint(optimizer, params, steps)
+        # The loss is told apart by its values too, on the first samples, at each
+        # checkpoint's model: an edited loss keeps its name.
+        probe = data[jnp.arange(batch_size)]
     if resume and checkpoint is not None and pathlib.Path(checkpoint).exists():
         (model, opt_state), info = read_checkpoint(checkpoint, (model, opt_state))
         where = repr(os.fspath(checkpoint))
-        check_run(where, info, run)
+        check_run(where, info, run, recorded=("schedule", "loss_probe"))
+        shared = info["steps"]  # fewer than `steps` when extending a finished run
+        check_close(
+            where,
+            "schedule",
+            info["schedule"],
+            schedule
+            if shared == steps
+            else schedule_fingerprint(optimizer, params, shared),
+            "its learning rate differs at some step",
+        )
+        check_close(
+            where,
+            "loss_probe",
+            info["loss_probe"],
+            [_loss_value(model, probe, loss)],
+            "its value differs on the same model and samples",
+        )
         start = info["step"]
         saved = info["history"]
         losses, skipped = saved["loss"], saved["skipped"]
@@ -449,8 +490,8 @@ def fit(
         if max_consecutive_skips is not None and consecutive >= max_consecutive_skips:
             raise RuntimeError(
                 f"lagrax.fit: the last {consecutive} steps were all skipped because "
-                "their loss or gradient was not finite, so the model has stopped "
-                "changing. Look for NaNs in the data, a rollout exceeding its "
+                "their loss, gradient or update was not finite, so the model has "
+                "stopped changing. Look for NaNs in the data, a rollout exceeding its "
                 "`max_steps`, or a mass matrix singular on the data."
             )
 
@@ -486,7 +527,13 @@ def fit(
                 for name, value in test_metrics.items():
                     metric_values[name].append(float(value))
             if checkpoint is not None and at_checkpoint:
-                info = dict(run, step=done, history=history_dict())
+                info = dict(
+                    run,
+                    step=done,
+                    history=history_dict(),
+                    schedule=schedule,
+                    loss_probe=[_loss_value(model, probe, loss)],
+                )
                 write_checkpoint(checkpoint, (model, opt_state), info)
     finally:
         bar.close()
@@ -501,10 +548,18 @@ def fit(
             for k, v in metric_values.items()
         },
     )
+    if steps and history.num_skipped == len(losses):
+        raise RuntimeError(
+            f"lagrax.fit skipped all {len(losses)} steps: each one's loss, "
+            "gradient or update was not finite, so the model is the one it started "
+            "from. Look for NaNs in the data, a learning rate that is not finite, a "
+            "rollout exceeding its `max_steps`, or a mass matrix singular on the "
+            "data."
+        )
     if history.num_skipped:
         warnings.warn(
             f"lagrax.fit skipped {history.num_skipped} of {len(losses)} steps whose "
-            "loss or gradient was not finite (see history.skipped).",
+            "loss, gradient or update was not finite (see history.skipped).",
             RuntimeWarning,
             stacklevel=2,
         )

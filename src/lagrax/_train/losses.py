@@ -174,9 +174,7 @@ def _lagrangian_accelerations(lagrangian, data: AccelerationData, forces=None):
     """`(q̈, H)` of a Lagrangian (under the per-sample `forces`) over the batch,
     from one batched pass; `q̈` is NaN in value and gradient where `H` is
     singular, as with `acceleration(throw=False)`."""
-    qddot, singular, h = batch_acceleration_parts(
-        lagrangian, data.q, data.qdot, forces
-    )
+    qddot, singular, h = batch_acceleration_parts(lagrangian, data.q, data.qdot, forces)
     poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
     return qddot * poison[:, None], h
 
