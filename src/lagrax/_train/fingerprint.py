@@ -108,8 +108,9 @@ def _init(optimizer: optax.GradientTransformation, params):
         return optimizer.init(params)
 
 
-@eqx.filter_jit(**_QUICK)
-def _update(optimizer: optax.GradientTransformation, grads, opt_state, params):
+def _optimizer_update(
+    optimizer: optax.GradientTransformation, grads, opt_state, params
+):
     with jax.numpy_dtype_promotion("standard"):
         # An optimizer with a line search also takes a loss: the quadratic
         # `⟨g, p⟩ + ½|p − params|²`, whose gradient at `params` is `grads`.
@@ -127,6 +128,9 @@ def _update(optimizer: optax.GradientTransformation, grads, opt_state, params):
 
             extra = dict(value=value_fn(params), grad=grads, value_fn=value_fn)
         return optimizer.update(grads, opt_state, params, **extra)
+
+
+_update = eqx.filter_jit(_optimizer_update, **_QUICK)
 
 
 @eqx.filter_jit(**_QUICK)
@@ -161,13 +165,9 @@ def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> st
         ]
 
     def after(steps, opt_state):
-        def count(x):
-            counter = eqx.is_array(x) and x.ndim == 0
-            if counter and jnp.issubdtype(x.dtype, jnp.integer):
-                return jnp.full_like(x, steps)
-            return x
-
-        return jtu.tree_map(count, opt_state)
+        return jtu.tree_map(
+            lambda x: jnp.full_like(x, steps) if _is_counter(x) else x, opt_state
+        )
 
     record = []
     probe_params = probe(0)
@@ -185,6 +185,99 @@ def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> st
         kind = f"{leaf.dtype}{list(leaf.shape)}" if eqx.is_array(leaf) else ""
         record.append([jtu.keystr(path), kind or describe(leaf)])
     return hashlib.sha256(json.dumps(record).encode()).hexdigest()
+
+
+# Prefix sums of the schedule sweep recorded in a checkpoint, and how closely a
+# resumed run's must agree: every step's update enters them, while last-bit
+# differences between machines stay far below the tolerance.
+_SWEEP_POINTS = 256
+_SWEEP_RTOL = 1e-5
+
+
+@eqx.filter_jit(**_QUICK)
+def _sweep(optimizer: optax.GradientTransformation, grads, opt_state, params, counts):
+    """The size of the update of `grads` at each step count of `counts`."""
+
+    def size(count):
+        later = jtu.tree_map(
+            lambda x: jnp.full_like(x, count) if _is_counter(x) else x, opt_state
+        )
+        updates, _ = _optimizer_update(optimizer, grads, later, params)
+        leaves = [jnp.sum(jnp.abs(u.astype(float))) for u in jtu.tree_leaves(updates)]
+        return sum(leaves, jnp.zeros((), float))
+
+    return jax.lax.map(size, counts, batch_size=1024)
+
+
+def _is_counter(x) -> bool:
+    """An integer scalar of an optimizer state: Optax's step counts."""
+    return eqx.is_array(x) and x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.integer)
+
+
+def schedule_fingerprint(
+    optimizer: optax.GradientTransformation, params, steps: int
+) -> list[float]:
+    """What `optimizer` does at every step up to `steps`, for a schedule that
+    differs anywhere (even between `optimizer_fingerprint`'s probe steps) to be
+    told apart: the size of its update of a probe gradient with its step counts
+    set to each of `0, …, steps − 1`, summed up to `min(steps, 256)` points
+    spread evenly over the steps. The probe is one element per leaf of `params`
+    (the same tree, so masks and labels still fit), which makes the sweep a few
+    microseconds a step; an optimizer that needs the full shapes gets them."""
+    if steps == 0:
+        return []
+    leaves, treedef = jtu.tree_flatten(params)
+    try:
+        tiny = [jnp.zeros((1,) * x.ndim, x.dtype) for x in leaves]
+        sizes = _sweep_sizes(optimizer, jtu.tree_unflatten(treedef, tiny), steps)
+    except Exception:  # an optimizer that depends on the shapes themselves
+        sizes = _sweep_sizes(optimizer, params, steps)
+    sums = np.cumsum(sizes)
+    points = np.ceil(
+        np.arange(1, min(steps, _SWEEP_POINTS) + 1) * steps / min(steps, _SWEEP_POINTS)
+    ).astype(int)
+    return [float(x) for x in sums[points - 1]]
+
+
+def _sweep_sizes(optimizer, params, steps: int) -> np.ndarray:
+    leaves, treedef = jtu.tree_flatten(params)
+    probe = jtu.tree_unflatten(
+        treedef,
+        [jnp.asarray(_pattern(x.shape, 3 * k), x.dtype) for k, x in enumerate(leaves)],
+    )
+    grads = jtu.tree_unflatten(
+        treedef,
+        [
+            jnp.asarray(_pattern(x.shape, 1 + 3 * k), x.dtype)
+            for k, x in enumerate(leaves)
+        ],
+    )
+    opt_state = _init(optimizer, probe)
+    updates, opt_state = _update(optimizer, grads, opt_state, probe)
+    probe = _apply(probe, updates)
+    counts = jnp.arange(steps, dtype=jnp.int32)
+    return np.asarray(_sweep(optimizer, grads, opt_state, probe, counts), np.float64)
+
+
+def check_close(where: str, name: str, saved, value, what: str) -> None:
+    """Raise unless the recorded numbers `saved` of the checkpoint's `name` agree
+    with this run's `value` to `_SWEEP_RTOL` of their largest magnitude (NaN
+    agrees with NaN)."""
+    saved = np.asarray(saved, dtype=np.float64)
+    value = np.asarray(value, dtype=np.float64)
+    if saved.shape == value.shape:
+        scale = np.max(np.abs(np.nan_to_num(value)), initial=0.0)
+        same_nan = np.isnan(saved) == np.isnan(value)
+        close = np.abs(np.nan_to_num(saved) - np.nan_to_num(value)) <= (
+            _SWEEP_RTOL * scale
+        )
+        if np.all(same_nan & close):
+            return
+    raise ValueError(
+        f"The checkpoint {where} was written by a run with a different "
+        f"{_SETTINGS[name]} ({what}), so it cannot be resumed exactly. Delete it, "
+        "or pass another `checkpoint`, to start afresh."
+    )
 
 
 def data_fingerprint(data: AbstractDataset) -> str:
@@ -213,9 +306,12 @@ _SETTINGS = {
         "rate, schedule or transformation)"
     ),
     "loss": "`loss`",
+    "test_data": "`test_data`",
+    "schedule": "`optimizer` schedule",
+    "loss_probe": "`loss`",
 }
 # Fingerprints, whose values say nothing to a reader.
-_OPAQUE = ("data", "key", "optimizer")
+_OPAQUE = ("data", "key", "optimizer", "test_data")
 
 
 def _mismatch(where: str, name: str, saved, value, note: str = "") -> ValueError:
@@ -231,10 +327,13 @@ def _mismatch(where: str, name: str, saved, value, note: str = "") -> ValueError
     )
 
 
-def check_run(where: str, info: dict, run: dict) -> None:
-    """Raise unless the checkpoint's run is this one, or a finished run that this
+def check_run(
+    where: str, info: dict, run: dict, *, recorded: tuple[str, ...] = ()
+) -> None:
+    """Raise unless the checkpoint records `run`'s settings and those `recorded`
+    (compared by the caller), and its run is this one, or a finished run that this
     one extends to more steps."""
-    for name in run:
+    for name in (*run, *recorded):
         if name not in info:
             raise ValueError(
                 f"The checkpoint {where} does not record its {_SETTINGS[name]} "
