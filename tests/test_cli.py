@@ -94,6 +94,10 @@ class FakeExperiment:
         return ("model.ckpt", "results.json")
 
     @staticmethod
+    def memory_estimate(settings):
+        return ()
+
+    @staticmethod
     def run(settings, *, out, progress):
         import lagrax.experiments
 

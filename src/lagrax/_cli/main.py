@@ -1,8 +1,8 @@
 """The `lagrax` command: `lagrax simulate`, `lagrax bench` and `lagrax reproduce`.
 
 A failure prints one line, `lagrax: error: ...`, and exits with 2 for a bad
-argument, 1 for anything that fails at run time (130 when interrupted); `--debug`
-adds the traceback.
+argument (found before anything is written), 1 for anything that fails at run time
+(130 when interrupted); `--debug` adds the traceback.
 """
 
 import argparse
@@ -10,11 +10,11 @@ import sys
 import traceback
 
 from . import bench, reproduce, simulate_cmd
-from .parsing import one_line, UsageError
+from .parsing import ArgumentParser, one_line, UsageError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="lagrax",
         description="Lagrangian Neural Networks in JAX: simulate analytic systems, "
         "run the benchmarks, reproduce the paper.",
@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(f"lagrax: error: {one_line(error)}", file=sys.stderr)
+        return 2
     try:
         return args.run(args)
     except KeyboardInterrupt:

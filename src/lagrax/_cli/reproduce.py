@@ -9,6 +9,12 @@ records the settings and the files written: a rerun with other settings is refus
 (`--fresh` removes those files first), so `results.json` always holds the numbers
 of the settings it names.
 
+Before anything is written, the settings are checked: each option against its
+range (in its help), the settings together (the experiment's `Settings`), and what
+a run would hold in memory at once (the experiment's `memory_estimate`) against
+what this machine has available. A refusal exits with 2 and leaves `--out` as it
+was.
+
 `results.json` schema (all numbers are floats unless noted; a metric that could
 not be computed, such as the energy discrepancy of a model whose every rollout
 failed, or the loss of a diverged model, is `null`):
@@ -57,11 +63,15 @@ from ..experiments import (
 from . import manifest
 from .parsing import (
     check_folder,
+    check_memory,
     folder,
+    Integer,
+    MAX_SEED,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    seed,
     UsageError,
 )
 
@@ -101,7 +111,8 @@ EXPERIMENTS = {
     ),
 }
 
-# The parsing and help of each setting's option; its default is the Settings'.
+# The parsing and help of each setting's option; its default is the Settings', and
+# an integer's range is added to its help.
 OPTIONS = {
     "steps": (positive_int, "training steps per model (relativity: of the LNN)"),
     "hnn_steps": (
@@ -109,7 +120,7 @@ OPTIONS = {
         "training steps of each Hamiltonian network, at most --steps",
     ),
     "batch_size": (positive_int, "minibatch size"),
-    "seed": (non_negative_int, "PRNG seed"),
+    "seed": (seed, "PRNG seed"),
     "width": (positive_int, "hidden units per layer"),
     "train_size": (positive_int, "training states"),
     "ics": (positive_int, "initial conditions of the energy evaluation"),
@@ -237,7 +248,8 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
 def _add_setting(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
     kind, text = OPTIONS[field.name]
     option = "--" + field.name.replace("_", "-")
-    help = f"{text} (default {field.default})"
+    bounds = f"{kind}; " if isinstance(kind, Integer) else ""
+    help = f"{text} ({bounds}default {field.default})"
     if isinstance(kind, tuple):
         parser.add_argument(option, choices=kind, default=field.default, help=help)
     else:
@@ -261,6 +273,7 @@ def run(args) -> int:
         settings = module.Settings(**{name: getattr(args, name) for name in names})
     except ValueError as e:
         raise UsageError(as_options(str(e), names)) from None
+    check_limits(module, settings)
     check_folder(args.out)
     manifest.prepare(
         args.out,
@@ -278,6 +291,30 @@ def run(args) -> int:
     print(f"\nwall time {time.perf_counter() - start:.0f} s; wrote", end=" ")
     print(", ".join(str(p) for p in written))
     return 0
+
+
+def check_limits(module, settings) -> None:
+    """A `UsageError` for settings that each pass but would fail a run only once
+    it is under way: seeds past what `jax.random.key` takes (`--seed` + `--seeds`
+    − 1), or more memory, by `module.memory_estimate`, than this machine has
+    available."""
+    values = dataclasses.asdict(settings)
+    if settings.seed + values.get("seeds", 1) - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {settings.seed} + --seeds {values['seeds']} − 1 is past "
+            "2^63 − 1, the largest seed jax.random.key takes"
+        )
+    needs = []
+    for need in module.memory_estimate(settings):
+        options = [_option(name, values[name]) for name in need.settings]
+        needs.append((options, need.what, need.bytes))
+    check_memory(needs)
+
+
+def _option(name: str, value) -> str:
+    """A setting as its option and value: `--t1 1e+15`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"--{name.replace('_', '-')} {text}"
 
 
 def _as_given(args) -> dict:

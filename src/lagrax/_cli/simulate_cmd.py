@@ -6,7 +6,6 @@ or energy that is not finite; an initial state outside the system's domain
 (a relativistic particle at |q̇| ≥ 1) is a bad argument.
 """
 
-import argparse
 import json
 import pathlib
 import time
@@ -20,10 +19,11 @@ import lagrax
 
 from .parsing import (
     check_folder,
+    check_memory,
     finite_floats,
     folder,
+    Integer,
     positive_float,
-    positive_int,
     tolerance,
     UsageError,
 )
@@ -61,14 +61,12 @@ SOLVERS = {
 # The most fixed steps a run may ask for (--t1 / --dt): past it, the step budget
 # alone would not fit in memory.
 MAX_STEPS = 10_000_000
-
-
-def sample_count(text: str) -> int:
-    """An argparse type: an int ≥ 2, the first and last time at least."""
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
-    return value
+# --samples: the first and last time at least, and no more than steps.
+sample_count = Integer(2, MAX_STEPS)
+# Bytes per number saved (floats, as the estimate is): in a float64 array, and in
+# trajectory.json (a Python float in a list, and its text).
+ARRAY_BYTES = 8.0
+JSON_BYTES = 56.0
 
 
 def add_parser(subparsers, common) -> None:
@@ -105,7 +103,10 @@ def add_parser(subparsers, common) -> None:
         help="adaptive tolerance, rtol = atol, in [1e-14, 1) (default 1e-8)",
     )
     parser.add_argument(
-        "--samples", type=sample_count, default=201, help="saved times (default 201)"
+        "--samples",
+        type=sample_count,
+        default=201,
+        help=f"saved times, {sample_count} (default 201)",
     )
     parser.add_argument(
         "--q0", type=finite_floats, help="initial positions, comma-separated"
@@ -135,17 +136,37 @@ def _initial_state(args) -> tuple[list[float], list[float]]:
 
 def _check(args, system, q0, qdot0) -> None:
     """The checks that need the system: a `UsageError` for settings no solve can
-    meet."""
+    meet, or whose saved samples this machine cannot hold."""
     if args.t1 / args.dt > MAX_STEPS:
         raise UsageError(
             f"--t1 {args.t1:g} / --dt {args.dt:g} asks for more than {MAX_STEPS:,} "
             "steps: raise --dt or lower --t1"
         )
+    fixed = not issubclass(SOLVERS[args.solver], diffrax.AbstractAdaptiveSolver)
+    if fixed and args.dt > args.t1:
+        raise UsageError(
+            f"--dt {args.dt:g} is longer than --t1 {args.t1:g}: {args.solver} "
+            "takes fixed steps, and not one fits; lower --dt"
+        )
+    check_memory([_memory_need(args, dof=q0.shape[0])])
     if not bool(jnp.isfinite(lagrax.energy(system, q0, qdot0))):
         raise UsageError(
             f"--q0 {q0.tolist()}, --qdot0 {qdot0.tolist()}: outside the domain of "
             f"{args.system} (its energy there is not finite)"
         )
+
+
+def _memory_need(args, *, dof: int) -> tuple[list[str], str, float]:
+    """What a run holds in memory, from below, for `check_memory`: the saved
+    times, states, energies and energy drifts (float64), and with `--out`, all but
+    the drifts as JSON."""
+    numbers = 3 + 2 * dof
+    per_sample = numbers * ARRAY_BYTES
+    what = "the saved samples"
+    if args.out is not None:
+        per_sample += (numbers - 1) * JSON_BYTES
+        what += " and trajectory.json"
+    return [f"--samples {args.samples}"], what, args.samples * per_sample
 
 
 def save_times(args) -> jax.Array:

@@ -416,3 +416,48 @@ def _save_figures(figures: tuple[Figure, ...], out: pathlib.Path) -> list:
         fig.savefig(out / filename, dpi=120)
         paths.append(out / filename)
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """A part of what an experiment's run holds in memory at once: an item of the
+    experiment's `memory_estimate(settings)`, which the command line compares with
+    the memory the machine has before anything runs.
+
+    **Fields:**
+
+    - `what`: what it is, such as `"the training data"`.
+    - `settings`: the names of the settings its size grows with.
+    - `bytes`: about how many bytes it takes, counting its largest arrays only (an
+        estimate from below, so that no run that fits is refused); a float, which
+        absurd settings may make infinite.
+    """
+
+    what: str
+    settings: tuple[str, ...]
+    bytes: float
+
+
+# The sizes in bytes that the estimates are made of, floats so that an estimate
+# is one too. Per number:
+FLOAT32 = 4.0
+FLOAT64 = 8.0
+# Per step of `lagrax.fit`'s history: a loss (a Python float in a list) and a
+# skipped flag.
+HISTORY_BYTES = 40.0
+# Per run of a study: its entry of `runs` and its checkpoint's name.
+RUN_BYTES = 1000.0
+
+
+def mlp_parameters(inputs: int, width: int, depth: int, outputs: int = 1) -> float:
+    """The number of parameters of an MLP with `depth` hidden layers of `width`
+    units."""
+    return float(width) * (inputs + (depth - 1) * width + depth + outputs) + outputs
+
+
+def parameters_memory(parameters: float, itemsize: float) -> Memory:
+    """The `Memory` of models of `parameters` parameters in all, trained with Adam:
+    the parameters, their gradient and Adam's two moments."""
+    return Memory(
+        "the parameters and optimizer state", ("width",), 4 * parameters * itemsize
+    )

@@ -59,12 +59,19 @@ import lagrax
 from . import double_pendulum
 from ._common import (
     check_settings,
+    FLOAT32,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
+    RUN_BYTES,
     train as train_on_accelerations,
 )
 
@@ -196,6 +203,44 @@ def files_written(settings: Settings) -> tuple[str, ...]:
         if config[0] != "relu"  # refused before training
     ]
     return output_files(names, FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below: the training states with
+    their accelerations (drawn in float64), a model and its Adam state, a training
+    step's activations, a model's evaluation trajectories (float64) and every
+    run's training history and entry (the initialization study's sizes are
+    fixed). `lagrax reproduce` refuses settings whose estimate this machine
+    cannot hold."""
+    runs = (
+        len(_names(settings.activations, ACTIVATIONS, "activations"))
+        * len(_names(settings.inits, INITS, "inits"))
+        * settings.seeds
+    )
+    samples = settings.t1 / SAMPLING_STEP + 1
+    return (
+        Memory(
+            "the training data",
+            ("train_size",),
+            settings.train_size * 3 * 2 * FLOAT64,
+        ),
+        parameters_memory(mlp_parameters(3 * 2, settings.width, DEPTH), FLOAT32),
+        Memory(
+            "a training step's activations",
+            ("batch_size", "width"),
+            settings.batch_size * settings.width * DEPTH * (1 + 2) * FLOAT32,
+        ),
+        Memory(
+            "the evaluation's trajectories",
+            ("ics", "t1"),
+            settings.ics * samples * (2 * 2 + 1) * FLOAT64,
+        ),
+        Memory(
+            "the runs' histories and entries",
+            ("seeds", "steps"),
+            runs * (settings.steps * HISTORY_BYTES + RUN_BYTES),
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,12 +56,18 @@ from ._common import (
     check_settings,
     clipped,
     fit_checkpointed,
+    FLOAT32,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     LOSS_FIGURE,
     loss_figure,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
     train as train_on_accelerations,
@@ -186,6 +192,41 @@ def files_written(settings: Settings) -> tuple[str, ...]:
     checkpoint per trained model, `results.json` and the figures."""
     names = ["lnn", "baseline"] + (["lnn_rollout"] if settings.rollout_steps else [])
     return output_files(names, FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below: the training states with
+    their accelerations (drawn in float64), the three models and their Adam
+    states, a training step's activations (the LNN's gradient and its two
+    forward-mode products per sample), the evaluation's trajectories (float64:
+    those of each of `EVALUATIONS`, their energy errors and the truth's) and the
+    training histories. `lagrax reproduce` refuses settings whose estimate this
+    machine cannot hold."""
+    samples = settings.t1 / SAMPLING_STEP + 1
+    state = 2 * 2  # (q, q̇) of 2 degrees of freedom
+    return (
+        Memory(
+            "the training data",
+            ("train_size",),
+            settings.train_size * 3 * 2 * FLOAT64,
+        ),
+        parameters_memory(3 * mlp_parameters(3 * 2, settings.width, 3, 2), FLOAT32),
+        Memory(
+            "a training step's activations",
+            ("batch_size", "width"),
+            settings.batch_size * settings.width * 3 * (1 + 2) * FLOAT32,
+        ),
+        Memory(
+            "the evaluation's trajectories",
+            ("ics", "t1"),
+            settings.ics * samples * (len(EVALUATIONS) * (state + 1) + state) * FLOAT64,
+        ),
+        Memory(
+            "the training histories",
+            ("steps", "rollout_steps"),
+            (2 * settings.steps + settings.rollout_steps) * HISTORY_BYTES,
+        ),
+    )
 
 
 def _keys(settings: Settings):

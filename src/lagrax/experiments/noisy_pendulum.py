@@ -70,13 +70,19 @@ import lagrax
 from ._common import (
     check_settings,
     fit_checkpointed,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     markdown_table,
+    Memory,
+    mlp_parameters,
     one_cycle_adam,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
+    RUN_BYTES,
 )
 
 
@@ -219,6 +225,43 @@ def files_written(settings: Settings) -> tuple[str, ...]:
     """The names of the files that `run` and `Report.save` write into `out`: a
     checkpoint per run, `results.json` and the figures."""
     return output_files([run_name(*c) for c in configurations(settings)], FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below (float64): the training
+    and held-out trajectories with their noise, a full-batch training step's
+    activations (the mass and potential networks at every observation), the model
+    and its Adam state, a run's training history and every run's entry.
+    `lagrax reproduce` refuses settings whose estimate this machine cannot
+    hold."""
+    observations = max(_ints(settings.observations, "observations"))
+    trajectories = max(_ints(settings.trajectories, "trajectories"))
+    runs = (
+        len(_ints(settings.observations, "observations"))
+        * len(_ints(settings.trajectories, "trajectories"))
+        * len(_floats(settings.noise, "noise"))
+        * len(_methods(settings.methods))
+    )
+    samples = max(observations, HORIZON_STEPS + 1)
+    return (
+        Memory(
+            "the trajectories",
+            ("observations", "trajectories", "held_out"),
+            (trajectories + settings.held_out) * samples * 3 * FLOAT64,
+        ),
+        Memory(
+            "a training step's activations",
+            ("observations", "trajectories", "width"),
+            trajectories * observations * 2 * settings.width * DEPTH * FLOAT64,
+        ),
+        parameters_memory(2 * mlp_parameters(2, settings.width, DEPTH), FLOAT64),
+        Memory("a training history", ("steps",), settings.steps * HISTORY_BYTES),
+        Memory(
+            "the runs' entries",
+            ("observations", "trajectories", "noise", "methods"),
+            runs * RUN_BYTES,
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,11 +61,16 @@ import lagrax
 from ._common import (
     check_settings,
     fit_checkpointed,
+    FLOAT64,
     fmt,
+    HISTORY_BYTES,
     LOSS_FIGURE,
     loss_figure,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
 )
@@ -175,6 +180,32 @@ def files_written(settings: Settings) -> tuple[str, ...]:
     checkpoints = [*TRAINED, "structured_pretrain", "black_box_pretrain"]
     figures = [angles_figure(name) for name in test_files(settings)]
     return output_files(checkpoints, (LOSS_FIGURE, *figures))
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below (float64): a rollout-training
+    step's activations (Tsit5's six stages at each step of each window, all kept
+    for the gradient), a pretraining step's, the models and their Adam states,
+    and the training histories (the measured runs are fixed). `lagrax reproduce`
+    refuses settings whose estimate this machine cannot hold."""
+    return (
+        Memory(
+            "a rollout-training step's activations",
+            ("batch_size", "window", "width"),
+            settings.batch_size * settings.window * 6 * settings.width * 2 * FLOAT64,
+        ),
+        Memory(
+            "a pretraining step's activations",
+            ("batch_size", "width"),
+            8 * settings.batch_size * settings.width * 2 * FLOAT64,
+        ),
+        parameters_memory(4 * mlp_parameters(3 * 2, settings.width, 2), FLOAT64),
+        Memory(
+            "the training histories",
+            ("steps", "pretrain_steps"),
+            (3 * settings.steps + 2 * settings.pretrain_steps) * HISTORY_BYTES,
+        ),
+    )
 
 
 def angles_figure(file_name: str) -> str:

@@ -35,12 +35,18 @@ import lagrax
 
 from ._common import (
     check_settings,
+    FLOAT32,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     LOSS_FIGURE,
     loss_figure,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
     train_each,
@@ -140,6 +146,29 @@ def files_written(settings: Settings) -> tuple[str, ...]:
     """The names of the files that `run` and `Report.save` write into `out`: a
     checkpoint per model, `results.json` and the figures."""
     return output_files(list(NAMES), FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below: the training states with
+    their accelerations (drawn in float64), the three models and their Adam
+    states, a training step's activations and the training histories (the
+    rollouts have a fixed number of samples). `lagrax reproduce` refuses
+    settings whose estimate this machine cannot hold."""
+    hnn_steps = min(settings.hnn_steps, settings.steps)
+    return (
+        Memory("the training data", ("train_size",), settings.train_size * 3 * FLOAT64),
+        parameters_memory(3 * mlp_parameters(2, settings.width, 2), FLOAT32),
+        Memory(
+            "a training step's activations",
+            ("batch_size", "width"),
+            settings.batch_size * settings.width * 2 * 2 * FLOAT32,
+        ),
+        Memory(
+            "the training histories",
+            ("steps", "hnn_steps"),
+            (settings.steps + 2 * hnn_steps) * HISTORY_BYTES,
+        ),
+    )
 
 
 def _keys(settings: Settings):

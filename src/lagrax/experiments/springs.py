@@ -39,12 +39,17 @@ import lagrax
 
 from ._common import (
     check_settings,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     LOSS_FIGURE,
     loss_figure,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
     train_each,
@@ -110,6 +115,38 @@ class Settings:
 def files_written(settings: Settings) -> tuple[str, ...]:
     """The names of the files that `run` and `Report.save` write into `out`."""
     return output_files(list(NAMES), FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below (float64): the training
+    states with their accelerations, the two models and their Adam states, a
+    training step's activations (a node and an edge per mass), the evaluation's
+    trajectories on the longer chain (the truth's and each model's) and the
+    training histories. `lagrax reproduce` refuses settings whose estimate this
+    machine cannot hold."""
+    coordinates = settings.num_masses * 2
+    nodes_and_edges = 2 * settings.num_masses
+    return (
+        Memory(
+            "the training data",
+            ("train_size", "num_masses"),
+            settings.train_size * coordinates * 3 * FLOAT64,
+        ),
+        parameters_memory(2 * 2 * mlp_parameters(4, settings.width, 2), FLOAT64),
+        Memory(
+            "a training step's activations",
+            ("batch_size", "num_masses", "width"),
+            settings.batch_size * nodes_and_edges * settings.width * 2 * FLOAT64,
+        ),
+        Memory(
+            "the evaluation's trajectories",
+            ("num_masses",),
+            3 * SAMPLES * ZERO_SHOT * coordinates * 2 * FLOAT64,
+        ),
+        Memory(
+            "the training histories", ("steps",), 2 * settings.steps * HISTORY_BYTES
+        ),
+    )
 
 
 def chain(num_masses: int) -> lagrax.systems.SpringNetwork:

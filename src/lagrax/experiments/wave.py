@@ -47,12 +47,17 @@ import lagrax
 from ._common import (
     check_settings,
     fit_checkpointed,
+    FLOAT64,
     fmt,
     FORWARD_ONLY,
+    HISTORY_BYTES,
     LOSS_FIGURE,
     loss_figure,
     markdown_table,
+    Memory,
+    mlp_parameters,
     output_files,
+    parameters_memory,
     Report,
     require_x64,
     train_each,
@@ -159,6 +164,41 @@ def files_written(settings: Settings) -> tuple[str, ...]:
     checkpoint per model and training stage, `results.json` and the figures."""
     finished = [f"{name}{FINISH}" for name in NAMES] if settings.finish_steps else []
     return output_files([*NAMES, *finished], FIGURES)
+
+
+def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
+    """What a run holds in memory at once, from below (float64): the training
+    fields with their accelerations, the two models and their Adam states, a
+    training step's activations (an edge and a node per grid point, at the larger
+    of the minibatch and the finish's batch), the evaluation's trajectories on the
+    larger ring (the truth's and each model's) and the training histories.
+    `lagrax reproduce` refuses settings whose estimate this machine cannot
+    hold."""
+    batch = max(settings.batch_size, settings.finish_size * bool(settings.finish_steps))
+    samples = SAVES_PER_PERIOD * settings.periods + 1
+    return (
+        Memory(
+            "the training data",
+            ("train_size", "num_nodes"),
+            settings.train_size * settings.num_nodes * 3 * FLOAT64,
+        ),
+        parameters_memory(2 * 2 * mlp_parameters(2, settings.width, 2), FLOAT64),
+        Memory(
+            "a training step's activations",
+            ("batch_size", "num_nodes", "width"),
+            batch * 2 * settings.num_nodes * settings.width * 2 * FLOAT64,
+        ),
+        Memory(
+            "the evaluation's trajectories",
+            ("num_nodes", "periods"),
+            3 * samples * ZERO_SHOT * settings.num_nodes * 2 * FLOAT64,
+        ),
+        Memory(
+            "the training histories",
+            ("steps", "finish_steps"),
+            2 * (settings.steps + settings.finish_steps) * HISTORY_BYTES,
+        ),
+    )
 
 
 def ring(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
