@@ -21,14 +21,12 @@ Format 1 (an unchecked header) is refused with a `ValueError` that says so.
 """
 
 import dataclasses
-import errno
 import hashlib
 import io
 import json
 import os
 import pathlib
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,6 +40,7 @@ from jaxtyping import PyTree
 
 from . import systems
 from ._baselines import HamiltonianNN, MessagePassingBaseline, NeuralODEBaseline
+from ._files import write_atomic
 from ._force import (
     CoulombFriction,
     LearnedDissipation,
@@ -230,43 +229,16 @@ def _field(header: dict[str, Any], name: str, kind: type | tuple, where: str) ->
 
 
 def _write(path: str | os.PathLike, header: dict[str, Any], tree: PyTree) -> None:
-    """Write atomically: a temporary file in the same folder, then `os.replace`, so
-    a crash mid-write leaves the previous file intact."""
+    """Write atomically, with `write_atomic`: a crash mid-write leaves the previous
+    file intact."""
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, tree)
     payload = buffer.getvalue()
     encoded = json.dumps(dict(header, payload_bytes=len(payload))).encode("utf-8")
     digest = hashlib.sha256(encoded)
     digest.update(payload)
-    target = pathlib.Path(path)
-    where = f"{os.fspath(path)!r}"
-    if not target.parent.exists():
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"cannot write {where}: the folder {os.fspath(target.parent)!r} does not "
-            "exist",
-        )
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        # Mode 0o666 at creation lets the kernel apply the umask (and any default
-        # ACL) as for any new file; `tempfile.mkstemp` would make it private, 0o600.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
-            f.write(MAGIC)
-            f.write(len(encoded).to_bytes(8, "big"))
-            f.write(digest.digest())
-            f.write(encoded)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        # The temporary file's name would only confuse: name the target.
-        raise type(e)(e.errno, f"cannot write {where}: {e.strerror or e}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    length = len(encoded).to_bytes(8, "big")
+    write_atomic(path, b"".join((MAGIC, length, digest.digest(), encoded, payload)))
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:

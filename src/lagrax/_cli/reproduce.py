@@ -275,7 +275,7 @@ def run(args) -> int:
         raise UsageError(as_options(str(e), names)) from None
     check_limits(module, settings)
     check_folder(args.out)
-    manifest.prepare(
+    recording = manifest.prepare(
         args.out,
         experiment=args.experiment,
         settings=dataclasses.asdict(settings),
@@ -284,10 +284,11 @@ def run(args) -> int:
     )
     _show_training_notes()
     start = time.perf_counter()
-    report = module.run(settings, out=args.out, progress=not args.no_progress)
-    print()
-    print(report.table)
-    written = report.save(args.out, settings=_as_given(args))
+    with recording:
+        report = module.run(settings, out=args.out, progress=not args.no_progress)
+        print()
+        print(report.table)
+        written = report.save(args.out, settings=_as_given(args))
     print(f"\nwall time {time.perf_counter() - start:.0f} s; wrote", end=" ")
     print(", ".join(str(p) for p in written))
     return 0

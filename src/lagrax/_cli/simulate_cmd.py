@@ -6,6 +6,7 @@ or energy that is not finite; an initial state outside the system's domain
 (a relativistic particle at |q̇| ≥ 1) is a bad argument.
 """
 
+import io
 import json
 import pathlib
 import time
@@ -17,6 +18,7 @@ import numpy as np
 
 import lagrax
 
+from .._files import write_atomic
 from .parsing import (
     check_folder,
     check_memory,
@@ -57,6 +59,10 @@ SOLVERS = {
     "yoshida4": lagrax.Yoshida4,
     "gauss-legendre": lagrax.GaussLegendre,
 }
+
+# What `--out` receives: the trajectory, and its plot where matplotlib is installed.
+TRAJECTORY = "trajectory.json"
+PLOT = "trajectory.png"
 
 # The most fixed steps a run may ask for (--t1 / --dt): past it, the step budget
 # alone would not fit in memory.
@@ -188,6 +194,7 @@ def run(args) -> int:
     _check(args, system, q0, qdot0)
     if args.out is not None:
         check_folder(args.out)
+        _check_outputs(args.out)
     ts = save_times(args)
     steps = int(args.t1 / args.dt) + 2
     run_once = jax.jit(
@@ -255,9 +262,22 @@ def _write(args, traj: lagrax.Trajectory, energies, drift) -> None:
         qdot=traj.qdot.tolist(),
         energy=energies.tolist(),
     )
-    (args.out / "trajectory.json").write_text(json.dumps(record))
-    _plot(args, traj, drift, args.out / "trajectory.png")
-    print(f"  wrote {args.out / 'trajectory.json'}")
+    write_atomic(args.out / TRAJECTORY, json.dumps(record).encode("utf-8"))
+    _plot(args, traj, drift, args.out / PLOT)
+    print(f"  wrote {args.out / TRAJECTORY}")
+
+
+def _check_outputs(out: pathlib.Path) -> None:
+    """A `UsageError` naming what stands where the run would write in `out` and is
+    not a plain file to replace: a symbolic link (dangling or not), a folder."""
+    for name in (TRAJECTORY, PLOT):
+        path = out / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            what = "a symbolic link" if path.is_symlink() else "not a regular file"
+            raise UsageError(
+                f"--out {str(out)!r} holds {name}, {what}: lagrax replaces only "
+                "regular files; move it away or choose another --out"
+            )
 
 
 def _plot(args, traj: lagrax.Trajectory, drift, path: pathlib.Path) -> None:
@@ -282,4 +302,8 @@ def _plot(args, traj: lagrax.Trajectory, drift, path: pathlib.Path) -> None:
     ax_e.set_xlabel("t")
     ax_e.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # Drawn in memory and written by `write_atomic`: `savefig` to a path would
+    # write through a link there, and leave half a file if stopped.
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
+    write_atomic(path, image.getvalue())

@@ -3,6 +3,7 @@ training, tables and plots."""
 
 import dataclasses
 import functools
+import io
 import json
 import logging
 import math
@@ -19,6 +20,8 @@ import numpy as np
 import optax
 
 import lagrax
+
+from .._files import write_atomic
 
 
 logger = logging.getLogger("lagrax.experiments")
@@ -99,7 +102,8 @@ class Report:
         self, out: str | os.PathLike, *, settings: dict[str, Any] | None = None
     ) -> list[pathlib.Path]:
         """Write `results.json` and, when matplotlib is installed, the figures as
-        PNG files into the folder `out`.
+        PNG files into the folder `out`, each atomically: a file of the name is
+        replaced (a symbolic link too, never written through).
 
         **Arguments:**
 
@@ -113,7 +117,7 @@ class Report:
         out = pathlib.Path(out)
         text = json.dumps(self.record(settings), indent=2, allow_nan=False)
         path = out / RESULTS_FILE
-        path.write_text(text + "\n")
+        write_atomic(path, (text + "\n").encode("utf-8"))
         return [path, *_save_figures(self.figures, out)]
 
 
@@ -413,7 +417,11 @@ def _save_figures(figures: tuple[Figure, ...], out: pathlib.Path) -> list:
         fig = MatplotlibFigure(figsize=(9, 4.5))
         draw(fig)
         fig.tight_layout()
-        fig.savefig(out / filename, dpi=120)
+        # Drawn in memory and written by `write_atomic`: `savefig` to a path
+        # would write through a link there, and leave half a file if stopped.
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=120)
+        write_atomic(out / filename, image.getvalue())
         paths.append(out / filename)
     return paths
 
