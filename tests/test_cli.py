@@ -100,10 +100,12 @@ class FakeExperiment:
     @staticmethod
     def run(settings, *, out, progress):
         import lagrax.experiments
+        from lagrax._files import write_atomic
 
         checkpoint = out / "model.ckpt"
-        if not checkpoint.exists():
-            checkpoint.write_text(str(100 * settings.steps + settings.seed))
+        if not checkpoint.exists():  # written as lagrax writes, so it is recorded
+            number = 100 * settings.steps + settings.seed
+            write_atomic(checkpoint, str(number).encode())
         return lagrax.experiments.Report(
             experiment="fake",
             settings=settings,

@@ -5,9 +5,12 @@ Each experiment (a module of `lagrax.experiments`) trains its models with
 where it stopped), evaluates them with the paper's protocol, prints a table of ours
 against the paper's numbers and writes `results.json` and PNG plots (when
 matplotlib is installed) to `--out`. The folder's manifest, `lagrax-run.json`,
-records the settings and the files written: a rerun with other settings is refused
-(`--fresh` removes those files first), so `results.json` always holds the numbers
-of the settings it names.
+records the settings and each file written, with its size and SHA-256 as written:
+a rerun with other settings is refused (`--fresh` removes those files first, if
+they are still as written), so `results.json` always holds the numbers of the
+settings it names. Every file is written to a temporary name in `--out` and
+renamed over its target, never through a symbolic link; a link, or a file no run
+recorded, where a run would write is refused before anything runs.
 
 Before anything is written, the settings are checked: each option against its
 range (in its help), the settings together (the experiment's `Settings`), and what
@@ -236,8 +239,9 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
             "--fresh",
             action="store_true",
             help="first remove what earlier runs wrote to --out (the files its "
-            f"{manifest.MANIFEST} lists), to train from scratch or with other "
-            "settings",
+            f"{manifest.MANIFEST} records, where they are still as written; "
+            "others are kept, with a warning), to train from scratch or with "
+            "other settings",
         )
         p.add_argument(
             "--no-progress", action="store_true", help="hide the progress bars"
