@@ -23,6 +23,7 @@ and `final_velocity_error` (|q̂̇(t₁) / q̇(t₁) − 1|).
 
 import dataclasses
 import functools
+import math
 import os
 from typing import Any, Literal
 
@@ -281,7 +282,7 @@ def evaluate(data: Data, trained: dict[str, Any]):
             rtol=1e-8,
             atol=1e-8,
             throw=False,
-            max_steps=20_000,
+            max_steps=20_000 * math.ceil(float(data.ts[-1]) / 10),  # grows with t1
             adjoint=FORWARD_ONLY,
         )
         predictions[name] = predicted

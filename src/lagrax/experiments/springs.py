@@ -29,6 +29,7 @@ E(x̂(0)), with `E` the true energy).
 
 import dataclasses
 import functools
+import math
 import os
 
 import jax.numpy as jnp
@@ -232,7 +233,9 @@ def evaluate(settings: Settings, trained: dict):
     for num_masses in (settings.num_masses, ZERO_SHOT * settings.num_masses):
         system = chain(num_masses)
         q0, qdot0 = states(system, 1, _keys(settings)[4], turn=False)
-        max_steps = 100 * SAMPLES
+        # The step budget grows with the horizon, so that a long --t1 is not
+        # refused only after training.
+        max_steps = 100 * SAMPLES * math.ceil(settings.t1 / 10)
         truth = lagrax.rollout(
             system,
             q0,
