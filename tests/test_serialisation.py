@@ -1,20 +1,31 @@
 import errno
 import functools as ft
 import hashlib
+import io
 import json
 import os
+import tracemalloc
+import types
 
 import equinox as eqx
 import jax
 import jax.monitoring
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
+import optax
 import pytest
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import lagrax
 from lagrax import _serialisation
-from lagrax.systems import ChargedParticle, DoublePendulum, RelativisticParticle
+from lagrax._train.fingerprint import describe
+from lagrax.systems import (
+    ChargedParticle,
+    DoublePendulum,
+    HarmonicOscillator,
+    RelativisticParticle,
+)
 
 
 def _same(a, b) -> bool:
@@ -230,6 +241,7 @@ def test_header_is_checksummed(tmp_path):
                 kind="model",
                 model="lagrax._lagrangian:MLPLagrangian",
                 config=dict(dof=2, activation="nope"),
+                structure=dict(treedef="*", leaves=[]),
                 payload_bytes=0,
             ),
             "cannot rebuild",
@@ -239,6 +251,7 @@ def test_header_is_checksummed(tmp_path):
                 kind="model",
                 model="lagrax._lagrangian:MLPLagrangian",
                 config=dict(dof=2, width=3, depth=1, activation="tanh", dtype="f8"),
+                structure=dict(treedef="*", leaves=[]),
                 payload_bytes=0,
             ),
             "does not match",
@@ -495,3 +508,199 @@ def test_checkpoints_roundtrip_and_check_their_structure(tmp_path):
     _serialisation.write_checkpoint(path, state, info)
     with pytest.raises(ValueError, match="not a saved model"):
         lagrax.load(path)
+
+
+def _peak_memory(run) -> tuple[Exception, int]:
+    """The exception `run()` raises, and the most memory (in bytes, NumPy's arrays
+    included) that Python allocated meanwhile over what it held before."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with pytest.raises(ValueError) as info:
+            run()
+        return info.value, tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "system, count",
+    [
+        (lambda: lagrax.systems.Wave1D(5), 10**8),
+        (lambda: lagrax.systems.SpringNetwork.chain(3), 10**9),
+    ],
+    ids=["wave", "springs"],
+)
+def test_huge_settings_are_refused_before_building(tmp_path, system, count):
+    # A small file whose settings claim a huge model (what anyone can write: the
+    # digest has no key) is refused before anything is built to their measure.
+    path = tmp_path / "system.lagrax"
+    lagrax.save(path, system())
+    header, payload = _parts(path.read_bytes())
+    _forge(path, dict(header, config=dict(header["config"], num_nodes=count)), payload)
+    assert path.stat().st_size < 2000
+    error, peak = _peak_memory(lambda: lagrax.load(path))
+    message = str(error)
+    assert repr(os.fspath(path)) in message
+    assert f"`num_nodes` is {count}" in message and "like=" in message
+    assert peak < 100 * 2**20
+
+
+def test_structure_beyond_the_payload_is_refused_before_building(tmp_path, registry):
+    built = []
+
+    def build(config):
+        built.append(config)
+        return _springs_build(config)
+
+    lagrax.register_model(Springs, config=_springs_config, build=build)
+    path = tmp_path / "springs.lagrax"
+    lagrax.save(path, Springs(3, key=jr.key(0)))
+    header, payload = _parts(path.read_bytes())
+    ((leaf, description),) = header["structure"]["leaves"]
+    assert description == "float64[3]"
+    claimed = 10**9
+    structure = dict(header["structure"], leaves=[[leaf, f"float64[{claimed}]"]])
+    _forge(path, dict(header, structure=structure), payload)
+    with pytest.raises(ValueError, match=f"arrays of {8 * claimed} bytes") as info:
+        lagrax.load(path)
+    assert repr(os.fspath(path)) in str(info.value)
+    assert built == []
+    # Built from settings, a model must have the structure the file records too.
+    model = lagrax.MLPLagrangian(2, width=3, depth=1, angles=(0,), key=jr.key(0))
+    lagrax.save(path, model)
+    header, payload = _parts(path.read_bytes())
+    _forge(path, dict(header, config=dict(header["config"], angles=[1])), payload)
+    with pytest.raises(ValueError, match="MLPLagrangian` built.*structures differ"):
+        lagrax.load(path)
+
+
+def test_array_headers_beyond_the_payload_are_refused(tmp_path):
+    # The payload's arrays carry their own (NumPy) headers, from which `np.load`
+    # allocates before reading: one claiming 10⁸ elements is refused unread.
+    model = Springs(3, key=jr.key(0))
+    path = tmp_path / "springs.lagrax"
+    lagrax.save(path, model)
+    header, _ = _parts(path.read_bytes())
+    claimed = 10**8
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        forged, dict(descr="<f8", fortran_order=False, shape=(claimed,))
+    )
+    payload = forged.getvalue() + bytes(24)
+    _forge(path, dict(header, payload_bytes=len(payload)), payload)
+    error, peak = _peak_memory(lambda: lagrax.load(path, like=model))
+    assert f"({claimed},)" in str(error) and repr(os.fspath(path)) in str(error)
+    assert peak < 100 * 2**20
+
+
+def _tanh(x):
+    return jnp.tanh(x)
+
+
+def _softplus(x):
+    return jax.nn.softplus(x)
+
+
+@pytest.mark.parametrize(
+    "saved, other",
+    [
+        # Functions alike in name (`<lambda>`) and unlike in what they compute.
+        (lambda: lambda x: _tanh(x), lambda: lambda x: _softplus(x)),
+        (
+            lambda: ft.partial(jax.nn.celu, alpha=0.5),
+            lambda: ft.partial(jax.nn.celu, alpha=2.0),
+        ),
+    ],
+    ids=["lambda", "partial"],
+)
+def test_like_with_another_function_of_the_same_name_is_refused(tmp_path, saved, other):
+    def make(activation, key):
+        return lagrax.MLPLagrangian(
+            2, width=3, depth=1, activation=activation, key=jr.key(key)
+        )
+
+    model = make(saved(), 0)
+    q, qdot = jnp.array([0.3, -2.0]), jnp.array([1.0, 2.0])
+    assert model(q, qdot) != make(other(), 0)(q, qdot)  # they do differ
+    path = tmp_path / "model.lagrax"
+    lagrax.save(path, model)
+    with pytest.raises(ValueError, match=r"does not match `like`: at `\.activation`"):
+        lagrax.load(path, like=make(other(), 1))
+    # The same function made anew (another object, the same code and values).
+    loaded = lagrax.load(path, like=make(saved(), 1))
+    assert _same(eqx.filter(loaded, eqx.is_array), eqx.filter(model, eqx.is_array))
+    assert loaded(q, qdot) == model(q, qdot)
+
+
+class _Scale:
+    """An object whose repr is its memory address."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+
+
+def test_functions_that_cannot_be_told_apart_are_refused(tmp_path):
+    scale = _Scale(2.0)
+    model = lagrax.MLPLagrangian(
+        2, width=3, depth=1, activation=lambda x: scale.factor * _tanh(x), key=jr.key(0)
+    )
+    path = tmp_path / "model.lagrax"
+    lagrax.save(path, model)
+    assert b"0x" not in path.read_bytes()
+    match = r"`like`'s `\.activation` cannot be told apart.*_Scale.*memory address"
+    with pytest.raises(ValueError, match=match) as info:
+        lagrax.load(path, like=model)
+    assert "top level of a module" in str(info.value)
+
+
+def test_functions_are_described_by_what_they_are():
+    def closure(factor):
+        return lambda x: factor * _tanh(x)
+
+    assert describe(_tanh) == f"{__name__}._tanh"  # a top-level function: its name
+    assert describe(closure(2.0)) == describe(closure(2.0))
+    assert describe(closure(2.0)) != describe(closure(3.0))
+    assert describe(closure(jnp.arange(20.0))) != describe(closure(jnp.ones(20)))
+    assert describe(lambda x: _tanh(x)) != describe(lambda x: _softplus(x))
+    assert describe(lambda x, a=1.0: a * x) != describe(lambda x, a=2.0: a * x)
+    # A top-level function of `__main__` is another program's in another process.
+    main = types.FunctionType(_tanh.__code__, _tanh.__globals__, "_tanh")
+    main.__module__ = "__main__"
+    assert describe(main).startswith("__main__._tanh#")
+    unverifiable = describe(ft.partial(_tanh, _Scale(1.0)))
+    assert unverifiable.startswith("unverifiable: ") and "0x" not in unverifiable
+
+
+def test_resume_refuses_a_model_with_another_function(tmp_path):
+    box = ([-1.0], [1.0])
+    q, qdot = lagrax.sample_states(8, q_box=box, qdot_box=box, key=jr.key(0))
+    data = lagrax.acceleration_data(HarmonicOscillator(), q, qdot)
+    optimizer = optax.adam(1e-2)
+
+    def make(alpha):
+        activation = ft.partial(jax.nn.celu, alpha=alpha)
+        return lagrax.MLPLagrangian(
+            1, width=8, depth=1, activation=activation, key=jr.key(0)
+        )
+
+    # The checkpoint of a run with alpha=0.5, `fit`'s state as it writes it (what
+    # tests/test_train_fit.py reads back), without the cost of training.
+    model = make(0.5)
+    state = (model, optimizer.init(eqx.filter(model, eqx.is_inexact_array)))
+    path = tmp_path / "run.ckpt"
+    _serialisation.write_checkpoint(path, state, {})
+    match = r"at `\[0\]\.activation` .*alpha=0\.5\) where this run has .*alpha=2\.0\)"
+    with pytest.raises(ValueError, match=match):
+        lagrax.fit(
+            make(2.0),
+            lagrax.acceleration_loss,
+            data,
+            optimizer=optimizer,
+            steps=1,
+            batch_size=8,
+            key=jr.key(1),
+            checkpoint=path,
+            resume=True,
+            progress=False,
+        )

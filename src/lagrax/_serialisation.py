@@ -7,15 +7,23 @@ A file in format 2, the one written, is
 with `MAGIC = b"LAGRAX\\x00\\x02"`, `n` the header's length as 8 big-endian bytes,
 `digest` the 32-byte SHA-256 of `header + payload`, `header` `n` bytes of UTF-8 JSON
 and `payload` the leaves written by `eqx.tree_serialise_leaves`. The digest is
-checked before anything else is read, so a file damaged anywhere fails to load with
-a `ValueError` rather than loading as another model.
+checked before the header is parsed, so a file damaged anywhere fails to load with
+a `ValueError` rather than loading as another model. It has no key: it detects
+damage, not tampering, since anyone can write a file with a valid digest. So a
+header is untrusted input, and every size and count in it is checked before
+anything is allocated or built: the header's length against the file's size, the
+array bytes its `structure` describes against the payload's, each array's own
+(NumPy) header against the leaf it fills and the bytes left, and the integers of
+`config` against `_MAX_SETTING` and `_MAX_DEPTH` before the registered `build` runs.
 
 The header holds `kind` (`"model"` or `"checkpoint"`), `payload_bytes`, and the
 `structure` of the saved pytree: its treedef (which carries the static fields) and a
-description of every leaf (dtype and shape of an array, `module.qualname` of a
-function). A model's header also holds `model`, the `module:qualname` of its class,
-and `config`, the JSON settings that the class's `register_model` entry rebuilds it
-from (`null` when there are none); a checkpoint's holds `fit`'s `info`.
+description of every leaf (dtype and shape of an array, the type of a number, and
+for a function what `lagrax._callables.describe` says: its name if a module defines
+it at its top level, else its name, a digest of its code and the values it holds).
+A model's header also holds `model`, the `module:qualname` of its class, and
+`config`, the JSON settings that the class's `register_model` entry rebuilds it from
+(`null` when there are none); a checkpoint's holds `fit`'s `info`.
 
 Format 1 (an unchecked header) is refused with a `ValueError` that says so.
 """
@@ -24,6 +32,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import pathlib
 import re
@@ -40,6 +49,7 @@ from jaxtyping import PyTree
 
 from . import systems
 from ._baselines import HamiltonianNN, MessagePassingBaseline, NeuralODEBaseline
+from ._callables import describe, UNVERIFIABLE
 from ._files import write_atomic
 from ._force import (
     CoulombFriction,
@@ -56,6 +66,14 @@ MAGIC = b"LAGRAX\x00\x02"
 _SIGNATURE = MAGIC[:-1]
 _START = len(MAGIC) + 8 + 32  # where the header begins, after length and digest
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_ARRAY = re.compile(r"([\w<>]+)\[([\d, ]*)\]")  # an array leaf's description
+# `load` builds what a header's settings say before it can compare the model with
+# the payload, so it refuses, before building, a `config` holding an integer (a
+# size, a count, an index) above `_MAX_SETTING`, or a `depth` above `_MAX_DEPTH`: a
+# layer is a Python object, ~20 kB and 2 ms to build even under
+# `eqx.filter_eval_shape`. A larger model loads with `like=`.
+_MAX_SETTING = 2**20
+_MAX_DEPTH = 2**10
 
 
 class _Entry(NamedTuple):
@@ -88,6 +106,10 @@ def register_model(
     `eqx.filter_eval_shape`: it computes nothing, so its parameter values (and the
     PRNG key it uses) do not matter. An unregistered model is saved all the same
     and loads with `lagrax.load(path, like=...)`.
+
+    A file's settings are untrusted: `load` refuses to build from a `config` that
+    holds an integer above 2**20 (a `depth` above 2**10), anywhere in it, and says
+    to pass `like=` for such a model.
 
     Registering a class again replaces its entry. The registry lives in the
     process: register in the program that loads as in the one that saves (next to
@@ -145,19 +167,14 @@ def register_model(
 
 def _describe(leaf: Any) -> str:
     """A description of a leaf that is the same in every process: what `like` must
-    agree with the file on."""
+    agree with the file on. The values of arrays and numbers are saved, so only
+    their kind enters it; a function (which is not saved) is described by what it
+    is, `UNVERIFIABLE` and the reason where that cannot be told."""
     if isinstance(leaf, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)):
         return f"{leaf.dtype}{list(leaf.shape)}"
     if eqx.is_array_like(leaf):  # a Python or NumPy number: its value is saved
         return f"{type(leaf).__module__}.{type(leaf).__qualname__}"
-    module = getattr(leaf, "__module__", None)
-    qualname = getattr(leaf, "__qualname__", None)
-    if callable(leaf) and isinstance(module, str) and isinstance(qualname, str):
-        return f"{module}.{qualname}"
-    text = repr(leaf)
-    if _ADDRESS.search(text):
-        return f"{type(leaf).__module__}.{type(leaf).__qualname__} instance"
-    return text
+    return describe(leaf)
 
 
 def _structure(tree: PyTree) -> dict[str, Any]:
@@ -186,17 +203,23 @@ def _difference(saved: dict[str, Any], ours: dict[str, Any], other: str) -> str:
     return f"the file describes {counts[0]} leaves where {other} has {counts[1]}"
 
 
-def _check_structure(
-    header: dict[str, Any],
-    like: PyTree,
-    where: str,
-    what: str,
-    other: str,
-    explanation: str | None = None,
-) -> None:
-    """Raise unless `like` (`what`, `other` for short) has the structure the header
-    records; the message gives `explanation` if there is one, else where the
-    structures differ."""
+def _array_bytes(description: str) -> int:
+    """The bytes of data of the array that a leaf's `description` describes (one per
+    element for a dtype NumPy does not know, a PRNG key say); 0 for another leaf."""
+    match = _ARRAY.fullmatch(description)
+    if match is None:
+        return 0
+    dtype, shape = match.groups()
+    try:
+        itemsize = np.dtype(jnp.dtype(dtype)).itemsize
+    except TypeError:
+        itemsize = 1
+    return math.prod(int(n) for n in shape.split(",") if n.strip()) * itemsize
+
+
+def _saved_structure(header: dict[str, Any], payload: bytes, where: str) -> dict:
+    """The header's `structure`, checked to be well formed and to describe no more
+    array data than `payload` holds: before anything is built to its measure."""
     structure = _field(header, "structure", dict, where)
     leaves = structure.get("leaves")
     if not (
@@ -210,7 +233,38 @@ def _check_structure(
         )
     ):
         raise ValueError(f"{where} is malformed: its header's `structure` is garbled.")
+    described = sum(_array_bytes(description) for _, description in leaves)
+    if described > len(payload):
+        raise ValueError(
+            f"{where} is malformed: its header's `structure` describes arrays of "
+            f"{described} bytes, and it holds {len(payload)} bytes of parameters."
+        )
+    return structure
+
+
+def _check_structure(
+    structure: dict[str, Any],
+    like: PyTree,
+    where: str,
+    what: str,
+    other: str,
+    explanation: str | None = None,
+) -> None:
+    """Raise unless `like` (`what`, `other` for short) has the `structure` the file
+    records, and every function in either can be told apart from another; the
+    message gives `explanation` if there is one, else where the structures
+    differ."""
     ours = _structure(like)
+    for source, leaves in ((other, ours["leaves"]), ("the file", structure["leaves"])):
+        for path, description in leaves:
+            if description.startswith(UNVERIFIABLE):
+                raise ValueError(
+                    f"{where} cannot be checked against {what}: {source}'s "
+                    f"`{path}` cannot be told apart from another function, as "
+                    f"{description.removeprefix(UNVERIFIABLE)}. Use a function "
+                    "defined at the top level of a module (or a `functools.partial` "
+                    "of one, with numbers, strings or arrays as its arguments)."
+                )
     if structure != ours:
         raise ValueError(
             f"{where} does not match {what}: "
@@ -266,13 +320,18 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
         )
     if len(raw) < _START:
         raise ValueError(f"{where} is truncated: its header is cut short.")
+    end = _START + int.from_bytes(raw[len(MAGIC) : _START - 32], "big")
+    if end > len(raw):
+        raise ValueError(
+            f"{where} is corrupt or truncated: its header should take "
+            f"{end - _START} bytes, and {len(raw) - _START} follow."
+        )
     if hashlib.sha256(raw[_START:]).digest() != raw[_START - 32 : _START]:
         raise ValueError(
             f"{where} is corrupt or truncated: its contents fail their checksum."
         )
-    # From here on the bytes are those written; only a file made by other means
-    # than `_write` can be malformed.
-    end = _START + int.from_bytes(raw[len(MAGIC) : _START - 32], "big")
+    # From here on the bytes are those written, by `_write` or by anyone else: the
+    # digest has no key. The header is checked as untrusted input.
     try:
         header = json.loads(raw[_START:end].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -287,9 +346,51 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     return header, raw[end:]
 
 
+# NumPy's readers of the array headers `np.save` writes (3.0 is for field names
+# beyond Latin-1, which no leaf has).
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _check_array_header(f: io.BytesIO, leaf: Any) -> None:
+    """Raise unless the array saved at the position of `f` has the shape of `leaf`
+    (and its dtype, for an array: a number's depends on JAX's x64 setting when it
+    was saved) and its data lies in `f`. `np.load` allocates what an array's header
+    says before it reads a byte of data."""
+    start = f.tell()
+    end = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    reader = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+    if reader is None:
+        raise ValueError(f"the array at byte {start} is in an unknown NumPy format")
+    shape, _, dtype = reader(f)
+    data = math.prod(shape) * dtype.itemsize
+    f.seek(start)
+    arrays = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+    want_shape = np.shape(leaf)
+    want_dtype = leaf.dtype if isinstance(leaf, arrays) else dtype
+    # bfloat16 and kin are saved as raw bytes of their size.
+    raw = dtype.kind == "V" and dtype.itemsize == jnp.dtype(want_dtype).itemsize
+    if shape != want_shape or not (dtype == want_dtype or raw):
+        raise ValueError(
+            f"it holds an array of shape {shape} {dtype} where one of shape "
+            f"{want_shape} {want_dtype} belongs"
+        )
+    if data > end - start:
+        raise ValueError(
+            f"its array at byte {start} should hold {data} bytes, and "
+            f"{end - start} are left"
+        )
+
+
 def _read_leaf(f: Any, leaf: Any) -> Any:
     """`eqx.default_deserialise_filter_spec` without `jnp.load`, whose `asarray`
-    compiles a conversion for every new shape: loading compiles nothing."""
+    compiles a conversion for every new shape: loading compiles nothing. Each
+    array's header is checked against `leaf` before its data is read."""
+    if isinstance(leaf, jax.ShapeDtypeStruct) or eqx.is_array_like(leaf):
+        _check_array_header(f, leaf)
     if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct)):
         array = np.load(f, allow_pickle=False)
         if array.dtype.kind == "V":  # bfloat16 and kin are saved as raw bytes
@@ -299,25 +400,42 @@ def _read_leaf(f: Any, leaf: Any) -> Any:
 
 
 def _deserialise(payload: bytes, like: PyTree, where: str, what: str) -> PyTree:
-    """Load `payload` into the structure of `like`, checking every array."""
+    """Load `payload` into the structure of `like`, checking every array's shape and
+    dtype before reading it."""
     stream = io.BytesIO(payload)
     try:
         tree = eqx.tree_deserialise_leaves(stream, like, filter_spec=_read_leaf)
     except Exception as e:
-        raise ValueError(f"{where} does not match {what} ({e}).") from e
+        # Equinox says at which leaf, in an exception raised from ours: say both.
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = str(e) if cause is e else f"{e}: {cause}"
+        raise ValueError(f"{where} does not match {what} ({reason}).") from e
     if stream.tell() != len(payload):
         raise ValueError(f"{where} holds more arrays than {what}.")
-    # Equinox checks these too, without promising to.
-    arrays = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
-    for new, old in zip(jtu.tree_leaves(tree), jtu.tree_leaves(like)):
-        if isinstance(old, arrays) and (
-            new.shape != old.shape or new.dtype != old.dtype
-        ):
-            raise ValueError(
-                f"{where} does not match {what}: it holds an array of shape "
-                f"{new.shape} {new.dtype} where {what} has {old.shape} {old.dtype}."
-            )
     return tree
+
+
+def _check_settings(config: dict[str, Any], name: str, where: str) -> None:
+    """Raise unless every integer in `config`, however nested, is within
+    `_MAX_SETTING` (a `depth` within `_MAX_DEPTH`): before anything is built."""
+    # A worklist, not recursion: JSON nests as deep as the stack goes.
+    pending: list[tuple[str, Any]] = list(config.items())
+    for setting, value in pending:  # the loop takes in what it appends
+        if isinstance(value, dict):
+            pending += [(f"{setting}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            pending += [(f"{setting}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            cap = _MAX_DEPTH if setting == "depth" else _MAX_SETTING
+            if abs(value) > cap:
+                raise ValueError(
+                    f"{where} holds a `{name}` whose setting `{setting}` is {value}, "
+                    f"beyond the {cap} that `lagrax.load` builds a model from "
+                    "unaided (a file's settings are not trusted). For a larger "
+                    "model, build it and pass it as `like=`."
+                )
 
 
 def _config(model: Any) -> dict[str, Any] | None:
@@ -397,13 +515,28 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
     under `eqx.filter_eval_shape` and filled with the file's parameters, so loading
     computes and compiles nothing.
 
+    A file is untrusted input (its SHA-256 digest has no key: it detects damage,
+    not tampering). Every size and count in it is checked against the file's
+    length before anything is allocated or built, so a small file cannot make
+    `load` take much memory: in particular, a model is rebuilt from settings only
+    if none of their integers exceeds 2**20 (no `depth` exceeds 2**10). A larger
+    model, such as a `lagrax.systems.Wave1D` of more than 2**20 nodes, whose file
+    holds little but its settings, loads with `like=`.
+
+    Functions, which are not saved, are compared by what they are: a function
+    defined at the top level of a module by its name, any other (a lambda, a local
+    function, a `functools.partial`) by its code and the values it holds. A
+    function holding a value that cannot be described the same way in every
+    process (an object whose repr is its memory address) cannot be told apart from
+    another, and a `like` holding one is refused.
+
     **Arguments:**
 
     - `path`: the file.
     - `like`: a model of the same class and structure (the same static fields,
         functions such as the activation, and array shapes and dtypes; any array
-        values), needed only for a model `save` could not describe by registered
-        settings.
+        values), needed for a model `save` could not describe by registered
+        settings, or one too large to rebuild from them.
 
     **Returns:**
 
@@ -414,7 +547,8 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
     `ValueError` naming the file and the reason if it is not a lagrax model file,
     is in another format (format 1, whose header had no checksum, is no longer
     read), is truncated, corrupt or malformed, holds a class that is not registered
-    (and no `like` is given), or does not match `like`.
+    or settings beyond the limits above (and no `like` is given), or does not match
+    `like` (or holds a function `like`'s cannot be told apart from).
     """
     header, payload = _read(path)
     where = f"{os.fspath(path)!r}"
@@ -423,6 +557,7 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
         raise ValueError(f"{where} is a {kind!r} file, not a saved model.")
     name = _field(header, "model", str, where)
     config = _field(header, "config", (dict, type(None)), where)
+    structure = _saved_structure(header, payload, where)
     if like is not None:
         if _class_name(type(like)) != name:
             raise ValueError(
@@ -430,7 +565,7 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
                 f"`{_class_name(type(like))}`."
             )
         explanation = _config_difference(config, like)
-        _check_structure(header, like, where, "`like`", "`like`", explanation)
+        _check_structure(structure, like, where, "`like`", "`like`", explanation)
         return _deserialise(payload, like, where, "`like`")
     entry = _REGISTRY.get(name)
     if entry is None:
@@ -446,6 +581,7 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
             "None: a custom activation or momentum map, say): pass a model of the "
             "same structure as `like=`."
         )
+    _check_settings(config, name, where)
     try:
         like = eqx.filter_eval_shape(entry.rebuild, config)
     except Exception as e:
@@ -453,7 +589,9 @@ def load(path: str | os.PathLike, *, like: PyTree | None = None) -> PyTree:
             f"{where} holds a `{name}` that its registered `build` cannot rebuild "
             f"from the settings {config} ({type(e).__name__}: {e})."
         ) from e
-    return _deserialise(payload, like, where, f"the `{name}` built from its settings")
+    what = f"the `{name}` built from its settings"
+    _check_structure(structure, like, where, what, "the model built")
+    return _deserialise(payload, like, where, what)
 
 
 def write_checkpoint(
@@ -473,8 +611,9 @@ def read_checkpoint(
     if kind != "checkpoint":
         raise ValueError(f"{where} is a {kind!r} file, not a checkpoint.")
     info = _field(header, "info", dict, where)
+    structure = _saved_structure(header, payload, where)
     what = "the model and optimizer state of this run"
-    _check_structure(header, like, where, what, "this run")
+    _check_structure(structure, like, where, what, "this run")
     return _deserialise(payload, like, where, what), info
 
 

@@ -1,9 +1,7 @@
 """What defines a training run, so that `fit` resumes only the same run: a
 description of the loss, and fingerprints of the optimizer and the data."""
 
-import functools as ft
 import hashlib
-import inspect
 import json
 import math
 
@@ -14,55 +12,8 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 
+from .._callables import describe as describe, qualified_name as _name
 from .data import AbstractDataset
-
-
-def _name(obj) -> str:
-    """`module.qualname` of a function or class, or else of its type."""
-    if not hasattr(obj, "__qualname__"):
-        obj = type(obj)
-    return f"{obj.__module__}.{obj.__qualname__}"
-
-
-def describe(obj, seen: frozenset[int] = frozenset()) -> str:
-    """A description of a loss (or anything it holds) that is the same in every
-    process: names, and the values bound by `functools.partial` and closures. It
-    never holds a memory address, which would change on each run."""
-    if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
-        return repr(obj)
-    if eqx.is_array(obj):
-        # The values of a few numbers (a weight, say), the shape of anything more.
-        values = np.asarray(obj).tolist() if obj.size <= 16 else "..."
-        return f"{obj.dtype}{list(obj.shape)}{values}"
-    if isinstance(obj, tuple | list):
-        return f"({', '.join(describe(x, seen) for x in obj)})"
-    if isinstance(obj, dict):
-        items = (f"{k!r}: {describe(v, seen)}" for k, v in obj.items())
-        return f"{{{', '.join(items)}}}"
-    if callable(obj) and hasattr(obj, "__wrapped__"):
-        # Not the decorator's internals (such as a runtime type checker's, which
-        # hold ids), but the function it decorates.
-        obj = inspect.unwrap(obj)
-    if id(obj) in seen:  # a function whose closure holds itself
-        return _name(obj)
-    seen = seen | {id(obj)}
-    if isinstance(obj, ft.partial):
-        args = [describe(x, seen) for x in obj.args]
-        args += [f"{k}={describe(v, seen)}" for k, v in obj.keywords.items()]
-        return f"partial({', '.join([describe(obj.func, seen), *args])})"
-    if isinstance(obj, eqx.Module):
-        # A solver or a step-size controller is its short repr; a model is its type.
-        text = repr(obj)
-        return text if len(text) <= 500 and " at 0x" not in text else _name(type(obj))
-    if callable(obj):
-        bound = []
-        for cell in getattr(obj, "__closure__", None) or ():
-            try:
-                bound.append(describe(cell.cell_contents, seen))
-            except ValueError:  # a closure variable not yet assigned
-                bound.append("<empty>")
-        return _name(obj) + (f"[{', '.join(bound)}]" if bound else "")
-    return _name(obj)
 
 
 def _pattern(shape: tuple[int, ...], phase: int) -> np.ndarray:
