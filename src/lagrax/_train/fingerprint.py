@@ -12,7 +12,11 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 
-from .._callables import describe as describe, qualified_name as _name
+from .._callables import (
+    describe as describe,
+    qualified_name as _name,
+    UNVERIFIABLE,
+)
 from .data import AbstractDataset
 
 
@@ -284,6 +288,15 @@ def check_run(
     """Raise unless the checkpoint records `run`'s settings and those `recorded`
     (compared by the caller), and its run is this one, or a finished run that this
     one extends to more steps."""
+    for name, value in run.items():
+        if isinstance(value, str) and value.startswith(UNVERIFIABLE):
+            raise ValueError(
+                f"Cannot tell whether this run's {_SETTINGS[name]} is the one that "
+                f"wrote the checkpoint {where}: "
+                f"{value.removeprefix(UNVERIFIABLE)}. Use a function defined at the "
+                "top level of a module (or a functools.partial of one), or delete "
+                "the checkpoint to start afresh."
+            )
     for name in (*run, *recorded):
         if name not in info:
             raise ValueError(
