@@ -145,22 +145,26 @@ def test_wave_accelerations_are_exact_at_scale(getkey):
 
 
 def test_wave_normal_mode_and_energy_under_gauss_legendre():
-    """A discrete normal mode `cos(2πk x)` oscillates as `cos(ω_k t)` with
+    """A discrete normal mode `cos(2πk x/ℓ)` oscillates as `cos(ω_k t)` with
     `ω_k = (2c/Δx) sin(πk/N)`; at N = 1000 over one period of the slowest wave,
-    GaussLegendre keeps the energy to round-off."""
-    n, k = 1000, 3
-    wave = Wave1D(n)
-    q0 = jnp.cos(2 * jnp.pi * k * wave.grid)
-    ts = jnp.linspace(0.0, 1.0, 5)
+    GaussLegendre keeps the energy to round-off. A wave speed c ≠ 1 (where c and
+    c² differ) on a ring of length ℓ ≠ 1 (where Δx is not 1/N)."""
+    n, k, length, c = 1000, 3, 3.0, 2.5
+    wave = Wave1D(n, length=length, wave_speed=c)
+    dx = length / n
+    q0 = jnp.cos(2 * jnp.pi * k * jnp.arange(n, dtype=float) / n)
+    ts = jnp.linspace(0.0, length / c, 5)
     traj = lagrax.simulate(
         wave,
         q0,
         jnp.zeros(n),
         ts,
         solver=lagrax.GaussLegendre(),
-        dt0=wave.spacing,
+        dt0=dx / c,  # hω < 2 for every mode, as at c = 1 with dt0 = Δx
     )
-    exact = jnp.cos(wave.frequency(k) * ts)[:, None] * q0[None]
+    omega = 2 * c / dx * np.sin(np.pi * k / n)
+    assert wave.frequency(k) == pytest.approx(omega, rel=1e-14)
+    exact = jnp.cos(omega * ts)[:, None] * q0[None]
     assert jnp.max(jnp.abs(traj.q - exact)) < 1e-8
     energies = jax.vmap(lagrax.energy, in_axes=(None, 0, 0))(wave, traj.q, traj.qdot)
     assert jnp.max(jnp.abs(energies / energies[0] - 1)) < 1e-12

@@ -168,6 +168,37 @@ def test_verlet_symplectic_when_separable():
     np.testing.assert_allclose(jnp.linalg.det(jac), 1.0, atol=1e-13)
 
 
+def test_verlet_stability_limit_on_both_sides():
+    """Verlet is stable on a linear oscillator exactly for `hω < 2`, the limit its
+    step check holds `h²|q̈₁ − q̈₀| / |q₁ − q₀|` to. With ω = 2 that is h = 1: steps
+    just below it succeed and conserve Verlet's modified energy
+    `I = ½q̇² + ½ω²(1 − (hω)²/4)q²`, which bounds the true energy; a step just
+    above it is refused, the first one already (from this state the step's
+    defect looks resolved: only the limit on `hω` can refuse it)."""
+    omega = 2.0
+    system = HarmonicOscillator(stiffness=omega**2)
+    q0, qdot0 = jnp.array([0.0]), jnp.array([1.0])
+    below, above = 0.95, 1.05  # a limit off by √10 either way flips one of them
+
+    def solve(dt, steps):
+        ts = dt * jnp.arange(steps + 1.0)
+        return lagrax.simulate(
+            system, q0, qdot0, ts, solver=lagrax.VelocityVerlet(), dt0=dt, throw=False
+        )
+
+    traj = solve(below, 40)
+    assert traj.result == lagrax.RESULTS.successful
+    shrink = 1 - (below * omega) ** 2 / 4
+    modified = 0.5 * traj.qdot**2 + 0.5 * omega**2 * shrink * traj.q**2
+    np.testing.assert_allclose(modified, 0.5, rtol=1e-12)
+    # From q₀ = 0, E − E₀ = ½ω²(1 − shrink)q² ≤ ½(1 − shrink)/shrink by I = E₀.
+    energy = 0.5 * traj.qdot**2 + 0.5 * omega**2 * traj.q**2
+    assert float(jnp.max(energy)) <= 0.5 + 0.5 * (1 - shrink) / shrink + 1e-12
+    assert float(jnp.max(jnp.abs(traj.q))) > 1.0  # it did swing out that far
+
+    assert solve(above, 1).result == lagrax.RESULTS.step_too_large
+
+
 def _energy_drift(system, solver, y0, dt, steps, **kwargs):
     # Through `simulate_on`: the symplectic solves compile once for this test and
     # the other double-pendulum tests below.

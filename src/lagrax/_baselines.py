@@ -14,6 +14,7 @@ from ._misc import (
     angle_features,
     check_angles,
     check_curvature,
+    check_dtype,
     check_int,
     check_state,
 )
@@ -127,6 +128,7 @@ class NeuralODEBaseline(AbstractDynamics):
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         self.angles = check_angles(angles, dof)
+        dtype = check_dtype(dtype)
         self.mlp = eqx.nn.MLP(
             2 * dof + len(self.angles),
             dof,
@@ -232,6 +234,7 @@ class HamiltonianNN(AbstractDynamics):
                 "`momentum` must be None or a callable (q, qdot) -> p, got "
                 f"{momentum!r}."
             )
+        dtype = check_dtype(dtype)
         self.mlp = eqx.nn.MLP(
             2 * dof, "scalar", width, depth, activation=activation, dtype=dtype, key=key
         )
@@ -346,6 +349,7 @@ class MessagePassingBaseline(AbstractDynamics):
         )
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
+        dtype = check_dtype(dtype)
         self.graph = Graph(senders, receivers, num_nodes)
         edge_key, node_key = jax.random.split(key)
         edge_in = (3 if translation_invariant else 4) * node_dim

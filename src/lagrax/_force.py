@@ -26,7 +26,10 @@ from ._custom_types import Position, Velocity
 from ._misc import (
     angle_features,
     check_angles,
+    check_dtype,
     check_int,
+    check_real,
+    check_real_values,
     check_state,
     lower_triangular,
     num_lower_entries,
@@ -102,10 +105,11 @@ class ForceSum(AbstractForce):
 
 def _check_vector(name: str, x, dtype) -> Array:
     """`x` as a vector of `dtype`, checked on the host to be finite and ≥ 0."""
+    check_real_values(x, name)
     values = np.asarray(x, dtype=float)
     if values.ndim != 1:
         raise ValueError(f"`{name}` must have shape (dof,), got {values.shape}.")
-    if not np.all(np.isfinite(values) & (values >= 0)):
+    if not np.all(values >= 0):
         raise ValueError(f"`{name}` must be finite and non-negative, got {values}.")
     return jnp.asarray(values, dtype)
 
@@ -132,15 +136,15 @@ class RayleighDissipation(AbstractForce):
             or a symmetric positive semidefinite `D` of shape `(dof, dof)`.
         - `dtype`: the parameters' dtype; default JAX's default float dtype.
         """
-        dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+        dtype = jnp.result_type(float) if dtype is None else check_dtype(dtype)
+        check_real_values(damping, "damping")
         d = np.asarray(damping, dtype=float)
         if d.ndim == 1:
             factor = jnp.diag(jnp.sqrt(_check_vector("damping", d, dtype)))
         elif d.ndim == 2 and d.shape[0] == d.shape[1]:
             values, vectors = np.linalg.eigh(d)
-            symmetric = np.allclose(d, d.T)
-            if not (symmetric and np.all(np.isfinite(values))):
-                raise ValueError(f"`damping` must be symmetric and finite, got {d}.")
+            if not np.allclose(d, d.T):
+                raise ValueError(f"`damping` must be symmetric, got {d}.")
             if values.min() < -1e-12 * max(1.0, abs(values).max()):
                 raise ValueError(
                     "`damping` must be positive semidefinite, got eigenvalues "
@@ -193,13 +197,12 @@ class CoulombFriction(AbstractForce):
         - `sharpness`: `k > 0`, the slope of `atan(k q̇)` at rest.
         - `dtype`: the parameters' dtype; default JAX's default float dtype.
         """
-        dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+        dtype = jnp.result_type(float) if dtype is None else check_dtype(dtype)
         self.coefficient = _check_vector("coefficient", coefficient, dtype)
-        if not (isinstance(sharpness, int | float) and 0 < sharpness < np.inf):
-            raise ValueError(
-                f"`sharpness` must be a positive finite number, got {sharpness!r}."
-            )
-        self.sharpness = float(sharpness)
+        sharpness = check_real(sharpness, "sharpness")
+        if not sharpness > 0:
+            raise ValueError(f"`sharpness` must be positive, got {sharpness!r}.")
+        self.sharpness = sharpness
 
     def __call__(self, t, q: Position, qdot: Velocity) -> Force:
         _check_size(self, q, qdot, self.coefficient.shape[0])
@@ -243,6 +246,7 @@ class Actuation(AbstractForce):
                     "`matrix` must be None, an array of shape (dof, inputs) or a "
                     f"callable q -> (dof, inputs), got {m!r}."
                 )
+            check_real_values(m, "matrix")
 
     def with_input(self, input: diffrax.AbstractPath) -> "Actuation":
         """This actuation driven by the path `input`."""
@@ -348,6 +352,7 @@ def _learned_network(
     for name, value in (("dof", dof), ("width", width), ("depth", depth)):
         check_int(value, name)
     angles = check_angles(angles, dof)
+    dtype = check_dtype(dtype)
     in_size = (2 if velocities else 1) * dof + len(angles)
     mlp = eqx.nn.MLP(
         in_size,

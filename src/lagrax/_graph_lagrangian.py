@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._custom_types import Position, Scalar, Velocity
 from ._graph import Graph, Indices, local_features, replace_graph
 from ._lagrangian import AbstractLagrangian, scalar_mlp
-from ._misc import check_curvature, check_int, check_state
+from ._misc import check_curvature, check_dtype, check_int, check_state
 
 
 class AbstractGraphLagrangian(AbstractLagrangian):
@@ -160,6 +160,7 @@ class GraphLagrangian(AbstractGraphLagrangian):
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"`{name}` must be a bool, got {flag!r}.")
+        dtype = check_dtype(dtype)
         self.graph = Graph(senders, receivers, num_nodes)
         node_key, edge_key = jax.random.split(key)
         node_in, edge_in = (1, 3) if translation_invariant else (2, 4)

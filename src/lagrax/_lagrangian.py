@@ -23,8 +23,10 @@ from ._misc import (
     angle_features,
     check_angles,
     check_curvature,
+    check_dtype,
     check_int,
     check_state,
+    is_real_number,
     split_angles,
 )
 from ._mlp_jet import activation_derivatives, mlp_jet, transposed
@@ -67,14 +69,14 @@ class AbstractLagrangian(eqx.Module):
         return LagrangianSum.of((other, 1), (self, -1))
 
     def __mul__(self, weight):
-        if not _is_number(weight):
+        if not is_real_number(weight):
             return NotImplemented
         return LagrangianSum.of((self, weight))
 
     __rmul__ = __mul__
 
     def __truediv__(self, weight):
-        if not _is_number(weight):
+        if not is_real_number(weight):
             return NotImplemented
         return LagrangianSum.of((self, 1 / weight))
 
@@ -169,15 +171,6 @@ def _term_batch_jet(term: Callable, q, qdot, directions):
     return jax.vmap(functools.partial(jet_of, term))(q, qdot, directions)
 
 
-def _is_number(x) -> bool:
-    """A real scalar: a Python or NumPy number, or a 0-d array."""
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, (int, float, np.number)):
-        return True
-    return isinstance(x, (jax.Array, np.ndarray)) and x.shape == ()
-
-
 def hessian_products(
     lagrangian: Callable,
     q: Position,
@@ -231,8 +224,11 @@ class LagrangianSum(AbstractJetLagrangian):
                     "sparse path needs a single graph Lagrangian."
                 )
         for weight in self.weights:
-            if not _is_number(weight):
+            if not is_real_number(weight):
                 raise TypeError(f"`weights` must be real numbers, got {weight!r}.")
+            # A traced weight (a trainable one, under jit) has no value to check.
+            if not isinstance(weight, jax.core.Tracer) and not np.isfinite(weight):
+                raise ValueError(f"`weights` must be finite, got {weight!r}.")
 
     @classmethod
     def of(cls, *weighted: tuple[Callable, object]) -> "LagrangianSum":
@@ -310,7 +306,7 @@ class Rescaled(AbstractJetLagrangian):
         for name in ("q_scale", "qdot_scale"):
             scale = getattr(self, name)
             values = scale if isinstance(scale, tuple) else (scale,)
-            ok = all(_is_number(v) and np.isfinite(v) and v > 0 for v in values)
+            ok = all(is_real_number(v) and np.isfinite(v) and v > 0 for v in values)
             if not (values and ok) or isinstance(scale, list):
                 raise ValueError(
                     f"`{name}` must be a positive finite number or a tuple of them, "
@@ -487,6 +483,7 @@ class MLPLagrangian(AbstractJetLagrangian):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         check_curvature(activation)
         angles = check_angles(angles, dof)
+        dtype = check_dtype(dtype)
         self.layers = scalar_mlp(
             2 * dof + len(angles), width, depth, init=init, dtype=dtype, key=key
         )

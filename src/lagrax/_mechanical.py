@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -17,7 +16,9 @@ from ._misc import (
     angle_features,
     check_angles,
     check_curvature,
+    check_dtype,
     check_int,
+    check_real,
     check_state,
     lower_triangular,
     num_lower_entries,
@@ -144,14 +145,16 @@ class MechanicalLagrangian(AbstractMechanicalLagrangian):
         """
         for name, value in (("dof", dof), ("width", width), ("depth", depth)):
             check_int(value, name)
-        if not (isinstance(epsilon, int | float) and 0 < epsilon < np.inf):
-            raise ValueError(f"`epsilon` must be a positive number, got {epsilon!r}.")
+        epsilon = check_real(epsilon, "epsilon")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
+        dtype = check_dtype(dtype)
         if not callable(activation):
             raise TypeError(f"`activation` must be callable, got {activation!r}.")
         check_curvature(activation)
         self.angles = check_angles(angles, dof)
         self.dof = dof
-        self.epsilon = float(epsilon)
+        self.epsilon = epsilon
         in_size = dof + len(self.angles)
         mass_key, potential_key = jax.random.split(key)
         self.mass_mlp = eqx.nn.MLP(

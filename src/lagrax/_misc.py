@@ -1,3 +1,5 @@
+import functools
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -64,6 +66,60 @@ def check_dof(q, qdot, dof: int, system: str) -> None:
         )
 
 
+def is_real_number(x) -> bool:
+    """A real scalar: a Python or NumPy int or float, or a 0-d array of one (not a
+    bool, a string or a complex number)."""
+    if isinstance(x, bool | np.bool_):
+        return False
+    if isinstance(x, int | float | np.integer | np.floating):
+        return True
+    return (
+        isinstance(x, jax.Array | np.ndarray)
+        and x.shape == ()
+        and _is_real_dtype(x.dtype)
+    )
+
+
+def _is_real_dtype(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+
+
+def check_real(value, name: str) -> float:
+    """`value` as a float, if it is a finite real number (see `is_real_number`);
+    else a `TypeError` or `ValueError` naming the argument `name`. A setting read
+    by a system's or solver's constructor: a string or a bool is a mistake, and an
+    infinite or NaN setting would only surface later, misdiagnosed (an infinite
+    stiffness reads as a singular mass matrix)."""
+    if not is_real_number(value):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"`{name}` must be finite, got {number!r}.")
+    return number
+
+
+def real(name: str) -> Callable[[object], float]:
+    """A field converter that applies `check_real` to the field `name`."""
+    return functools.partial(check_real, name=name)
+
+
+def check_real_values(value, name: str) -> None:
+    """Raise unless `value` (a number, a nested sequence of numbers or an array)
+    holds real numbers (not bools, strings or complex numbers: a `TypeError`
+    naming the argument `name`) that are finite (a `ValueError`). A traced
+    `value` (a model built under `jax.jit`, or by `lagrax.load` under
+    `eqx.filter_eval_shape`) has no values to check: only its dtype is."""
+    try:
+        host = np.asarray(value)
+    except jax.errors.TracerArrayConversionError:
+        host = None
+    dtype = jnp.result_type(value) if host is None else host.dtype
+    if not _is_real_dtype(dtype):
+        raise TypeError(f"`{name}` must hold real numbers, got {value!r}.")
+    if host is not None and not np.all(np.isfinite(host)):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+
+
 def check_positive(system, *names: str) -> None:
     """Raise unless the named float attributes of `system` are positive."""
     for name in names:
@@ -117,6 +173,27 @@ def check_int(value, name: str, *, low: int = 1) -> int:
     return int(value)
 
 
+def check_dtype(dtype: DTypeLike | None) -> np.dtype | None:
+    """A model's parameter `dtype` as a NumPy dtype, if it is a real floating one
+    (`None`, JAX's default float dtype, passes). Models are real-valued: in a
+    complex dtype a Lagrangian is no longer a real scalar, and its derivatives and
+    Euler–Lagrange equations are not those of any motion."""
+    if dtype is None:
+        return None
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(
+            f"`dtype` must be a floating dtype such as jnp.float32, got {dtype!r}."
+        ) from None
+    if not jnp.issubdtype(resolved, jnp.floating):
+        raise TypeError(
+            "`dtype` must be a real floating dtype such as jnp.float32 or "
+            f"jnp.float64, got {resolved}."
+        )
+    return resolved
+
+
 def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:
     """`tree` with every floating-point array cast to `dtype`.
 
@@ -133,9 +210,7 @@ def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:
 
     The cast pytree, of the same structure.
     """
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
+    dtype = check_dtype(jnp.dtype(dtype))
     return jtu.tree_map(
         lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
     )

@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._custom_types import ForceFn, LagrangianLike, Position, Velocity
-from ._misc import as_state, check_int
+from ._misc import as_state, check_int, is_real_number
 from ._results import from_diffrax, RESULTS
 from ._term import AbstractSecondOrderTerm, LagrangianTerm
 
@@ -76,10 +76,8 @@ def _check_tolerance(value, name: str) -> None:
 def _check_dt0(dt0):
     """`dt0` as given if it is usable: a positive finite scalar (a traced one is
     checked at run time)."""
-    if isinstance(dt0, bool):
-        raise TypeError(f"`dt0` must be a number, got {dt0!r}.")
-    if jnp.ndim(dt0) != 0:
-        raise ValueError(f"`dt0` must be a scalar, got shape {jnp.shape(dt0)}.")
+    if not is_real_number(dt0):
+        raise TypeError(f"`dt0` must be a real number (a scalar), got {dt0!r}.")
     if isinstance(dt0, jax.core.Tracer):
         return eqx.error_if(
             dt0,

@@ -5,7 +5,6 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 from jaxtyping import Array, Float
 
 from .._custom_types import MassMatrix
@@ -13,6 +12,7 @@ from .._graph import BlockSparseMatrix, Graph, sparse_jacobian
 from .._graph_lagrangian import AbstractGraphLagrangian
 from .._lagrangian import gradient_of, jet_of
 from .._linalg import inverse
+from .._misc import check_real
 from .._term import AbstractSecondOrderTerm, LagrangianTerm
 
 
@@ -36,16 +36,6 @@ class AbstractSymmetricSolver(diffrax.AbstractSolver):
         `lagrax.ReversibleAdjoint()`, which runs these solvers backwards, is exact
         too, in memory independent of the number of steps.
     """
-
-
-def split_state(y, solver: str) -> tuple[Float[Array, " dof"], Float[Array, " dof"]]:
-    """`(q, qdot)` from a solver's state, with a clear error for anything else."""
-    if not (isinstance(y, tuple) and len(y) == 2):
-        raise ValueError(
-            f"{solver} integrates second-order systems: its state must be the tuple "
-            f"`(q, qdot)`, got {jtu.tree_structure(y)}."
-        )
-    return y
 
 
 def unwrap(terms):
@@ -481,7 +471,7 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
             raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if value is not None and not check_real(value, name) > 0:
                 raise ValueError(f"`{name}` must be positive or None, got {value!r}.")
 
     def func(self, terms, t0, y0, args):

@@ -7,7 +7,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._mechanics import momentum
-from .._term import LagrangianTerm
+from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
@@ -16,7 +16,6 @@ from .base import (
     linearized_forces,
     newton_root,
     pattern_of,
-    split_state,
     time_direction,
 )
 

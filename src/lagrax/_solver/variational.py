@@ -4,7 +4,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._mechanics import momentum
-from .._term import LagrangianTerm
+from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
@@ -13,7 +13,6 @@ from .base import (
     linearized_forces,
     newton_root,
     pattern_of,
-    split_state,
     time_direction,
 )
 

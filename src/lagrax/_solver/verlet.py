@@ -5,12 +5,11 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from .._term import LagrangianTerm
+from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractSymmetricSolver,
     check_step,
     first_failure,
-    split_state,
     unwrap,
 )
 

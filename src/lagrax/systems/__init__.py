@@ -1,4 +1,9 @@
-"""Analytic Lagrangians with the true physics, for data, tests and benchmarks."""
+"""Analytic Lagrangians with the true physics, for data, tests and benchmarks.
+
+Their settings (masses, lengths, stiffnesses, gravity, ...) must be finite real
+numbers: a string, a bool, an infinity or a NaN is refused when a system is built,
+with an error naming the setting.
+"""
 
 from ._charged import ChargedParticle as ChargedParticle
 from ._dfki import ActuatedDoublePendulum as ActuatedDoublePendulum

@@ -1,16 +1,23 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._lagrangian import AbstractLagrangian
-from .._misc import check_dof, check_positive
+from .._misc import check_dof, check_positive, check_real, real
 
 
-def _vector3(value) -> tuple[float, float, float]:
-    out = tuple(float(v) for v in value)
-    if len(out) != 3:
-        raise ValueError(f"expected a 3-vector, got {value!r}.")
-    return out  # pyright: ignore[reportReturnType]
+def _vector3(name: str) -> Callable[[object], tuple[float, float, float]]:
+    """A field converter: the field `name` as a 3-tuple of finite real numbers."""
+
+    def convert(value) -> tuple[float, float, float]:
+        if np.ndim(value) != 1 or len(value) != 3:
+            raise ValueError(f"`{name}` must be a 3-vector, got {value!r}.")
+        return tuple(check_real(v, name) for v in value)  # pyright: ignore[reportReturnType]
+
+    return convert
 
 
 class ChargedParticle(AbstractLagrangian):
@@ -31,13 +38,13 @@ class ChargedParticle(AbstractLagrangian):
     - `electric_field`: `E`, a 3-vector (default zero).
     """
 
-    mass: float = eqx.field(default=1.0, converter=float)
-    charge: float = eqx.field(default=1.0, converter=float)
+    mass: float = eqx.field(default=1.0, converter=real("mass"))
+    charge: float = eqx.field(default=1.0, converter=real("charge"))
     magnetic_field: tuple[float, float, float] = eqx.field(
-        default=(0.0, 0.0, 1.0), converter=_vector3
+        default=(0.0, 0.0, 1.0), converter=_vector3("magnetic_field")
     )
     electric_field: tuple[float, float, float] = eqx.field(
-        default=(0.0, 0.0, 0.0), converter=_vector3
+        default=(0.0, 0.0, 0.0), converter=_vector3("electric_field")
     )
 
     def __check_init__(self):

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,15 +7,21 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._mechanical import AbstractMechanicalLagrangian
-from .._misc import check_dof
+from .._misc import check_dof, check_real_values
 
 
-def _parameter(x: ArrayLike) -> Array:
-    """A physical parameter as a 0-d array of JAX's default float dtype."""
-    x = jnp.asarray(x, dtype=jnp.result_type(float))
-    if x.shape != ():
-        raise ValueError(f"A parameter must be a number, got shape {x.shape}.")
-    return x
+def _parameter(name: str) -> Callable[[ArrayLike], Array]:
+    """A field converter: the physical parameter `name`, a finite real number, as
+    a 0-d array of JAX's default float dtype."""
+
+    def convert(x: ArrayLike) -> Array:
+        check_real_values(x, name)
+        x = jnp.asarray(x, dtype=jnp.result_type(float))
+        if x.shape != ():
+            raise ValueError(f"`{name}` must be a number, got shape {x.shape}.")
+        return x
+
+    return convert
 
 
 class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
@@ -46,16 +54,16 @@ class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
     torques is well posed where the data excite them.
     """
 
-    m1: Float[Array, ""] = eqx.field(converter=_parameter)
-    m2: Float[Array, ""] = eqx.field(converter=_parameter)
-    l1: Float[Array, ""] = eqx.field(converter=_parameter)
-    r1: Float[Array, ""] = eqx.field(converter=_parameter)
-    r2: Float[Array, ""] = eqx.field(converter=_parameter)
-    I1: Float[Array, ""] = eqx.field(converter=_parameter)
-    I2: Float[Array, ""] = eqx.field(converter=_parameter)
-    Ir: Float[Array, ""] = eqx.field(default=0.0, converter=_parameter)
-    gr: Float[Array, ""] = eqx.field(default=1.0, converter=_parameter)
-    g: Float[Array, ""] = eqx.field(default=9.81, converter=_parameter)
+    m1: Float[Array, ""] = eqx.field(converter=_parameter("m1"))
+    m2: Float[Array, ""] = eqx.field(converter=_parameter("m2"))
+    l1: Float[Array, ""] = eqx.field(converter=_parameter("l1"))
+    r1: Float[Array, ""] = eqx.field(converter=_parameter("r1"))
+    r2: Float[Array, ""] = eqx.field(converter=_parameter("r2"))
+    I1: Float[Array, ""] = eqx.field(converter=_parameter("I1"))
+    I2: Float[Array, ""] = eqx.field(converter=_parameter("I2"))
+    Ir: Float[Array, ""] = eqx.field(default=0.0, converter=_parameter("Ir"))
+    gr: Float[Array, ""] = eqx.field(default=1.0, converter=_parameter("gr"))
+    g: Float[Array, ""] = eqx.field(default=9.81, converter=_parameter("g"))
 
     def __check_init__(self):
         for name in ("m1", "m2", "l1", "I1", "I2", "gr", "Ir", "r1", "r2", "g"):
@@ -63,12 +71,11 @@ class ActuatedDoublePendulum(AbstractMechanicalLagrangian):
             if isinstance(value, jax.core.Tracer):
                 continue
             value = np.asarray(value)
-            low_ok = value >= 0 if name in ("Ir", "r1", "r2") else value > 0
-            if not (low_ok and np.isfinite(value)):
+            if not (value >= 0 if name in ("Ir", "r1", "r2") else value > 0):
                 kind = "non-negative" if name in ("Ir", "r1", "r2") else "positive"
                 raise ValueError(
-                    f"ActuatedDoublePendulum: `{name}` must be {kind} and finite, "
-                    f"got {float(value)!r}."
+                    f"ActuatedDoublePendulum: `{name}` must be {kind}, got "
+                    f"{float(value)!r}."
                 )
 
     def _parameters(self, q):

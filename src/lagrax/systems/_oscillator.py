@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._lagrangian import AbstractLagrangian
-from .._misc import check_dof, check_positive
+from .._misc import check_dof, check_positive, real
 
 
 class HarmonicOscillator(AbstractLagrangian):
@@ -18,8 +18,8 @@ class HarmonicOscillator(AbstractLagrangian):
     - `stiffness`: `k > 0`.
     """
 
-    mass: float = eqx.field(default=1.0, converter=float)
-    stiffness: float = eqx.field(default=1.0, converter=float)
+    mass: float = eqx.field(default=1.0, converter=real("mass"))
+    stiffness: float = eqx.field(default=1.0, converter=real("stiffness"))
 
     def __check_init__(self):
         check_positive(self, "mass", "stiffness")

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._lagrangian import AbstractLagrangian
-from .._misc import check_dof, check_positive
+from .._misc import check_dof, check_positive, real
 
 
 class Pendulum(AbstractLagrangian):
@@ -19,9 +19,9 @@ class Pendulum(AbstractLagrangian):
     - `g`: gravitational acceleration.
     """
 
-    mass: float = eqx.field(default=1.0, converter=float)
-    length: float = eqx.field(default=1.0, converter=float)
-    g: float = eqx.field(default=9.8, converter=float)
+    mass: float = eqx.field(default=1.0, converter=real("mass"))
+    length: float = eqx.field(default=1.0, converter=real("length"))
+    g: float = eqx.field(default=9.8, converter=real("g"))
 
     def __check_init__(self):
         check_positive(self, "mass", "length")
@@ -55,11 +55,11 @@ class DoublePendulum(AbstractLagrangian):
     - `g`: gravitational acceleration.
     """
 
-    m1: float = eqx.field(default=1.0, converter=float)
-    m2: float = eqx.field(default=1.0, converter=float)
-    l1: float = eqx.field(default=1.0, converter=float)
-    l2: float = eqx.field(default=1.0, converter=float)
-    g: float = eqx.field(default=9.8, converter=float)
+    m1: float = eqx.field(default=1.0, converter=real("m1"))
+    m2: float = eqx.field(default=1.0, converter=real("m2"))
+    l1: float = eqx.field(default=1.0, converter=real("l1"))
+    l2: float = eqx.field(default=1.0, converter=real("l2"))
+    g: float = eqx.field(default=9.8, converter=real("g"))
 
     def __check_init__(self):
         check_positive(self, "m1", "m2", "l1", "l2")

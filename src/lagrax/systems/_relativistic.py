@@ -2,7 +2,7 @@ import equinox as eqx
 from jaxtyping import Array, Float
 
 from .._lagrangian import AbstractLagrangian
-from .._misc import check_dof
+from .._misc import check_dof, real
 
 
 class RelativisticParticle(AbstractLagrangian):
@@ -21,7 +21,7 @@ class RelativisticParticle(AbstractLagrangian):
     - `g`: strength of the uniform potential.
     """
 
-    g: float = eqx.field(default=1.0, converter=float)
+    g: float = eqx.field(default=1.0, converter=real("g"))
 
     def __call__(
         self, q: Float[Array, "1"], qdot: Float[Array, "1"]

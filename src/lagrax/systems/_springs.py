@@ -8,10 +8,11 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._graph import Graph, Indices
 from .._graph_lagrangian import AbstractGraphLagrangian
-from .._misc import check_int
+from .._misc import check_int, check_real, check_real_values
 
 
 def _per_item(value: ArrayLike | Sequence, count: int, name: str, what: str) -> Array:
+    check_real_values(value, name)
     array = jnp.asarray(value, dtype=float)
     if array.ndim == 0:
         array = jnp.full(count, array)
@@ -27,6 +28,13 @@ def _per_item(value: ArrayLike | Sequence, count: int, name: str, what: str) -> 
     if not positive:
         raise ValueError(f"`{name}` must be positive, got {value!r}.")
     return array
+
+
+def _check_spacing(spacing) -> float:
+    spacing = check_real(spacing, "spacing")
+    if not spacing > 0:
+        raise ValueError(f"`spacing` must be positive, got {spacing!r}.")
+    return spacing
 
 
 class SpringNetwork(AbstractGraphLagrangian):
@@ -53,7 +61,7 @@ class SpringNetwork(AbstractGraphLagrangian):
     masses: Float[Array, " nodes"]
     stiffness: Float[Array, " edges"]
     rest_lengths: Float[Array, " edges"]
-    gravity: float = eqx.field(converter=float)
+    gravity: float
     reference: Float[Array, " dof"] | None
     graph: Graph = eqx.field(static=True)
     node_dim: int = eqx.field(static=True)
@@ -86,9 +94,10 @@ class SpringNetwork(AbstractGraphLagrangian):
         self.masses = _per_item(masses, self.graph.num_nodes, "masses", "mass")
         self.stiffness = _per_item(stiffness, edges, "stiffness", "spring")
         self.rest_lengths = _per_item(rest_lengths, edges, "rest_lengths", "spring")
-        self.gravity = gravity
+        self.gravity = check_real(gravity, "gravity")
         self.node_dim = 2
         if reference is not None:
+            check_real_values(reference, "reference")
             reference = jnp.asarray(reference, dtype=float)
             if reference.shape != (2 * self.graph.num_nodes,):
                 raise ValueError(
@@ -108,6 +117,7 @@ class SpringNetwork(AbstractGraphLagrangian):
         """`num_masses` masses in a row along `x`, neighbours joined by springs of
         rest length `spacing`; other keyword arguments as for the constructor."""
         num_masses = check_int(num_masses, "num_masses", low=2)
+        spacing = _check_spacing(spacing)
         nodes = np.arange(num_masses - 1)
         grid = np.stack([np.arange(num_masses), np.zeros(num_masses)], axis=1)
         return cls(
@@ -136,6 +146,7 @@ class SpringNetwork(AbstractGraphLagrangian):
         keyword arguments as for the constructor."""
         rows = check_int(rows, "rows")
         cols = check_int(cols, "cols")
+        spacing = _check_spacing(spacing)
         index = np.arange(rows * cols).reshape(rows, cols)
         bonds = [
             (index[:, :-1], index[:, 1:], 1.0),

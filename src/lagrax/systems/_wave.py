@@ -5,7 +5,7 @@ from jaxtyping import Array, Float
 
 from .._graph import Graph
 from .._graph_lagrangian import AbstractGraphLagrangian
-from .._misc import check_int, check_positive
+from .._misc import check_int, check_positive, check_real
 
 
 class Wave1D(AbstractGraphLagrangian):
@@ -30,8 +30,8 @@ class Wave1D(AbstractGraphLagrangian):
     - `wave_speed`: `c > 0` (default 1).
     """
 
-    length: float = eqx.field(converter=float)
-    wave_speed: float = eqx.field(converter=float)
+    length: float
+    wave_speed: float
     graph: Graph = eqx.field(static=True)
     node_dim: int = eqx.field(static=True)
 
@@ -46,8 +46,8 @@ class Wave1D(AbstractGraphLagrangian):
         nodes = np.arange(num_nodes)
         self.graph = Graph(nodes, (nodes + 1) % num_nodes, num_nodes)
         self.node_dim = 1
-        self.length = length
-        self.wave_speed = wave_speed
+        self.length = check_real(length, "length")
+        self.wave_speed = check_real(wave_speed, "wave_speed")
 
     def __check_init__(self):
         check_positive(self, "length", "wave_speed")
