@@ -246,9 +246,7 @@ def batch_acceleration_parts(
         )
     n = q.shape[-1]
     grad, block = lagrangian.batch_jet(q, qdot, jax.vmap(_directions)(qdot))
-    return jax.vmap(_solve_parts)(
-        grad[:, :n], block[:, :n, :n], block[:, :n, n], force
-    )
+    return jax.vmap(_solve_parts)(grad[:, :n], block[:, :n, :n], block[:, :n, n], force)
 
 
 # `mass_matrix` builds a dense array for a graph Lagrangian up to this many
