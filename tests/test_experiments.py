@@ -67,13 +67,11 @@ def test_double_pendulum(tmp_path, capsys):
 
     # As many training states as test states: one compilation samples both.
     size = str(double_pendulum.TEST_SIZE)
-    argv = [*TINY_DP, "--train-size", size, "--rollout-steps", "2"]
-    argv += ["--out", str(tmp_path)]
-    assert _main(argv) == 0
+    argv = [*TINY_DP, "--train-size", size, "--rollout-steps", "0"]
+    assert _main([*argv, "--out", str(tmp_path)]) == 0
     record = _strict_json(tmp_path / "results.json")
-    _check_schema(record, "double-pendulum", {"lnn", "baseline", "lnn_rollout"})
+    _check_schema(record, "double-pendulum", {"lnn", "baseline"})
     assert record["settings"]["states"] == "reachable"
-    assert record["settings"]["rollout_steps"] == 2
     lnn = record["models"]["lnn"]
     assert {
         "energy_discrepancy",
@@ -91,27 +89,50 @@ def test_double_pendulum(tmp_path, capsys):
             "failed_test_rollouts",
         } <= set(metrics)
         assert 0 <= metrics["failed_test_rollouts"] <= 32
-    assert {
-        "energy_discrepancy_gauss_legendre",
-        "failed_rollouts_gauss_legendre",
-    } <= set(record["models"]["lnn_rollout"])
     out = capsys.readouterr().out
-    assert "energy discrepancy" in out
-    assert "LNN + rollout loss" in out
-    assert "training lnn_rollout: 2 steps of batch 16" in out
-    written = set(double_pendulum.files_written(double_pendulum.Settings()))
+    assert "energy discrepancy" in out and "LNN + rollout loss" not in out
+    written = set(
+        double_pendulum.files_written(double_pendulum.Settings(rollout_steps=0))
+    )
     _check_files(tmp_path, written)
     manifest = json.loads((tmp_path / "lagrax-run.json").read_text())
     assert set(manifest["files"]) == written
-    assert manifest["settings"]["rollout_steps"] == 2
+
+    # The rollout model's evaluation and report, with the LNN in its place
+    # (resumed from the finished checkpoints: no training).
+    settings = double_pendulum.Settings(**manifest["settings"])
+    prepared = double_pendulum.data(settings)
+    trained, histories, results = double_pendulum.train(
+        settings, prepared, out=tmp_path, progress=False
+    )
+    # An LNN of 3 steps does not roll out (its mass matrix is indefinite on the
+    # way, the windows diverge): a rollout stage skips every step, an error.
+    with pytest.raises(RuntimeError, match="skipped all 2 steps"):
+        double_pendulum.fine_tune(
+            dataclasses.replace(settings, rollout_steps=2),
+            trained["lnn"],
+            prepared,
+            progress=False,
+        )
+    trained["lnn_rollout"] = trained["lnn"]
+    metrics, curves = double_pendulum.evaluate(prepared, trained)
+    assert {
+        "energy_discrepancy_gauss_legendre",
+        "failed_rollouts_gauss_legendre",
+        "test_rollout_error",
+    } <= set(metrics["lnn_rollout"])
+    assert metrics["lnn_rollout"]["test_rollout_error"] == pytest.approx(
+        metrics["lnn"]["test_rollout_error"], nan_ok=True
+    )
+    results["lnn_rollout"] = dict(results["lnn"])
+    for name in results:
+        results[name].update(metrics[name])
+    table = double_pendulum.table(settings, prepared.system, results)
+    assert "LNN + rollout loss" in table
 
     # The paper's box, without the rollout stage, through the library (compiled
-    # already, so quick): no LNN + rollout loss anywhere.
-    settings = dataclasses.replace(
-        double_pendulum.Settings(**manifest["settings"]),
-        states="box",
-        rollout_steps=0,
-    )
+    # already, so quick).
+    settings = dataclasses.replace(settings, states="box")
     report = double_pendulum.run(settings, progress=False)
     assert set(report.models) == {"lnn", "baseline"}
     assert "LNN + rollout loss" not in report.table

@@ -275,3 +275,24 @@ def test_vmapped_solves_of_unequal_step_counts_have_finite_gradients():
     batched = jax.grad(lambda s: jnp.sum(jax.vmap(final, (None, 0))(s, windows)))
     alone = sum(jax.jit(jax.grad(final))(scale, ts) for ts in windows)
     np.testing.assert_allclose(batched(scale), alone, rtol=1e-10)
+
+
+def test_a_fixed_step_solve_that_blows_up_is_a_failure():
+    # Tsit5 at h·ω = 10, far past its stability limit (about 3.5): each step
+    # multiplies the state by |R(10i)| ≫ 1 until it overflows, and a constant
+    # step size checks nothing, so Diffrax calls it a success.
+    system = HarmonicOscillator(stiffness=100.0**2)
+    q0, qdot0 = jnp.array([1.0]), jnp.array([0.0])
+    ts = jnp.linspace(0.0, 100.0, 11)
+    options = dict(
+        solver=diffrax.Tsit5(), dt0=0.1, stepsize_controller=diffrax.ConstantStepSize()
+    )
+    traj = lagrax.simulate(system, q0, qdot0, ts, throw=False, **options)
+    assert not bool(jnp.all(jnp.isfinite(traj.q)))
+    assert traj.result == lagrax.RESULTS.diverged
+    # Raising, the term's own check may speak first: H is not finite there.
+    with pytest.raises(Exception, match="became NaN or infinite|not finite"):
+        lagrax.simulate(system, q0, qdot0, ts, **options)
+    # Within the limit the same solve succeeds.
+    calm = lagrax.simulate(system, q0, qdot0, ts[:2] / 100, **dict(options, dt0=0.001))
+    assert calm.result == lagrax.RESULTS.successful

@@ -20,6 +20,9 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `newton_failure`: an implicit lagrax solver's Newton iteration did not converge
         to its tolerance within `max_steps` iterations.
     - `step_too_large`: a fixed step does not resolve the motion.
+    - `diverged`: every step was accepted, yet the state became NaN or infinite
+        (a solver or step size that checks nothing, such as a Diffrax solver at
+        a `ConstantStepSize`, over motion that blows up).
 
     `lagrax.simulate(..., throw=False)` returns one in `Trajectory.result`;
     `RESULTS[result]` is its message.
@@ -43,6 +46,13 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "(|(q₁ − q₀)/dt − (q̇₀ + q̇₁)/2| above the speed), or, for an explicit "
         "solver, dt·ω ≥ 2 for the stiffness ω² ≈ |Δq̈|/|Δq| along the step "
         "(VelocityVerlet's stability limit). Reduce dt0."
+    )
+    diverged = (
+        "The state became NaN or infinite on the way although every step was "
+        "accepted: the motion blew up (a fixed step too large for it, or a mass "
+        "matrix near-singular or indefinite on the way; inspect it with "
+        "lagrax.mass_matrix_info). Reduce dt0, use an adaptive step size, or keep "
+        "a learned Lagrangian's mass matrix definite."
     )
 
 

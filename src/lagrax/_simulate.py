@@ -232,6 +232,12 @@ def solve(
     )
     result = from_diffrax(sol.result)
     q, qdot = sol.ys
+    # A solve that checks nothing (a fixed step of an explicit Diffrax solver)
+    # reports success over motion that blew up: said here, not left as NaNs.
+    finite = jnp.all(jnp.isfinite(q)) & jnp.all(jnp.isfinite(qdot))
+    result = RESULTS.where(
+        (result == RESULTS.successful) & ~finite, RESULTS.diverged, result
+    )
     if throw:
         q = result.error_if(q, result != RESULTS.successful)
     return q, qdot, result
