@@ -212,15 +212,6 @@ def _replicated(tree, mesh: Mesh | None):
     return eqx.combine(jax.device_put(arrays, sharding), static)
 
 
-def _loss_value(model, batch, loss) -> float:
-    return float(_loss(model, batch, loss))
-
-
-@eqx.filter_jit
-def _loss(model, batch, loss):
-    return loss(model, batch)
-
-
 @eqx.filter_jit
 def _evaluate(model, data, loss, metrics):
     return loss(model, data), {name: fn(model, data) for name, fn in metrics.items()}
@@ -407,6 +398,7 @@ def fit(
     eval_losses: list[float] = []
     metric_values: dict[str, list[float]] = {name: [] for name in metrics}
     start = 0
+    info = None  # a resumed checkpoint's
     run = {}
     if checkpoint is not None:
         # Everything that defines the run, for a resumed run to be this one.
@@ -421,9 +413,6 @@ def fit(
             test_data=None if test_data is None else data_fingerprint(test_data),
         )
         schedule = schedule_fingerprint(optimizer, params, steps)
-        # The loss is told apart by its values too, on the first samples, at each
-        # checkpoint's model: an edited loss keeps its name.
-        probe = data[jnp.arange(batch_size)]
     if resume and checkpoint is not None and pathlib.Path(checkpoint).exists():
         (model, opt_state), info = read_checkpoint(checkpoint, (model, opt_state))
         where = repr(os.fspath(checkpoint))
@@ -437,13 +426,6 @@ def fit(
             if shared == steps
             else schedule_fingerprint(optimizer, params, shared),
             "its learning rate differs at some step",
-        )
-        check_close(
-            where,
-            "loss_probe",
-            info["loss_probe"],
-            [_loss_value(model, probe, loss)],
-            "its value differs on the same model and samples",
         )
         start = info["step"]
         saved = info["history"]
@@ -466,6 +448,32 @@ def fit(
         )
 
     model, opt_state, data = _replicated((model, opt_state, data), mesh)
+
+    def probe_loss() -> list[float]:
+        # The loss is told apart by its value too, at the checkpoint's model on
+        # the first `batch_size` samples (an edited loss keeps its name): through
+        # the training step itself, its update discarded, so nothing compiles anew.
+        _, _, value, _ = _minibatch_step(
+            model,
+            opt_state,
+            data,
+            jnp.arange(num_samples),
+            jnp.asarray(0),
+            batch_size=batch_size,
+            loss=loss,
+            optimizer=optimizer,
+            mesh=mesh,
+        )
+        return [float(value)]
+
+    if info is not None:
+        check_close(
+            where,
+            "loss_probe",
+            info["loss_probe"],
+            probe_loss(),
+            "its value differs on the same model and samples",
+        )
     batches_per_epoch = num_samples // batch_size
     order, order_epoch = None, None
     pending = []
@@ -532,7 +540,7 @@ def fit(
                     step=done,
                     history=history_dict(),
                     schedule=schedule,
-                    loss_probe=[_loss_value(model, probe, loss)],
+                    loss_probe=probe_loss(),
                 )
                 write_checkpoint(checkpoint, (model, opt_state), info)
     finally:
