@@ -2,7 +2,6 @@
 outside `--out`; and `lagrax reproduce --fresh` removes only what it wrote and
 recorded, as it wrote it."""
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -11,16 +10,7 @@ import pathlib
 import jax.numpy as jnp
 import pytest
 
-from .test_cli import _main, _one_error_line
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The settings of `Experiment`."""
-
-    steps: int = 5
-    batch_size: int = 2
-    seed: int = 0
+from .test_cli import _main, _one_error_line, FakeSettings as Settings
 
 
 class Experiment:
