@@ -809,6 +809,15 @@ def _build_springs(config: dict[str, Any]) -> systems.SpringNetwork:
     return systems.SpringNetwork(**config, reference=reference)
 
 
+def _chain_config(system: systems.ChainPendulum) -> dict[str, Any]:
+    return dict(
+        masses=system.masses.tolist(),
+        lengths=system.lengths.tolist(),
+        g=system.g,
+        coordinates=system.coordinates,
+    )
+
+
 def _fields_config(system: eqx.Module) -> dict[str, Any] | None:
     fields = {f.name: getattr(system, f.name) for f in dataclasses.fields(system)}
     try:
@@ -853,6 +862,7 @@ register_model(
 register_model(systems.ActuatedDoublePendulum, config=_parameters_config)
 register_model(systems.Wave1D, config=_wave_config, build=_build_wave)
 register_model(systems.SpringNetwork, config=_springs_config, build=_build_springs)
+register_model(systems.ChainPendulum, config=_chain_config)
 for _system in (
     systems.ChargedParticle,
     systems.DoublePendulum,

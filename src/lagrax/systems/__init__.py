@@ -5,6 +5,7 @@ numbers: a string, a bool, an infinity or a NaN is refused when a system is buil
 with an error naming the setting.
 """
 
+from ._chain import ChainPendulum as ChainPendulum
 from ._charged import ChargedParticle as ChargedParticle
 from ._dfki import ActuatedDoublePendulum as ActuatedDoublePendulum
 from ._oscillator import HarmonicOscillator as HarmonicOscillator
