@@ -14,6 +14,7 @@ from ._compare import (
     SolverRun as SolverRun,
     SolverSetting as SolverSetting,
 )
+from ._constraint import project_on_constraint as project_on_constraint
 from ._force import (
     AbstractForce as AbstractForce,
     Actuation as Actuation,
@@ -42,6 +43,7 @@ from ._mechanical import (
 )
 from ._mechanics import (
     acceleration as acceleration,
+    constraint_multipliers as constraint_multipliers,
     energy as energy,
     generalized_force as generalized_force,
     graph_mass_matrix as graph_mass_matrix,

@@ -13,6 +13,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ._constraint import (
+    check_constraint,
+    check_on_constraint,
+    constraint_jacobian,
+    ConstraintFn,
+    kkt_solve,
+)
 from ._custom_types import (
     Acceleration,
     LagrangianLike,
@@ -121,6 +128,8 @@ def acceleration(
     qdot: Velocity,
     *,
     force: Float[Array, " dof"] | None = None,
+    constraint: ConstraintFn | None = None,
+    tolerance: float | None = None,
     throw: bool = True,
 ) -> Acceleration:
     r"""The acceleration `q̈` from the Euler–Lagrange equations of `lagrangian`.
@@ -148,7 +157,21 @@ def acceleration(
         `AbstractLagrangian`.
     - `q`, `qdot`: the state, each of shape `(dof,)`.
     - `force`: an optional generalized (non-conservative) force `Q`, shape `(dof,)`.
-    - `throw`: whether a singular mass matrix raises (default) or gives NaN.
+    - `constraint`: an optional holonomic constraint, a function `q -> g(q)` of
+        shape `(m,)` that vanishes on the allowed configurations (a pendulum's
+        link lengths in Cartesian coordinates, say). Then `q̈` and the multipliers
+        `λ` solve `[[H, Gᵀ], [G, 0]] [q̈; λ] = [∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q;
+        −(d/dt G) q̇]` with `G = ∂g/∂q` (one forward-mode Jacobian; `(d/dt G) q̇`
+        is one nested JVP): the motion that keeps `g(q(t)) = 0`. `H` need only be
+        definite on the constraints' tangent space. A redundant constraint
+        (rank-deficient `G`) is singular like a singular mass matrix. The state
+        must lie on the constraints: `|g(q)|` and `|G q̇|` at most `tolerance`, else
+        an error (NaN with `throw=False`); `lagrax.project_on_constraint` puts a
+        state there. `lagrax.constraint_multipliers` gives `λ`.
+    - `tolerance`: the largest `|g(q)|` and `|G q̇|` accepted with a `constraint`;
+        default `√eps` of the state's dtype.
+    - `throw`: whether a singular mass matrix (or a state off its constraint)
+        raises (default) or gives NaN.
 
     **Returns:**
 
@@ -169,7 +192,79 @@ def acceleration(
     q, qdot = as_state(q, qdot)
     if force is not None:
         check_like(force, "force", q, "q")
-    return checked_acceleration(lagrangian, q, qdot, force, throw=throw)[0]
+    if constraint is None:
+        return checked_acceleration(lagrangian, q, qdot, force, throw=throw)[0]
+    check_constraint(constraint, q)
+    qddot, _ = _checked_constrained(
+        lagrangian, q, qdot, force, constraint, tolerance, throw=throw
+    )
+    return qddot
+
+
+def constraint_multipliers(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    *,
+    constraint: ConstraintFn,
+    force: Float[Array, " dof"] | None = None,
+    tolerance: float | None = None,
+    throw: bool = True,
+) -> Float[Array, " m"]:
+    r"""The multipliers `λ` of a holonomic constraint at one state: the constraint
+    forces, which act on the coordinates as `−Gᵀλ` (`G = ∂g/∂q`), so that
+    `H q̈ = ∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q − Gᵀλ`.
+
+    For `g = (|x|² − l²)/2` on a pendulum bob, `λ` is the rod's tension over `l`.
+    The same solve, checks and arguments as `acceleration(..., constraint=)`.
+
+    **Arguments:**
+
+    - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
+    - `q`, `qdot`: the state, each of shape `(dof,)`, on the constraints.
+    - `constraint`: the constraint function `q -> g(q)`, shape `(m,)`.
+    - `force`, `tolerance`, `throw`: as for `acceleration`.
+
+    **Returns:**
+
+    `λ`, of shape `(m,)`.
+    """
+    q, qdot = as_state(q, qdot)
+    if force is not None:
+        check_like(force, "force", q, "q")
+    check_constraint(constraint, q)
+    _, multipliers = _checked_constrained(
+        lagrangian, q, qdot, force, constraint, tolerance, throw=throw
+    )
+    return multipliers
+
+
+_SINGULAR_CONSTRAINED_MESSAGE = (
+    "lagrax.acceleration: the constrained system [[H, Gᵀ], [G, 0]] is singular at "
+    "this state (a redundant constraint, G = ∂g/∂q of deficient rank, or a mass "
+    "matrix singular on the constraints' tangent space), so q̈ is not determined."
+)
+
+
+def _checked_constrained(lagrangian, q, qdot, force, constraint, tolerance, *, throw):
+    """`(q̈, λ)` of the constrained equations under the error policy of
+    `acceleration`."""
+    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    if isinstance(h, BlockSparseMatrix):
+        h = h.todense()
+    rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
+    _, jacobian, curvature = constraint_jacobian(constraint, q, qdot)
+    qddot, multipliers, singular = kkt_solve(h, rhs, jacobian, curvature)
+    if throw:
+        qddot = eqx.error_if(qddot, singular, _SINGULAR_CONSTRAINED_MESSAGE)
+    else:
+        poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
+        qddot, multipliers = qddot * poison, multipliers * poison
+    qddot, multipliers = (
+        check_on_constraint(constraint, q, qdot, x, tolerance, throw=throw)
+        for x in (qddot, multipliers)
+    )
+    return qddot, multipliers
 
 
 _SINGULAR_MESSAGE = (

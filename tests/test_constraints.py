@@ -1,0 +1,166 @@
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import lagrax
+from lagrax.systems import DoublePendulum
+
+
+M1, M2, L1, L2, G = 1.3, 0.7, 1.1, 0.8, 9.8
+
+
+def _cartesian_lagrangian(q, qdot):
+    """Two point masses in the plane, gravity along −y: no constraint in `L`."""
+    masses = jnp.array([M1, M1, M2, M2])
+    return 0.5 * jnp.sum(masses * qdot**2) - G * (M1 * q[1] + M2 * q[3])
+
+
+def _links(q):
+    """The two rods: `(|x₁|² − l₁²)/2` and `(|x₂ − x₁|² − l₂²)/2`."""
+    x1, x2 = q[:2], q[2:]
+    return 0.5 * jnp.stack([x1 @ x1 - L1**2, (x2 - x1) @ (x2 - x1) - L2**2])
+
+
+def _positions(theta):
+    x1 = L1 * jnp.stack([jnp.sin(theta[0]), -jnp.cos(theta[0])])
+    x2 = x1 + L2 * jnp.stack([jnp.sin(theta[1]), -jnp.cos(theta[1])])
+    return jnp.concatenate([x1, x2])
+
+
+def _states(num, key):
+    theta = jr.uniform(key, (num, 2), minval=-np.pi, maxval=np.pi)
+    omega = jr.normal(jr.fold_in(key, 1), (num, 2))
+    return theta, omega
+
+
+def test_cartesian_double_pendulum_moves_as_in_angles():
+    # The constrained Cartesian accelerations are the second derivative of the
+    # map θ ↦ x along the angle formulation's motion: ẍ = J θ̈ + (d/dt J) θ̇.
+    angles = DoublePendulum(m1=M1, m2=M2, l1=L1, l2=L2, g=G)
+
+    def compare(theta, omega):
+        q, qdot = jax.jvp(_positions, (theta,), (omega,))
+        qddot = lagrax.acceleration(_cartesian_lagrangian, q, qdot, constraint=_links)
+        alpha = lagrax.acceleration(angles, theta, omega)
+
+        def velocity(theta):
+            return jax.jvp(_positions, (theta,), (omega,))[1]
+
+        curvature = jax.jvp(velocity, (theta,), (omega,))[1]
+        expected = jax.jvp(_positions, (theta,), (alpha,))[1] + curvature
+        # The motion keeps the constraints to second order: d²g/dt² = 0.
+        _, jacobian_rate = jax.jvp(jax.jacfwd(_links), (q,), (qdot,))
+        second = jax.jacfwd(_links)(q) @ qddot + jacobian_rate @ qdot
+        return qddot, expected, second
+
+    qddot, expected, second = jax.jit(jax.vmap(compare))(*_states(16, jr.key(0)))
+    np.testing.assert_allclose(qddot, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(second, 0.0, atol=1e-10)
+
+
+def test_multipliers_are_the_rod_tension():
+    # A bob of mass m on a rod of length l: m ẍ = −m g ŷ − λ x with
+    # λ = (m|v|² − m g y)/l², so the tension λ·l is m g hanging at rest.
+    mass, length = 2.0, 1.5
+
+    def lagrangian(q, qdot):
+        return 0.5 * mass * qdot @ qdot - mass * G * q[1]
+
+    def rod(q):
+        return 0.5 * jnp.atleast_1d(q @ q - length**2)
+
+    for angle, speed in ((0.0, 0.0), (0.4, 1.3), (2.5, -0.7)):
+        q = length * jnp.array([np.sin(angle), -np.cos(angle)])
+        qdot = speed * jnp.array([np.cos(angle), np.sin(angle)])
+        (multiplier,) = lagrax.constraint_multipliers(
+            lagrangian, q, qdot, constraint=rod
+        )
+        expected = mass * (speed**2 - G * q[1]) / length**2
+        np.testing.assert_allclose(multiplier, expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        lagrax.constraint_multipliers(
+            lagrangian, jnp.array([0.0, -length]), jnp.zeros(2), constraint=rod
+        )
+        * length,
+        mass * G,
+        rtol=1e-12,
+    )
+
+
+def test_redundant_constraints_are_singular():
+    theta, omega = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.5])
+    q, qdot = jax.jvp(_positions, (theta,), (omega,))
+
+    def twice(q):
+        return jnp.concatenate([_links(q), _links(q)[:1]])
+
+    with pytest.raises(Exception, match="constrained system .* is singular"):
+        lagrax.acceleration(_cartesian_lagrangian, q, qdot, constraint=twice)
+    qddot = lagrax.acceleration(
+        _cartesian_lagrangian, q, qdot, constraint=twice, throw=False
+    )
+    assert bool(jnp.all(jnp.isnan(qddot)))
+
+
+def test_a_state_off_the_constraints_is_refused_until_projected():
+    theta, omega = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.5])
+    q, qdot = jax.jvp(_positions, (theta,), (omega,))
+    off_q, off_qdot = q + 1e-3, qdot + jnp.array([0.0, 1e-3, 0.0, 0.0])
+    for state in ((off_q, qdot), (q, off_qdot)):
+        with pytest.raises(Exception, match="violates its constraint"):
+            lagrax.acceleration(_cartesian_lagrangian, *state, constraint=_links)
+        assert bool(
+            jnp.all(
+                jnp.isnan(
+                    lagrax.acceleration(
+                        _cartesian_lagrangian, *state, constraint=_links, throw=False
+                    )
+                )
+            )
+        )
+    projected_q, projected_qdot = lagrax.project_on_constraint(_links, off_q, off_qdot)
+    assert float(jnp.max(jnp.abs(_links(projected_q)))) < 1e-14
+    velocity = jax.jvp(_links, (projected_q,), (projected_qdot,))[1]
+    assert float(jnp.max(jnp.abs(velocity))) < 1e-14
+    assert float(jnp.max(jnp.abs(projected_q - off_q))) < 2e-3
+    lagrax.acceleration(
+        _cartesian_lagrangian, projected_q, projected_qdot, constraint=_links
+    )
+
+
+def test_constraint_argument_errors():
+    q = _positions(jnp.array([0.3, -0.2]))
+    qdot = jnp.zeros(4)
+    for bad, match in (
+        ("not a function", "constraint"),  # (the type checker may speak first)
+        (lambda q: q[0], "1-D array"),
+        (lambda q: q.astype(jnp.float32)[:2], "dtype"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=match):
+            lagrax.acceleration(_cartesian_lagrangian, q, qdot, constraint=bad)
+
+
+def test_a_cartesian_chain_moves_as_its_angles():
+    # Three bodies: the Cartesian ChainPendulum under its own link constraints
+    # against its angle form, through the time derivative of `to_cartesian`.
+    masses, lengths = [1.1, 0.9, 1.3], [0.8, 1.2, 1.0]
+    cartesian = lagrax.systems.ChainPendulum(masses, lengths)
+    angles = lagrax.systems.ChainPendulum(masses, lengths, coordinates="angles")
+
+    def compare(theta, omega):
+        alpha = lagrax.acceleration(angles, theta, omega)
+        q, qdot = cartesian.to_cartesian(theta, omega)
+
+        def velocity(theta, omega):
+            return cartesian.to_cartesian(theta, omega)[1]
+
+        _, expected = jax.jvp(velocity, (theta, omega), (omega, alpha))
+        qddot = lagrax.acceleration(cartesian, q, qdot, constraint=cartesian.constraint)
+        return qddot, expected
+
+    theta = jr.normal(jr.key(3), (8, 3))
+    omega = jr.normal(jr.key(4), (8, 3))
+    qddot, expected = jax.jit(jax.vmap(compare))(theta, omega)
+    np.testing.assert_allclose(qddot, expected, rtol=1e-10, atol=1e-10)
