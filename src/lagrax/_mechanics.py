@@ -248,7 +248,28 @@ _SINGULAR_CONSTRAINED_MESSAGE = (
 
 def _checked_constrained(lagrangian, q, qdot, force, constraint, tolerance, *, throw):
     """`(q̈, λ)` of the constrained equations under the error policy of
-    `acceleration`."""
+    `acceleration`, the state checked to lie on the constraints."""
+    qddot, multipliers, _ = checked_constrained_acceleration(
+        lagrangian, q, qdot, force, constraint, throw=throw
+    )
+    return tuple(
+        check_on_constraint(constraint, q, qdot, x, tolerance, throw=throw)
+        for x in (qddot, multipliers)
+    )
+
+
+def checked_constrained_acceleration(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    force: Float[Array, " dof"] | None,
+    constraint: ConstraintFn,
+    *,
+    throw: bool,
+) -> tuple[Acceleration, Float[Array, " m"], Bool[Array, ""]]:
+    """`(q̈, λ, singular)` of the index-1 constrained equations under the
+    singularity policy of `checked_acceleration`, at any state (a solve drifts off
+    the constraints: its field is not checked against them)."""
     dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
     if isinstance(h, BlockSparseMatrix):
         h = h.todense()
@@ -260,11 +281,7 @@ def _checked_constrained(lagrangian, q, qdot, force, constraint, tolerance, *, t
     else:
         poison = jnp.where(singular, jnp.nan, 1.0).astype(qddot.dtype)
         qddot, multipliers = qddot * poison, multipliers * poison
-    qddot, multipliers = (
-        check_on_constraint(constraint, q, qdot, x, tolerance, throw=throw)
-        for x in (qddot, multipliers)
-    )
-    return qddot, multipliers
+    return qddot, multipliers, singular
 
 
 _SINGULAR_MESSAGE = (

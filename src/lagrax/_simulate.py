@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._constraint import check_constraint, check_on_constraint, ConstraintFn
 from ._custom_types import ForceFn, LagrangianLike, Position, Velocity
 from ._misc import as_state, check_int, is_real_number
 from ._results import from_diffrax, RESULTS
@@ -288,6 +289,7 @@ def simulate(
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     max_steps: int = 65536,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    constraint: ConstraintFn | None = None,
     throw: bool = True,
 ) -> Trajectory:
     """Integrate the Euler–Lagrange equations of `lagrangian` from `(q0, qdot0)`.
@@ -320,6 +322,12 @@ def simulate(
         differentiated. For long horizons with a symmetric lagrax solver,
         `lagrax.ReversibleAdjoint()` gives the same gradients in memory independent
         of the number of steps.
+    - `constraint`: an optional holonomic constraint `q -> g(q)` of shape `(m,)`
+        (see `lagrax.acceleration`): the solve integrates the index-1 constrained
+        motion from an initial state that must lie on the constraints (to `√eps`;
+        `lagrax.project_on_constraint` puts it there). A Diffrax solver drifts off
+        the constraints as its error accumulates; lagrax's solvers refuse a
+        constraint for now.
     - `throw`: with `True` a failed solve raises, with the reason (a singular mass
         matrix, a Newton iteration that did not converge, a step too large for the
         motion, ...); with `False` nothing raises at run time: the trajectory up to
@@ -340,6 +348,9 @@ def simulate(
         adjoint=adjoint,
         max_steps=max_steps,
     )
-    term = LagrangianTerm(lagrangian, force, throw=throw)
+    if constraint is not None:
+        check_constraint(constraint, q0)
+        q0 = check_on_constraint(constraint, q0, qdot0, q0, None, throw=throw)
+    term = LagrangianTerm(lagrangian, force, throw=throw, constraint=constraint)
     q, qdot, result = solve(term, q0, qdot0, ts, options, throw=throw)
     return Trajectory(ts=ts, q=q, qdot=qdot, result=result)

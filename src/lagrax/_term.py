@@ -16,8 +16,9 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Bool, PyTree
 
 from ._baselines import AbstractDynamics
+from ._constraint import ConstraintFn
 from ._custom_types import Acceleration, ForceFn, LagrangianLike, Position, Velocity
-from ._mechanics import checked_acceleration
+from ._mechanics import checked_acceleration, checked_constrained_acceleration
 
 
 State = tuple[Position, Velocity]
@@ -155,6 +156,7 @@ class LagrangianTerm(AbstractSecondOrderTerm):
     lagrangian: LagrangianLike
     force: ForceFn | None = None
     throw: bool = eqx.field(default=True, static=True)
+    constraint: ConstraintFn | None = None
 
     def __check_init__(self):
         if not callable(self.lagrangian):
@@ -165,11 +167,21 @@ class LagrangianTerm(AbstractSecondOrderTerm):
         _check_force(self.force)
         if not isinstance(self.throw, bool):
             raise TypeError(f"`throw` must be a bool, got {self.throw!r}.")
+        if self.constraint is not None and not callable(self.constraint):
+            raise TypeError(
+                "`constraint` must be a function q -> g(q) or None, got "
+                f"{type(self.constraint).__name__}."
+            )
 
     def dynamics(
         self, t, q: Position, qdot: Velocity
     ) -> tuple[Velocity, Acceleration, Bool[Array, ""]]:
         force = None if self.force is None else self.force(t, q, qdot)
+        if self.constraint is not None:
+            qddot, _, singular = checked_constrained_acceleration(
+                self.lagrangian, q, qdot, force, self.constraint, throw=self.throw
+            )
+            return qdot, qddot, singular
         qddot, singular = checked_acceleration(
             self.lagrangian, q, qdot, force, throw=self.throw
         )
@@ -184,6 +196,13 @@ LagrangianTerm.__init__.__doc__ = """**Arguments:**
     `(t, q, qdot) -> Q` with `Q` of shape `(dof,)`.
 - `throw`: whether a singular mass matrix raises (default) or gives a NaN
     acceleration.
+- `constraint`: an optional holonomic constraint `q -> g(q)` of shape `(m,)`: the
+    vector field is then the index-1 constrained motion of
+    `lagrax.acceleration(..., constraint=)`, which keeps `d²g/dt² = 0` but not
+    `g = 0` itself: a Diffrax solver drifts off the constraints as its error
+    accumulates (measured in `tests/test_constraints.py`; project with
+    `lagrax.project_on_constraint`). lagrax's own solvers refuse a constrained
+    term for now.
 """
 
 

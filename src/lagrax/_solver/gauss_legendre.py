@@ -11,6 +11,7 @@ from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    check_unconstrained,
     forces,
     lagrangian_term,
     linearized_forces,
@@ -126,6 +127,7 @@ class GaussLegendre(AbstractVariationalSolver):
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "GaussLegendre")
+        check_unconstrained(terms, "GaussLegendre")
         lagrangian = lagrangian_term(terms).lagrangian
         h = jnp.asarray(terms.contr(t0, t1), q0.dtype)
         # A fictitious previous step at constant velocity: the first guess is

@@ -8,6 +8,7 @@ from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
+    check_unconstrained,
     forces,
     lagrangian_term,
     linearized_forces,
@@ -81,6 +82,7 @@ class VariationalMidpoint(AbstractVariationalSolver):
 
     def init(self, terms, t0, t1, y0, args):
         q0, v0 = split_state(y0, "VariationalMidpoint")
+        check_unconstrained(terms, "VariationalMidpoint")
         lagrangian = lagrangian_term(terms).lagrangian
         # No acceleration estimate yet: the first guess is q₀ + h q̇₀, which costs
         # the first step an iteration or two but keeps `init` to one gradient.

@@ -9,6 +9,7 @@ from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractSymmetricSolver,
     check_step,
+    check_unconstrained,
     first_failure,
     unwrap,
 )
@@ -68,6 +69,7 @@ class VelocityVerlet(AbstractSymmetricSolver):
 
     def init(self, terms, t0, t1, y0, args):
         split_state(y0, "VelocityVerlet")
+        check_unconstrained(terms, "VelocityVerlet")
         if isinstance(unwrap(terms), diffrax.MultiTerm):
             raise TypeError(
                 "VelocityVerlet takes a single term whose vector field is (q̇, q̈), "
