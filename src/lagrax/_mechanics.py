@@ -90,6 +90,17 @@ def _euler_lagrange_parts(
     return grad[:n], hvps[:n, n:], hvps[n, n:]
 
 
+def euler_lagrange_parts(
+    lagrangian: LagrangianLike, q: Position, qdot: Velocity
+) -> tuple[Float[Array, " dof"], MassMatrix, Float[Array, " dof"]]:
+    """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state, `H` dense (for the constrained
+    equations, whose saddle-point system has no graph structure yet)."""
+    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    if isinstance(h, BlockSparseMatrix):
+        h = h.todense()
+    return dl_dq, h, mixed
+
+
 def _has_mechanical_term(lagrangian) -> bool:
     return isinstance(lagrangian, LagrangianSum) and any(
         isinstance(term, AbstractMechanicalLagrangian) for term in lagrangian.terms
@@ -270,9 +281,7 @@ def checked_constrained_acceleration(
     """`(q̈, λ, singular)` of the index-1 constrained equations under the
     singularity policy of `checked_acceleration`, at any state (a solve drifts off
     the constraints: its field is not checked against them)."""
-    dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
-    if isinstance(h, BlockSparseMatrix):
-        h = h.todense()
+    dl_dq, h, mixed = euler_lagrange_parts(lagrangian, q, qdot)
     rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
     _, jacobian, curvature = constraint_jacobian(constraint, q, qdot)
     qddot, multipliers, singular = kkt_solve(h, rhs, jacobian, curvature)

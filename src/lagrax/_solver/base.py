@@ -48,17 +48,16 @@ def unwrap(terms):
 
 
 def check_unconstrained(terms, owner: str) -> None:
-    """Refuse, at trace time, a term with a holonomic constraint: lagrax's solvers
-    do not enforce one yet, and integrating its index-1 field would drift off the
+    """Refuse, at trace time, a term with a holonomic constraint in a solver that
+    does not enforce it: integrating its index-1 field would drift off the
     constraints unseen."""
     term = unwrap(terms)
     if isinstance(term, LagrangianTerm) and term.constraint is not None:
         raise TypeError(
-            f"{owner} does not take a constrained LagrangianTerm yet (RATTLE and "
-            "the constrained variational solvers are to come): integrate the "
-            "index-1 field with a Diffrax solver such as diffrax.Tsit5 at tight "
-            "tolerances, whose drift off the constraints "
-            "lagrax.project_on_constraint corrects."
+            f"{owner} does not take a constrained LagrangianTerm (the constrained "
+            "variational solvers are to come): use lagrax.Rattle(), which keeps "
+            "the constraints exactly, or a Diffrax solver such as diffrax.Tsit5 on "
+            "the index-1 field, which drifts off them."
         )
 
 
