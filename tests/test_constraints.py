@@ -1,3 +1,4 @@
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -268,3 +269,54 @@ def test_rattle_refuses_a_term_without_a_constraint():
             solver=lagrax.Rattle(),
             dt0=0.01,
         )
+
+
+class _Bodies(eqx.Module):
+    """`_cartesian_lagrangian` with a trainable first mass."""
+
+    mass: jax.Array
+
+    def __call__(self, q, qdot):
+        masses = jnp.stack([self.mass, self.mass, jnp.asarray(M2), jnp.asarray(M2)])
+        return 0.5 * jnp.sum(masses * qdot**2) - G * (self.mass * q[1] + M2 * q[3])
+
+
+def test_rollout_loss_vanishes_on_rattle_trajectories_and_has_exact_gradients():
+    # Trajectories RATTLE makes are fitted exactly by the same model and solver;
+    # the loss's gradient with respect to a mass agrees with finite differences.
+    dt = 0.05
+    ts = dt * jnp.arange(9, dtype=float)
+    theta0 = jnp.array([[1.2, -0.4], [0.3, 0.8]])
+    omega0 = jnp.array([[0.3, 0.9], [-0.5, 0.2]])
+    q0, qdot0 = jax.vmap(lambda t, w: jax.jvp(_positions, (t,), (w,)))(theta0, omega0)
+    options = dict(constraint=_links, solver=lagrax.Rattle(), dt0=dt)
+    data = lagrax.rollout(_cartesian_lagrangian, q0, qdot0, ts, **options)
+
+    @jax.jit
+    def loss(mass):
+        return lagrax.rollout_loss(_Bodies(mass), data, window=5, **options)
+
+    assert float(loss(jnp.asarray(M1))) < 1e-24
+    mass, step = jnp.asarray(1.6), 1e-6
+    gradient = jax.jit(jax.grad(loss))(mass)
+    difference = (loss(mass + step) - loss(mass - step)) / (2 * step)
+    np.testing.assert_allclose(gradient, difference, rtol=1e-6)
+    with pytest.raises(TypeError, match="needs a Lagrangian"):
+        lagrax.rollout_loss(
+            lagrax.NeuralODEBaseline(4, width=4, depth=1, key=jr.key(0)),
+            data,
+            **options,
+        )
+
+
+def test_energy_and_momentum_check_the_state():
+    q, qdot = jax.jvp(_positions, (jnp.array([0.3, -0.2]),), (jnp.array([0.1, 0.5]),))
+    on = lagrax.energy(_cartesian_lagrangian, q, qdot, constraint=_links)
+    assert on == lagrax.energy(_cartesian_lagrangian, q, qdot)
+    np.testing.assert_array_equal(
+        lagrax.momentum(_cartesian_lagrangian, q, qdot, constraint=_links),
+        lagrax.momentum(_cartesian_lagrangian, q, qdot),
+    )
+    for function in (lagrax.energy, lagrax.momentum):
+        with pytest.raises(Exception, match="violates its constraint"):
+            function(_cartesian_lagrangian, q + 1e-3, qdot, constraint=_links)

@@ -467,31 +467,52 @@ def mass_matrix_info(
     )
 
 
-def momentum(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Velocity:
+def momentum(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    *,
+    constraint: ConstraintFn | None = None,
+    tolerance: float | None = None,
+) -> Velocity:
     """The canonical momentum `p = ∂L/∂q̇` at one state.
 
     **Arguments:**
 
     - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
     - `q`, `qdot`: the state, each of shape `(dof,)`.
+    - `constraint`, `tolerance`: an optional holonomic constraint, as for
+        `acceleration`: the state must lie on it (constraint forces do no work
+        and leave `p`'s formula as it is).
 
     **Returns:**
 
     `p`, of shape `(dof,)`.
     """
     q, qdot = as_state(q, qdot)
-    return gradient_of(lagrangian, q, qdot)[1]
+    p = gradient_of(lagrangian, q, qdot)[1]
+    return _on_constraint(constraint, q, qdot, p, tolerance)
 
 
-def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:
+def energy(
+    lagrangian: LagrangianLike,
+    q: Position,
+    qdot: Velocity,
+    *,
+    constraint: ConstraintFn | None = None,
+    tolerance: float | None = None,
+) -> Scalar:
     """The energy `E = q̇·∂L/∂q̇ − L` (the Hamiltonian) at one state.
 
-    Conserved along the motion when `L` does not depend on time and no force acts.
+    Conserved along the motion when `L` does not depend on time and no force acts
+    (holonomic constraints included: their forces do no work).
 
     **Arguments:**
 
     - `lagrangian`: a callable `(q, qdot) -> scalar` for one state.
     - `q`, `qdot`: the state, each of shape `(dof,)`.
+    - `constraint`, `tolerance`: an optional holonomic constraint, as for
+        `acceleration`: the state must lie on it.
 
     **Returns:**
 
@@ -499,7 +520,15 @@ def energy(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Scalar:
     """
     q, qdot = as_state(q, qdot)
     value, p = jax.value_and_grad(lagrangian, argnums=1)(q, qdot)
-    return jnp.dot(qdot, p) - value
+    return _on_constraint(constraint, q, qdot, jnp.dot(qdot, p) - value, tolerance)
+
+
+def _on_constraint(constraint, q, qdot, x, tolerance):
+    """`x`, with an error where a constraint is given and `(q, q̇)` is off it."""
+    if constraint is None:
+        return x
+    check_constraint(constraint, q)
+    return check_on_constraint(constraint, q, qdot, x, tolerance, throw=True)
 
 
 def generalized_force(

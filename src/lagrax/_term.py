@@ -268,13 +268,23 @@ def is_dynamics(model) -> bool:
 
 
 def as_term(
-    model, *, throw: bool, force: ForceFn | None = None
+    model,
+    *,
+    throw: bool,
+    force: ForceFn | None = None,
+    constraint: ConstraintFn | None = None,
 ) -> AbstractSecondOrderTerm:
-    """The term of a Lagrangian (`LagrangianTerm(model, force, throw=throw)`) or
-    of an `AbstractDynamics` (`DynamicsTerm(model, force)`)."""
+    """The term of a Lagrangian (`LagrangianTerm(model, force, throw=throw,
+    constraint=constraint)`) or of an `AbstractDynamics` (`DynamicsTerm(model,
+    force)`, which takes no constraint: it has no mass matrix to balance one)."""
     if is_dynamics(model):
+        if constraint is not None:
+            raise TypeError(
+                "`constraint` needs a Lagrangian (its mass matrix balances the "
+                f"constraint forces); got a {type(model).__name__}."
+            )
         return DynamicsTerm(model, force)
-    return LagrangianTerm(model, force, throw=throw)
+    return LagrangianTerm(model, force, throw=throw, constraint=constraint)
 
 
 def model_dynamics(model, q: Position, qdot: Velocity) -> tuple[Velocity, Acceleration]:

@@ -9,13 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._constraint import ConstraintFn
 from .._custom_types import ForceFn
 from .._force import with_input
 from .._graph import BlockSparseMatrix
 from .._linalg import definiteness_shortfall
 from .._mechanics import batch_acceleration_parts
 from .._simulate import solve_options
-from .._term import is_dynamics, model_dynamics
+from .._term import as_term, is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
 from .rollout import solve_batch
 
@@ -209,6 +210,7 @@ def rollout_loss(
     throw: bool = False,
     force: ForceFn | None = None,
     velocity_weight: float = 1.0,
+    constraint: ConstraintFn | None = None,
 ) -> Float[Array, ""]:
     """Mismatch between observed trajectories and the model's rollouts from
     observed states, over short windows; multiple shooting with `continuity > 0`.
@@ -268,6 +270,9 @@ def rollout_loss(
         φ(q̂̇ − q̇)`, in the windows and the continuity penalty); 0 fits positions
         only, for measured velocities that are noisier than the positions (the
         windows still start from the observed velocities).
+    - `constraint`: an optional holonomic constraint `q -> g(q)` of a Lagrangian
+        (see `lagrax.rollout`): the windows are integrated on it, with
+        `lagrax.Rattle` exactly.
 
     **Returns:**
 
@@ -288,7 +293,7 @@ def rollout_loss(
         ```
     """
     penalty = penalty_of(norm)
-    is_dynamics(model)  # a clear error for anything but a model
+    as_term(model, throw=False, constraint=constraint)  # a clear error if not
     if not isinstance(data, TrajectoryData):
         raise TypeError(f"`data` must be a TrajectoryData, got {type(data).__name__}.")
     num_times = data.ts.shape[0]
@@ -339,6 +344,7 @@ def rollout_loss(
         throw=throw,
         force=force,
         u=u,
+        constraint=constraint,
     )
     shape = (num_traj, num_windows, window, dof)
     q_hat = q_hat.reshape(shape)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .._constraint import ConstraintFn
 from .._custom_types import ForceFn
 from .._force import with_input
 from .._simulate import check_times, solve, solve_options, SolveOptions
@@ -23,6 +24,7 @@ def solve_batch(
     throw: bool,
     force: ForceFn | None = None,
     u: Float[Array, "batch times inputs"] | None = None,
+    constraint: ConstraintFn | None = None,
 ) -> tuple[Float[Array, "batch times dof"], Float[Array, "batch times dof"]]:
     """Integrate `model` (under `force`) from each `(q0[i], qdot0[i])` and save at
     `ts[i]`; with inputs `u`, the force's `Actuation` of solve `i` is driven by the
@@ -42,7 +44,7 @@ def solve_batch(
         applied = force
         if inputs is not None:
             applied = with_input(force, diffrax.LinearInterpolation(times, inputs))
-        term = as_term(model, throw=False, force=applied)
+        term = as_term(model, throw=False, force=applied, constraint=constraint)
         q, qdot, _ = solve(term, q, qdot, times, options, throw=throw)
         return q, qdot
 
@@ -65,6 +67,7 @@ def rollout(
     throw: bool = True,
     force: ForceFn | None = None,
     u: Float[Array, "trajectories times inputs"] | None = None,
+    constraint: ConstraintFn | None = None,
 ) -> TrajectoryData:
     """Integrate a model from a batch of initial states.
 
@@ -106,12 +109,16 @@ def rollout(
     - `u`: inputs at `ts`, shape `(trajectories, times, inputs)`, that drive the
         force's `Actuation` (linearly interpolated); default the `u` of a
         `TrajectoryData` passed as `q0`.
+    - `constraint`: an optional holonomic constraint `q -> g(q)` of a Lagrangian
+        (see `lagrax.simulate`). The initial states are not checked against it
+        (observed states carry noise): `lagrax.Rattle` puts the first step on
+        the constraints, a Diffrax solver keeps an initial offset.
 
     **Returns:**
 
     A `TrajectoryData` of the predicted trajectories at the save times.
     """
-    as_term(model, throw=False)  # a clear error for anything but a model
+    as_term(model, throw=False, constraint=constraint)  # a clear error if not
     if isinstance(q0, TrajectoryData):
         if qdot0 is not None or ts is not None:
             raise TypeError(
@@ -152,6 +159,14 @@ def rollout(
             f"{batch_ts.shape} leading, got {jnp.shape(u)}."
         )
     q, qdot = solve_batch(
-        model, q0, qdot0, batch_ts, options, throw=throw, force=force, u=u
+        model,
+        q0,
+        qdot0,
+        batch_ts,
+        options,
+        throw=throw,
+        force=force,
+        u=u,
+        constraint=constraint,
     )
     return TrajectoryData(ts, q, qdot, u)
