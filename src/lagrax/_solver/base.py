@@ -460,14 +460,10 @@ def _graph_deviation(
     return jnp.max(rows)
 
 
-class AbstractVariationalSolver(AbstractSymmetricSolver):
-    """A variational integrator: it steps the discrete Euler–Lagrange equations of a
-    `lagrax.LagrangianTerm` in position–momentum form, with Newton solves, and
-    carries the discrete momentum `p` in its state.
-
-    Shared here: the Newton tolerances, the velocity solve `p₁ = ∂L/∂q̇(q₁, q̇₁)`
-    that closes every step, and how a step's failures are reported.
-    """
+class AbstractNewtonSolver(AbstractSymmetricSolver):
+    """A symmetric lagrax solver of a `lagrax.LagrangianTerm` whose steps solve
+    equations by `newton_root`: its Newton tolerances and budget, checked when it
+    is built. Dense output is linear."""
 
     rtol: eqx.AbstractVar[float | None]
     atol: eqx.AbstractVar[float | None]
@@ -499,6 +495,16 @@ class AbstractVariationalSolver(AbstractSymmetricSolver):
             atol=ulps if self.atol is None else self.atol,
             max_steps=self.max_steps,
         )
+
+
+class AbstractVariationalSolver(AbstractNewtonSolver):
+    """A variational integrator: it steps the discrete Euler–Lagrange equations of a
+    `lagrax.LagrangianTerm` in position–momentum form, with Newton solves, and
+    carries the discrete momentum `p` in its state.
+
+    Shared here: the velocity solve `p₁ = ∂L/∂q̇(q₁, q̇₁)` that closes every step,
+    and how a step's failures are reported.
+    """
 
     def velocity(
         self, lagrangian, q1, p1, guess

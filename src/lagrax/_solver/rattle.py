@@ -1,6 +1,3 @@
-from collections.abc import Callable
-from typing import ClassVar
-
 import diffrax
 import equinox as eqx
 import jax
@@ -9,10 +6,9 @@ from jaxtyping import Array, Bool, Float
 
 from .._linalg import inverse, solve
 from .._mechanics import euler_lagrange_parts
-from .._misc import check_real
 from .._term import LagrangianTerm, split_state
 from .base import (
-    AbstractSymmetricSolver,
+    AbstractNewtonSolver,
     check_step,
     first_failure,
     newton_root,
@@ -21,7 +17,7 @@ from .base import (
 )
 
 
-class Rattle(AbstractSymmetricSolver):
+class Rattle(AbstractNewtonSolver):
     r"""RATTLE: Störmer–Verlet on the constraint manifold `g(q) = 0` of a
     `lagrax.LagrangianTerm(L, constraint=g)`.
 
@@ -65,21 +61,6 @@ class Rattle(AbstractSymmetricSolver):
     atol: float | None = None
     max_steps: int = eqx.field(default=20, static=True)
 
-    term_structure: ClassVar = LagrangianTerm
-    interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
-        diffrax.LocalLinearInterpolation
-    )
-
-    def __check_init__(self):
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int):
-            raise TypeError(f"`max_steps` must be an int, got {self.max_steps!r}.")
-        if self.max_steps < 1:
-            raise ValueError(f"`max_steps` must be at least 1, got {self.max_steps}.")
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if value is not None and not check_real(value, name) > 0:
-                raise ValueError(f"`{name}` must be positive or None, got {value!r}.")
-
     def order(self, terms):
         return 2
 
@@ -106,7 +87,7 @@ class Rattle(AbstractSymmetricSolver):
         displacement, lambda_result, _, _ = newton_root(
             lambda x: term.constraint(free - b0 @ x),
             jnp.zeros(b0.shape[1], q0.dtype),
-            **self._newton_options(q0.dtype),
+            **self.newton_options(q0.dtype),
         )
         push0 = a0 - b0 @ displacement * (2 / h**2)
         v_half = v0 + 0.5 * h * push0
@@ -133,17 +114,6 @@ class Rattle(AbstractSymmetricSolver):
             (y1, (a1, b1, singular1)),
         )
         return y1, None, dict(y0=y0, y1=y1), state, result
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
-
-    def _newton_options(self, dtype) -> dict:
-        ulps = 64 * float(jnp.finfo(dtype).eps)
-        return dict(
-            rtol=ulps if self.rtol is None else self.rtol,
-            atol=ulps if self.atol is None else self.atol,
-            max_steps=self.max_steps,
-        )
 
 
 Rattle.__init__.__doc__ = """**Arguments:**
