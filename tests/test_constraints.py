@@ -1,3 +1,4 @@
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -323,3 +324,17 @@ def test_energy_and_momentum_check_the_state():
     for function in (lagrax.energy, lagrax.momentum):
         with pytest.raises(Exception, match="violates its constraint"):
             function(_cartesian_lagrangian, q + 1e-3, qdot, constraint=_links)
+
+
+def test_compare_solvers_measures_the_drift_off_the_constraints():
+    q0, qdot0 = jax.jvp(_positions, (jnp.array([1.2, -0.4]),), (jnp.array([0.3, 0.9]),))
+    settings = [
+        lagrax.SolverSetting("Rattle", lagrax.Rattle(), dt0=0.01),
+        lagrax.SolverSetting("Tsit5", diffrax.Tsit5(), tolerance=1e-6),
+    ]
+    rattle, tsit5 = lagrax.compare_solvers(
+        _cartesian_lagrangian, q0, qdot0, 1.0, settings, repeats=1, constraint=_links
+    )
+    assert rattle.successful and tsit5.successful
+    assert rattle.constraint_error < 1e-12 < tsit5.constraint_error < 1e-3
+    assert rattle.final_error < 1e-2 and tsit5.final_error < 1e-3
