@@ -102,7 +102,9 @@ class SolverRun:
     constraint_error: float = math.nan
 
 
-def _solve(lagrangian, solver, adaptive, y0, t1, value, saveat, max_steps, constraint):
+def _solve(
+    lagrangian, solver, adaptive, y0, t1, value, saveat, max_steps, *, constraint
+):
     """One solve to the traced horizon `t1` with the traced fixed step or adaptive
     tolerance `value`."""
     if adaptive:
@@ -140,36 +142,19 @@ def _compile(
     shared by every setting of one solver and every horizon (`energy_error` is
     `None` unless `with_energy`)."""
     dtype = y0[0].dtype
+    solve = functools.partial(
+        _solve, lagrangian, solver, adaptive, y0, constraint=constraint
+    )
 
     def final(t1, value):
-        solution = _solve(
-            lagrangian,
-            solver,
-            adaptive,
-            y0,
-            t1,
-            value,
-            diffrax.SaveAt(t1=True),
-            max_steps,
-            constraint,
-        )
+        solution = solve(t1, value, diffrax.SaveAt(t1=True), max_steps)
         state = jnp.concatenate([solution.ys[0][-1], solution.ys[1][-1]])
         ok = solution.result == diffrax.RESULTS.successful
         return state, solution.stats["num_steps"], ok
 
     def energy_error(t1, value):
         saveat = diffrax.SaveAt(t0=True, steps=True)
-        solution = _solve(
-            lagrangian,
-            solver,
-            adaptive,
-            y0,
-            t1,
-            value,
-            saveat,
-            energy_max_steps,
-            constraint,
-        )
+        solution = solve(t1, value, saveat, energy_max_steps)
         q0, qdot0 = y0
         reached = jnp.isfinite(solution.ts)[:, None]
         q = jnp.where(reached, solution.ys[0], q0)
