@@ -26,6 +26,7 @@ from ._force import (
     with_input as with_input,
 )
 from ._graph import BlockSparseMatrix as BlockSparseMatrix, Graph as Graph
+from ._graph_constraint import EdgeConstraint as EdgeConstraint, rod as rod
 from ._graph_lagrangian import (
     AbstractGraphLagrangian as AbstractGraphLagrangian,
     GraphLagrangian as GraphLagrangian,

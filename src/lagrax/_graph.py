@@ -421,12 +421,16 @@ def _chain_solve(diagonal, above, below, b, cyclic: bool):
 
 
 def _bicgstab(
-    matvec: Callable, rhs: Array, precondition: Callable, max_steps: int
+    matvec: Callable,
+    rhs: Array,
+    precondition: Callable,
+    max_steps: int,
+    relative_tolerance: float = 100.0,
 ) -> tuple[Array, Bool[Array, ""]]:
     """Right-preconditioned BiCGStab from the preconditioned guess `P rhs`; returns
-    `(x, converged)`. Stops at `‖r‖₂ ≤ 100·eps·‖rhs‖₂` (the recursive residual,
-    confirmed by the true one)."""
-    tolerance = 100 * jnp.finfo(rhs.dtype).eps * jnp.linalg.norm(rhs)
+    `(x, converged)`. Stops at `‖r‖₂ ≤ relative_tolerance·eps·‖rhs‖₂` (the
+    recursive residual, confirmed by the true one)."""
+    tolerance = relative_tolerance * jnp.finfo(rhs.dtype).eps * jnp.linalg.norm(rhs)
     x = precondition(rhs)
     r = rhs - matvec(x)
     shadow = r

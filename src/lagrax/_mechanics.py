@@ -29,6 +29,7 @@ from ._custom_types import (
     Velocity,
 )
 from ._graph import BlockSparseMatrix, colour_seeds, decompress
+from ._graph_constraint import check_edge_constraint, edge_kkt_solve, EdgeConstraint
 from ._graph_lagrangian import AbstractGraphLagrangian
 from ._lagrangian import (
     AbstractJetLagrangian,
@@ -280,11 +281,24 @@ def checked_constrained_acceleration(
 ) -> tuple[Acceleration, Float[Array, " m"], Bool[Array, ""]]:
     """`(q̈, λ, singular)` of the index-1 constrained equations under the
     singularity policy of `checked_acceleration`, at any state (a solve drifts off
-    the constraints: its field is not checked against them)."""
-    dl_dq, h, mixed = euler_lagrange_parts(lagrangian, q, qdot)
+    the constraints: its field is not checked against them). A graph Lagrangian
+    under an `EdgeConstraint` takes the sparse Schur-complement path
+    (`edge_kkt_solve`); everything else the dense saddle-point solve."""
+    sparse = isinstance(constraint, EdgeConstraint) and isinstance(
+        lagrangian, AbstractGraphLagrangian
+    )
+    if sparse:
+        check_edge_constraint(constraint, lagrangian.num_nodes, lagrangian.node_dim)
+        lagrangian.check_input(q, qdot)
+        dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+    else:
+        dl_dq, h, mixed = euler_lagrange_parts(lagrangian, q, qdot)
     rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
-    _, jacobian, curvature = constraint_jacobian(constraint, q, qdot)
-    qddot, multipliers, singular = kkt_solve(h, rhs, jacobian, curvature)
+    if sparse:
+        qddot, multipliers, singular = edge_kkt_solve(constraint, h, rhs, q, qdot)
+    else:
+        _, jacobian, curvature = constraint_jacobian(constraint, q, qdot)
+        qddot, multipliers, singular = kkt_solve(h, rhs, jacobian, curvature)
     if throw:
         qddot = eqx.error_if(qddot, singular, _SINGULAR_CONSTRAINED_MESSAGE)
     else:
