@@ -186,7 +186,7 @@ def test_a_constrained_solve_tracks_the_angle_solution():
     drift = jnp.max(jnp.abs(jax.vmap(_links)(traj.q)))
     assert 0 < float(drift) < 1e-8
 
-    # The variational solvers do not enforce constraints yet: refused, not drifted.
+    # VelocityVerlet does not enforce constraints: refused, not drifted.
     with pytest.raises(TypeError, match="constrained LagrangianTerm"):
         lagrax.simulate(
             _cartesian_lagrangian,
@@ -194,7 +194,7 @@ def test_a_constrained_solve_tracks_the_angle_solution():
             qdot0,
             ts,
             constraint=_links,
-            solver=lagrax.VariationalMidpoint(),
+            solver=lagrax.VelocityVerlet(),
             dt0=0.01,
         )
     # An initial state off the constraints is refused.

@@ -54,10 +54,10 @@ def check_unconstrained(terms, owner: str) -> None:
     term = unwrap(terms)
     if isinstance(term, LagrangianTerm) and term.constraint is not None:
         raise TypeError(
-            f"{owner} does not take a constrained LagrangianTerm (the constrained "
-            "variational solvers are to come): use lagrax.Rattle(), which keeps "
-            "the constraints exactly, or a Diffrax solver such as diffrax.Tsit5 on "
-            "the index-1 field, which drifts off them."
+            f"{owner} does not take a constrained LagrangianTerm: use "
+            "lagrax.Rattle(), lagrax.VariationalMidpoint() or lagrax.GaussLegendre(), "
+            "which keep the constraints exactly, or a Diffrax solver such as "
+            "diffrax.Tsit5 on the index-1 field, which drifts off them."
         )
 
 

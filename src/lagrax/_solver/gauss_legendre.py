@@ -11,7 +11,6 @@ from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
-    check_unconstrained,
     forces,
     lagrangian_term,
     linearized_forces,
@@ -19,6 +18,7 @@ from .base import (
     pattern_of,
     time_direction,
 )
+from .constrained import constrained_init, constrained_step, is_constrained
 
 
 @functools.cache
@@ -126,8 +126,9 @@ class GaussLegendre(AbstractVariationalSolver):
         return 2 * self.stages
 
     def init(self, terms, t0, t1, y0, args):
+        if is_constrained(terms):
+            return constrained_init(self, terms, y0)
         q0, v0 = split_state(y0, "GaussLegendre")
-        check_unconstrained(terms, "GaussLegendre")
         lagrangian = lagrangian_term(terms).lagrangian
         h = jnp.asarray(terms.contr(t0, t1), q0.dtype)
         # A fictitious previous step at constant velocity: the first guess is
@@ -137,6 +138,10 @@ class GaussLegendre(AbstractVariationalSolver):
         return momentum(lagrangian, q0, v0), stage_v, h
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        if is_constrained(terms):
+            return constrained_step(
+                self, self.stages, terms, t0, t1, y0, solver_state, made_jump
+            )
         q0, v0 = split_state(y0, "GaussLegendre")
         term = lagrangian_term(terms)
         lagrangian = term.lagrangian

@@ -8,7 +8,6 @@ from .._term import LagrangianTerm, split_state
 from .base import (
     AbstractVariationalSolver,
     check_stiffness,
-    check_unconstrained,
     forces,
     lagrangian_term,
     linearized_forces,
@@ -16,6 +15,7 @@ from .base import (
     pattern_of,
     time_direction,
 )
+from .constrained import constrained_init, constrained_step, is_constrained
 
 
 class VariationalMidpoint(AbstractVariationalSolver):
@@ -81,14 +81,17 @@ class VariationalMidpoint(AbstractVariationalSolver):
         return 2
 
     def init(self, terms, t0, t1, y0, args):
+        if is_constrained(terms):
+            return constrained_init(self, terms, y0)
         q0, v0 = split_state(y0, "VariationalMidpoint")
-        check_unconstrained(terms, "VariationalMidpoint")
         lagrangian = lagrangian_term(terms).lagrangian
         # No acceleration estimate yet: the first guess is q₀ + h q̇₀, which costs
         # the first step an iteration or two but keeps `init` to one gradient.
         return momentum(lagrangian, q0, v0), jnp.zeros_like(v0)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        if is_constrained(terms):
+            return constrained_step(self, 1, terms, t0, t1, y0, solver_state, made_jump)
         q0, v0 = split_state(y0, "VariationalMidpoint")
         term = lagrangian_term(terms)
         lagrangian = term.lagrangian
