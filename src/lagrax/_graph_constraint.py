@@ -180,6 +180,30 @@ class EdgeConstraint(eqx.Module):
             )
         self.anchor_points = anchor_points
         self.fn = fn
+        self.rows_per_link(dtype)
+
+    def rows_per_link(self, dtype=float) -> int:
+        """`c`, the rows of `fn` per link, with a clear error at trace time unless
+        `fn` maps two points (and a row of `data`) to a scalar or a 1-D array."""
+        point = jax.ShapeDtypeStruct((self.node_dim,), dtype)
+        row = (
+            None
+            if self.data is None
+            else jax.ShapeDtypeStruct(self.data.shape[1:], self.data.dtype)
+        )
+        try:
+            out = jax.eval_shape(self.fn, point, point, *([] if row is None else [row]))
+        except TypeError as error:
+            raise TypeError(
+                "`fn` must be a function fn(x_start, x_end) of two points of shape "
+                "(node_dim,), or fn(x_start, x_end, d) with `data`; calling it "
+                f"failed: {error}"
+            ) from error
+        if not (isinstance(out, jax.ShapeDtypeStruct) and out.ndim <= 1):
+            raise ValueError(
+                f"`fn` must return a scalar or a 1-D array per link, got {out}."
+            )
+        return 1 if out.ndim == 0 else out.shape[0]
 
     @property
     def num_nodes(self) -> int:
