@@ -233,8 +233,9 @@ def compare_solvers(
     - `constraint`: an optional holonomic constraint `q -> g(q)` (see
         `lagrax.simulate`): every solve integrates the constrained motion, from an
         initial state that must lie on it, and each run reports its drift off the
-        constraints as `constraint_error` (`lagrax.Rattle` keeps none; a Diffrax
-        solver, the reference included, integrates the index-1 field).
+        constraints as `constraint_error` (`Rattle`, `VariationalMidpoint` and
+        `GaussLegendre` keep none; a Diffrax solver, the reference included,
+        integrates the index-1 field).
 
     **Returns:**
 

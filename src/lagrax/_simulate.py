@@ -326,8 +326,9 @@ def simulate(
         (see `lagrax.acceleration`): the solve integrates the index-1 constrained
         motion from an initial state that must lie on the constraints (to `√eps`;
         `lagrax.project_on_constraint` puts it there). A Diffrax solver drifts off
-        the constraints as its error accumulates; `lagrax.Rattle()` keeps them
-        exactly; lagrax's other solvers refuse a constraint for now.
+        the constraints as its error accumulates; `lagrax.Rattle()`,
+        `lagrax.VariationalMidpoint()` and `lagrax.GaussLegendre()` keep them
+        exactly (to round-off at every step); `VelocityVerlet` refuses one.
     - `throw`: with `True` a failed solve raises, with the reason (a singular mass
         matrix, a Newton iteration that did not converge, a step too large for the
         motion, ...); with `False` nothing raises at run time: the trajectory up to

@@ -201,8 +201,9 @@ LagrangianTerm.__init__.__doc__ = """**Arguments:**
     `lagrax.acceleration(..., constraint=)`, which keeps `d²g/dt² = 0` but not
     `g = 0` itself: a Diffrax solver drifts off the constraints as its error
     accumulates (measured in `tests/test_constraints.py`; project with
-    `lagrax.project_on_constraint`). `lagrax.Rattle` keeps the constraints
-    exactly; lagrax's other solvers refuse a constrained term for now.
+    `lagrax.project_on_constraint`). `lagrax.Rattle`, `lagrax.VariationalMidpoint`
+    and `lagrax.GaussLegendre` (and `Yoshida4` over them) keep the constraints
+    exactly; `VelocityVerlet` refuses a constrained term.
 """
 
 

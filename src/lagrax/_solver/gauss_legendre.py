@@ -89,6 +89,18 @@ class GaussLegendre(AbstractVariationalSolver):
     `VariationalMidpoint`. Takes a `lagrax.LagrangianTerm`. Fixed steps only (no
     error estimate); dense output is linear.
 
+    **Holonomic constraints.** On a `LagrangianTerm(L, constraint=g)` the path over
+    a step is the polynomial through its values at the `s + 1` Gauss–Lobatto
+    nodes, every one of them on the constraints: the forces enter by Gauss
+    quadrature as above, the constraint forces by Lobatto quadrature at the
+    nodes (Gauss–Lobatto, the pairing of Jay's SPARK methods), and the step ends on the
+    constraints' tangent space as in RATTLE. It keeps the order `2s` (measured:
+    4.0 and 6.0 on a Cartesian double pendulum in a magnetic field), symmetric and
+    symplectic, with every step's `|g(q)|` and `|G q̇|` at the Newton tolerance.
+    Cost per step: a Newton solve of `s·(dof + m)` unknowns, its Jacobian by
+    forward-mode autodiff (not the jet above), and a velocity solve of
+    `dof + m`. The stiffness bound is not checked.
+
     ??? cite "References"
 
         ```bibtex
@@ -107,6 +119,17 @@ class GaussLegendre(AbstractVariationalSolver):
             publisher={Springer},
             edition={2},
             year={2006}
+        }
+
+        @article{jay2007spark,
+            title={Specialized partitioned additive {R}unge--{K}utta methods for
+                   systems of overdetermined {DAE}s with holonomic constraints},
+            author={Jay, Laurent O.},
+            journal={SIAM Journal on Numerical Analysis},
+            volume={45},
+            number={5},
+            pages={1814--1842},
+            year={2007}
         }
         ```
     """

@@ -59,6 +59,19 @@ class VariationalMidpoint(AbstractVariationalSolver):
     `lagrax.LagrangianTerm`. Fixed steps only (no error estimate); dense output is
     linear.
 
+    **Holonomic constraints.** On a `LagrangianTerm(L, constraint=g)` (or
+    `lagrax.simulate(..., constraint=g)`) the step is RATTLE's form of the rule,
+    for any regular `L`:
+
+        p₀ = p − ½h F + ½h G₀ᵀλ,   g(q₁) = 0,   p₁ = p + ½h F − ½h G₁ᵀμ,   G₁ q̇₁ = 0
+
+    with `(F, p)` at the midpoint and `G = ∂g/∂q`: one Newton solve for `q₁` and
+    `λ`, one for `q̇₁` and `μ`. Every step ends on the constraints and their
+    tangent space to the Newton tolerance (below 1e-12 in float64); 2nd order,
+    symmetric and symplectic on the constraint manifold (see
+    `lagrax._solver.constrained` for the equations, shared with `GaussLegendre`).
+    Its steps are checked as above, except for the stiffness bound.
+
     ??? cite "Reference"
 
         ```bibtex

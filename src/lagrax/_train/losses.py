@@ -271,8 +271,8 @@ def rollout_loss(
         only, for measured velocities that are noisier than the positions (the
         windows still start from the observed velocities).
     - `constraint`: an optional holonomic constraint `q -> g(q)` of a Lagrangian
-        (see `lagrax.rollout`): the windows are integrated on it, with
-        `lagrax.Rattle` exactly.
+        (see `lagrax.rollout`): the windows are integrated on it,
+        exactly with `lagrax.Rattle`, `VariationalMidpoint` or `GaussLegendre`.
 
     **Returns:**
 

@@ -111,8 +111,11 @@ def rollout(
         `TrajectoryData` passed as `q0`.
     - `constraint`: an optional holonomic constraint `q -> g(q)` of a Lagrangian
         (see `lagrax.simulate`). The initial states are not checked against it
-        (observed states carry noise): `lagrax.Rattle` puts the first step on
-        the constraints, a Diffrax solver keeps an initial offset.
+        (observed states carry noise): lagrax's constrained solvers (`Rattle`,
+        `VariationalMidpoint`, `GaussLegendre`) put the first step's end on the
+        constraints, a Diffrax solver keeps an initial offset.
+        `ReversibleAdjoint` needs initial states on the constraints: it cannot
+        run a step back to a state off them.
 
     **Returns:**
 
