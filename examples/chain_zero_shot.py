@@ -143,34 +143,26 @@ def relative_error(model: BodyGraphLagrangian, data: lagrax.AccelerationData) ->
     return float(jnp.linalg.norm(error) / jnp.linalg.norm(data.qddot))
 
 
+def chain_loss(model: BodyGraphLagrangian, batch: lagrax.AccelerationData):
+    """Mean absolute error of the constrained accelerations."""
+    return jnp.mean(jnp.abs(predict(model, batch) - batch.qddot))
+
+
 def train(
     *, steps: int = 400, batch_size: int = 64, num_states: int = 1024, seed: int = 0
-) -> tuple[BodyGraphLagrangian, list[float]]:
-    """Fit the model to 3-body accelerations (L1 loss, Adam)."""
-    data_key, model_key, batch_key = jr.split(jr.key(seed), 3)
-    data = chain_data(3, num_states, key=data_key)
-    model = BodyGraphLagrangian(3, key=model_key)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    optimizer = optax.adam(optax.cosine_decay_schedule(3e-2, steps))
-    opt_state = optimizer.init(params)
-
-    def loss(params, index):
-        batch = jax.tree.map(lambda x: x[index], data)
-        error = predict(eqx.combine(params, static), batch) - batch.qddot
-        return jnp.mean(jnp.abs(error))
-
-    @jax.jit
-    def step(params, opt_state, key):
-        index = jr.choice(key, num_states, (batch_size,), replace=False)
-        value, grads = jax.value_and_grad(loss)(params, index)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    losses = []
-    for key in jr.split(batch_key, steps):
-        params, opt_state, value = step(params, opt_state, key)
-        losses.append(float(value))
-    return eqx.combine(params, static), losses
+) -> tuple[BodyGraphLagrangian, lagrax.History]:
+    """Fit the model to 3-body accelerations with `lagrax.fit` (Adam)."""
+    data_key, model_key, fit_key = jr.split(jr.key(seed), 3)
+    return lagrax.fit(
+        BodyGraphLagrangian(3, key=model_key),
+        chain_loss,
+        chain_data(3, num_states, key=data_key),
+        optimizer=optax.adam(optax.cosine_decay_schedule(3e-2, steps)),
+        steps=steps,
+        batch_size=batch_size,
+        key=fit_key,
+        progress=False,
+    )
 
 
 def rollout(
@@ -199,7 +191,8 @@ def rollout(
 
 def main() -> None:
     start = time.perf_counter()
-    model, losses = train()
+    model, history = train()
+    losses = history.loss
     print(
         f"trained on 3-body chains: L1 loss {losses[0]:.3g} → {losses[-1]:.3g} "
         f"({time.perf_counter() - start:.0f} s); learned mass "
