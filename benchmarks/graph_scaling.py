@@ -57,7 +57,21 @@ path 10–100× slower and erratic; the benchmark sets OpenBLAS to one thread
 Targets (not judged under `--quick`): sparse exponents ≤ 1.1 (time and memory
 linear in `N`), and sparse at least 100× faster than dense at `N = 4096`.
 
-Run `python benchmarks/graph_scaling.py` (`--dtype float64` for double precision;
+A second part (`--part chain` runs it alone) times the constrained accelerations
+of a chain pendulum in Cartesian coordinates (issue 32): `N` bodies of unit mass
+joined by `N` unit rods (the first to a pivot), `N` in 10, 100, 1000, 10000 (dense
+skipped where the rule below estimates one call above `--dense-limit`), at one state
+(angles and angular velocities i.i.d. N(0, 0.5²), on the constraints by
+construction). Sparse: the free bodies as a graph Lagrangian
+(`systems.SpringNetwork` without springs, under gravity) with the rods as a
+`lagrax.EdgeConstraint`, whose KKT system lagrax solves by its Schur complement,
+tridiagonal on the chain's links. Dense, the baseline: the same Lagrangian and
+constraint as plain functions, so `G` by `2N` forward-mode tangents and the
+`3N × 3N` saddle-point matrix factorized by LAPACK. Target: the sparse exponent
+over N ≥ 1000 ≤ 1.1.
+
+Run `python benchmarks/graph_scaling.py` (`--part ring` or `--part chain` for one
+part; `--dtype float64` for double precision;
 `--quick` for a short smoke run with `N` in 64, 256, 1024, whose targets are not
 judged). The machines here are shared: only same-run ratios mean anything.
 """
@@ -107,6 +121,8 @@ FIT_FROM = 1024  # exponents are fitted over N ≥ this
 SPEEDUP_AT = 4096
 TARGET_EXPONENT = 1.1
 TARGET_SPEEDUP = 100.0
+CHAIN_LINKS = (10, 100, 1000, 10000)
+CHAIN_SEED = 2
 
 
 # ------------------------------------------------------------------------ setup
@@ -427,6 +443,92 @@ def training_cases(name, model, n, dtype, args, history, cases, key):
     print(progress(case, "training step"), flush=True)
 
 
+def constrained_chain(n: int, dtype):
+    """`(model, links, q, qdot)`: `N` unit masses on `N` unit rods from a pivot, as
+    a graph Lagrangian and an `EdgeConstraint`, at one state on the rods."""
+    model = lagrax.systems.SpringNetwork([], [], num_nodes=n, gravity=9.81)
+    links = lagrax.EdgeConstraint(
+        np.arange(n - 1),
+        np.arange(1, n),
+        lagrax.rod,
+        num_nodes=n,
+        node_dim=2,
+        data=jnp.ones(n, dtype),
+        anchors=[0],
+    )
+    chain = lagrax.systems.ChainPendulum(jnp.ones(n), jnp.ones(n))
+    theta_key, omega_key = jr.split(jr.key(CHAIN_SEED))
+    theta = 0.5 * jr.normal(theta_key, (n,))
+    omega = 0.5 * jr.normal(omega_key, (n,))
+    q, qdot = chain.to_cartesian(theta, omega)
+    model, links = jax.tree.map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, (model, links)
+    )
+    return model, links, q.astype(dtype), qdot.astype(dtype)
+
+
+def constrained_cases(n, dtype, args, history, cases):
+    model, links, q, qdot = constrained_chain(n, dtype)
+    params, static = eqx.partition((model, links), eqx.is_array)
+
+    def accelerate(params, q, qdot, dense):
+        model, links = eqx.combine(params, static)
+        if dense:
+            return lagrax.acceleration(
+                as_plain_function(model), q, qdot, constraint=lambda q: links(q)
+            )
+        return lagrax.acceleration(model, q, qdot, constraint=links)
+
+    compiled, memory = compile_with_memory(
+        lambda *a: accelerate(*a, False), params, q, qdot
+    )
+    case = dict(model="constrained chain", n=n, sparse_memory=memory)
+    reason = dense_skip_reason(history, n, args)
+    dense = None
+    if reason is None:
+        dense_compiled, dense_memory = compile_with_memory(
+            lambda *a: accelerate(*a, True), params, q, qdot
+        )
+        case["dense_memory"] = dense_memory
+        reason = dense_skip_reason(history, n, args, dense_memory)
+        if reason is None:
+            dense = lambda: dense_compiled(params, q, qdot)  # noqa: E731
+    case["dense_skip"] = reason
+    measure(case, lambda: compiled(params, q, qdot), dense, args)
+    if "dense" in case:
+        history[n] = min(case["dense"])
+    cases.append(case)
+    print(progress(case, "constrained acceleration"), flush=True)
+
+
+def chain_summary(cases: list[dict], judge: bool) -> str:
+    ns = [c["n"] for c in cases]
+    exponent, used = fit_exponent(ns, [median(c["sparse"]) for c in cases])
+    met = "—" if not judge else ("yes" if exponent <= TARGET_EXPONENT else "NO")
+    rows = [
+        [
+            f"sparse time exponent (N = {', '.join(map(str, used))})",
+            f"{exponent:.2f}",
+            f"≤ {TARGET_EXPONENT}",
+            met,
+        ]
+    ]
+    dense = [c for c in cases if "dense" in c]
+    if len(dense) >= 2:
+        exponent, used = fit_exponent(
+            [c["n"] for c in dense], [median(c["dense"]) for c in dense]
+        )
+        rows.append(
+            [
+                f"dense time exponent (N = {', '.join(map(str, used))})",
+                f"{exponent:.2f}",
+                "",
+                "",
+            ]
+        )
+    return markdown_table(["quantity", "value", "target", "met?"], rows)
+
+
 def progress(case: dict, what: str) -> str:
     line = (
         f"  [{case['model']}, N = {case['n']}] {what}: sparse "
@@ -601,6 +703,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
+        "--part",
+        choices=("all", "ring", "chain"),
+        default="all",
+        help="the graph Lagrangians on rings, the constrained chain, or both",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=None, help="interleaved rounds per cell"
     )
     parser.add_argument(
@@ -641,15 +749,20 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats} interleaved rounds per cell (fewer where dense is slow); "
         "medians; compile excluded"
     )
-    base, description = learned_model(dtype)
-    print(f"learned model: {description}")
-
     accel: list[dict] = []
     train: list[dict] = []
+    chain: list[dict] = []
+    if args.part in ("all", "chain"):
+        dense_chain: dict[int, float] = {}
+        for n in CHAIN_LINKS:
+            constrained_cases(n, dtype, args, dense_chain, chain)
+    if args.part in ("all", "ring"):
+        base, description = learned_model(dtype)
+        print(f"learned model: {description}")
     dense_accel = {"Wave1D": {}, "GraphLagrangian": {}}
     dense_train: dict[int, float] = {}
     key = jr.key(STATE_SEED)
-    for n in sizes:
+    for n in sizes if args.part in ("all", "ring") else ():
         models = {"Wave1D": lagrax.systems.Wave1D(n), "GraphLagrangian": None}
         models["GraphLagrangian"] = on_ring(base, n)
         for name, model in models.items():
@@ -672,21 +785,31 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total wall time: {time.perf_counter() - started:.0f} s")
     if not judge:
         print("(--quick: reduced sizes, targets not judged)")
-    print()
-    print(f"### Batched acceleration (batch {BATCH}, {args.dtype})\n")
-    print(time_table(accel))
-    print()
-    print(
-        f"### Training step: L1 acceleration loss + Adam, GraphLagrangian "
-        f"(batch {BATCH}, {args.dtype})\n"
-    )
-    print(time_table(train))
-    print()
-    print("### Compiled memory (XLA memory analysis: temp + arguments + outputs)\n")
-    print(memory_table(accel, train))
-    print()
-    print("### Summary\n")
-    print(summary(accel, train, judge))
+    if chain:
+        print()
+        print(
+            f"### Constrained chain: one acceleration, N bodies on N rods "
+            f"({args.dtype})\n"
+        )
+        print(time_table(chain))
+        print()
+        print(chain_summary(chain, judge=True))
+    if accel:
+        print()
+        print(f"### Batched acceleration (batch {BATCH}, {args.dtype})\n")
+        print(time_table(accel))
+        print()
+        print(
+            f"### Training step: L1 acceleration loss + Adam, GraphLagrangian "
+            f"(batch {BATCH}, {args.dtype})\n"
+        )
+        print(time_table(train))
+        print()
+        print("### Compiled memory (XLA memory analysis: temp + arguments + outputs)\n")
+        print(memory_table(accel, train))
+        print()
+        print("### Summary\n")
+        print(summary(accel, train, judge))
     print(
         "\nmedian/min: wall clock over the interleaved rounds; speedup = dense/sparse "
         "of the medians (of the minima in parentheses). rel. diff: ‖sparse − dense‖ / "
