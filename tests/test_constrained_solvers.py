@@ -54,6 +54,7 @@ def _residuals(traj):
         (lagrax.VariationalMidpoint(), (20, 40, 80), 2),
         (lagrax.GaussLegendre(), (20, 40, 80), 4),
         (lagrax.GaussLegendre(stages=3), (20, 40), 6),
+        (lagrax.Yoshida4(base=lagrax.VariationalMidpoint()), (40, 80, 160), 4),
     ],
 )
 def test_order_and_the_constraints_at_every_step(solver, steps, order):
@@ -75,7 +76,7 @@ def test_order_and_the_constraints_at_every_step(solver, steps, order):
                 float(jnp.max(jnp.abs(traj.qdot[-1] - expected[1]))),
             )
         )
-    # (measured on the system without the field: 2.03, 2.01; 4.02, 4.00; 6.01)
+    # (measured: 2.02, 2.01; 4.00, 4.00; 5.97; 4.09, 4.02)
     orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     np.testing.assert_allclose(orders, order, atol=0.2)
 
