@@ -125,6 +125,7 @@ def chain_data(num_bodies: int, num_states: int, *, key) -> lagrax.AccelerationD
     return lagrax.AccelerationData(q=q, qdot=qdot, qddot=accelerate(q, qdot))
 
 
+@eqx.filter_jit
 def predict(model: BodyGraphLagrangian, data: lagrax.AccelerationData) -> jax.Array:
     """The model's constrained accelerations on a chain of the data's length (NaN
     where its mass matrix is singular)."""
