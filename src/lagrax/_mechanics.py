@@ -179,7 +179,11 @@ def acceleration(
         (rank-deficient `G`) is singular like a singular mass matrix. The state
         must lie on the constraints: `|g(q)|` and `|G q̇|` at most `tolerance`, else
         an error (NaN with `throw=False`); `lagrax.project_on_constraint` puts a
-        state there. `lagrax.constraint_multipliers` gives `λ`.
+        state there. `lagrax.constraint_multipliers` gives `λ`. For an
+        `AbstractGraphLagrangian` under a `lagrax.EdgeConstraint` (one constraint
+        per edge) the system is solved by its block-sparse Schur complement
+        `G H⁻¹ Gᵀ`, with no dense matrix and at linear cost for a block-diagonal
+        mass matrix (see `EdgeConstraint`).
     - `tolerance`: the largest `|g(q)|` and `|G q̇|` accepted with a `constraint`;
         default `√eps` of the state's dtype.
     - `throw`: whether a singular mass matrix (or a state off its constraint)
