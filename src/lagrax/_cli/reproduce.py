@@ -24,7 +24,7 @@ failed, or the loss of a diverged model, is `null`):
 
     {
       "experiment": str,                  # "double-pendulum", "relativity", "wave",
-                                          # "springs", "ablation"
+                                          # "springs", "ablation", ...
       "lagrax_version": str,
       "settings": {...},                  # every command-line setting, as given
                                           # (but --debug)
@@ -44,7 +44,9 @@ failed, or the loss of a diverged model, is `null`):
 
 `lagrax reproduce ablation` writes `runs` (one object per trained configuration,
 with `activation`, `init`, `seed`, `status`, `reason` and its metrics) in place of
-`models`, and `init_study`; see `lagrax.experiments.ablation`.
+`models`, and `init_study`; see `lagrax.experiments.ablation`. `lagrax reproduce
+chain-pendulum` adds `rollout_geom_mean[BODIES][MODEL]` (with `chaos_floor`) and
+`data_efficiency[TRAJECTORIES]`; see `lagrax.experiments.chain_pendulum`.
 """
 
 import argparse
@@ -56,6 +58,7 @@ import time
 
 from ..experiments import (
     ablation,
+    chain_pendulum,
     double_pendulum,
     noisy_pendulum,
     real_double_pendulum,
@@ -111,6 +114,11 @@ EXPERIMENTS = {
         noisy_pendulum,
         "pendulum from noisy angles: acceleration, discrete Euler–Lagrange and "
         "rollout losses over observations × trajectories × noise",
+    ),
+    "chain-pendulum": (
+        chain_pendulum,
+        "chain pendulums of 2, 3 and 5 bodies: a constrained Cartesian LNN vs an "
+        "LNN and a neural ODE in angles, rollout error against the chaos floor",
     ),
 }
 
@@ -201,6 +209,20 @@ OPTIONS = {
     "trajectories": (str, "comma-separated numbers of training trajectories"),
     "noise": (str, "comma-separated standard deviations of the observation noise"),
     "methods": (str, "comma-separated methods among acceleration, del, rollout"),
+    "bodies": (str, "comma-separated chain lengths among 2, 3, 5"),
+    "baseline_steps": (
+        positive_int,
+        "training steps of the LNN and the neural ODE in angles",
+    ),
+    "potential": (
+        ("field", "mlp"),
+        "the Cartesian model's potential: 'field' a learned uniform force field "
+        "per body plus an MLP, 'mlp' an MLP alone",
+    ),
+    "train_trajectories": (
+        positive_int,
+        "training trajectories (one chunk of 5 samples each)",
+    ),
 }
 
 

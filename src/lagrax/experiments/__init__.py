@@ -22,6 +22,7 @@ The experiments use only lagrax's public API.
 
 from . import (
     ablation as ablation,
+    chain_pendulum as chain_pendulum,
     double_pendulum as double_pendulum,
     noisy_pendulum as noisy_pendulum,
     real_double_pendulum as real_double_pendulum,
