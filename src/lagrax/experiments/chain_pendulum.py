@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Key, PRNGKeyArray
 
 import lagrax
 
@@ -399,7 +399,7 @@ def chunks(data: lagrax.TrajectoryData, key: PRNGKeyArray) -> lagrax.TrajectoryD
     """One random chunk of `CHUNK` consecutive samples of each trajectory, all
     with the times of the first chunk (the dynamics are time-invariant)."""
     starts = jr.randint(key, (len(data),), 0, data.ts.shape[0] - CHUNK + 1)
-    index = starts[:, None] + jnp.arange(CHUNK)
+    index = starts[:, None] + jnp.arange(CHUNK)[None, :]
 
     def cut(x):
         return jnp.take_along_axis(x, index[:, :, None], axis=1)
@@ -430,7 +430,7 @@ class Data:
     test_cartesian: lagrax.TrajectoryData
 
 
-def _keys(settings: Settings, bodies: int) -> PRNGKeyArray:
+def _keys(settings: Settings, bodies: int) -> Key[Array, " 8"]:
     return jr.split(jr.fold_in(jr.key(settings.seed), bodies), 8)
 
 
