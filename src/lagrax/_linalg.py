@@ -90,7 +90,7 @@ def inverse(
 
 def _singular(pivots: Float[Array, " n"], x: Array) -> Bool[Array, ""]:
     rcond = jnp.min(pivots) / jnp.max(pivots)
-    tolerance = pivots.shape[0] * jnp.finfo(pivots.dtype).eps
+    tolerance = pivots.shape[0] * float(jnp.finfo(pivots.dtype).eps)
     return ~(rcond > tolerance) | ~jnp.all(jnp.isfinite(x))
 
 
