@@ -34,3 +34,13 @@ def examples(session):
     session.install(".[plot]")
     session.run("python", "examples/double_pendulum_energy.py", "--t1", "10")
     session.run("python", "examples/train_double_pendulum.py", "--steps", "500")
+
+
+@nox.session
+def docs(session):
+    """Build the documentation site as CI checks it; `-- serve` to preview it."""
+    session.install(".[docs]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)

@@ -24,9 +24,16 @@ ARGS = {"train_double_pendulum": ["--no-progress"]}
 
 def capture(name: str) -> None:
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
-    command = [sys.executable, str(ROOT / "examples" / f"{name}.py"), *ARGS.get(name, [])]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / f"{name}.py"),
+        *ARGS.get(name, []),
+    ]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:  # plots land here, not in the repo
         done = subprocess.run(command, cwd=scratch, capture_output=True, text=True)

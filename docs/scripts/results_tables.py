@@ -50,7 +50,9 @@ def markdown(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         if len(row) != len(columns):
-            raise ValueError(f"row {row!r} has {len(row)} cells for {len(columns)} columns")
+            raise ValueError(
+                f"row {row!r} has {len(row)} cells for {len(columns)} columns"
+            )
         lines.append("| " + " | ".join(number(c, "") for c in row) + " |")
     return "\n".join(lines)
 
@@ -88,7 +90,11 @@ def _double_pendulum(results: dict) -> str:
         ("lnn", "_variational_midpoint", "LNN (VariationalMidpoint, dt 0.01)"),
         ("lnn", "_gauss_legendre", "LNN (GaussLegendre(stages=2), dt 0.01)"),
         ("lnn_rollout", "", "LNN + rollout loss (Tsit5)"),
-        ("lnn_rollout", "_gauss_legendre", "LNN + rollout loss (GaussLegendre(stages=2), dt 0.01)"),
+        (
+            "lnn_rollout",
+            "_gauss_legendre",
+            "LNN + rollout loss (GaussLegendre(stages=2), dt 0.01)",
+        ),
         ("baseline", "", "baseline: neural ODE (Tsit5)"),
     ]
     for model, suffix, label in variants:
@@ -97,21 +103,34 @@ def _double_pendulum(results: dict) -> str:
             continue
         first = suffix == ""
         p = paper.get(model, {}) if first else {}
-        rows.append([
-            label,
-            percent(m[f"energy_discrepancy{suffix}"]),
-            f"{m[f'failed_rollouts{suffix}']} of {results['settings']['ics']}",
-            percent(p["energy_discrepancy"]) if p else "—",
-            number(m["test_l1_acceleration_error"]) if first else "",
-            number(p["test_l1_acceleration_error"]) if p else ("—" if first else ""),
-            scientific(m["test_rollout_error"]) if first else "",
-        ])
-    columns = ["model (solver)", "energy discrepancy", "failed rollouts", "paper",
-               "test L1 q̈ error", "paper", "test rollout error"]
+        rows.append(
+            [
+                label,
+                percent(m[f"energy_discrepancy{suffix}"]),
+                f"{m[f'failed_rollouts{suffix}']} of {results['settings']['ics']}",
+                percent(p["energy_discrepancy"]) if p else "—",
+                number(m["test_l1_acceleration_error"]) if first else "",
+                number(p["test_l1_acceleration_error"])
+                if p
+                else ("—" if first else ""),
+                scientific(m["test_rollout_error"]) if first else "",
+            ]
+        )
+    columns = [
+        "model (solver)",
+        "energy discrepancy",
+        "failed rollouts",
+        "paper",
+        "test L1 q̈ error",
+        "paper",
+        "test rollout error",
+    ]
     share = results["training_samples"] / results["paper"]["training_samples"]
-    caption = (f"{results['settings']['steps']:,} steps × batch "
-               f"{results['settings']['batch_size']} = {results['training_samples']:,} "
-               f"samples per model, {100 * share:.1f}% of the paper's.")
+    caption = (
+        f"{results['settings']['steps']:,} steps × batch "
+        f"{results['settings']['batch_size']} = {results['training_samples']:,} "
+        f"samples per model, {100 * share:.1f}% of the paper's."
+    )
     return markdown(columns, rows) + "\n\n" + caption
 
 
@@ -137,17 +156,24 @@ def _real_double_pendulum(results: dict) -> str:
                 f"**{number(v)}**" if v == best[h] else number(v)
                 for h, v in horizons.items()
             ]
-            rows.append([run, label, *cells, number(results["torque_rms"][file][model])])
+            rows.append(
+                [run, label, *cells, number(results["torque_rms"][file][model])]
+            )
     horizons = next(iter(results["rollout_rms"].values()))["identified_2.0"]
     columns = ["run", "model", *(f"h = {h} s" for h in horizons), "torque RMS (N·m)"]
-    return markdown(columns, rows) + "\n\nRMS angle error in rad; best per run and horizon in bold."
+    return (
+        markdown(columns, rows)
+        + "\n\nRMS angle error in rad; best per run and horizon in bold."
+    )
 
 
 def _noisy_pendulum(results: dict) -> str:
     methods = ["acceleration", "del", "rollout"]
     cells = {}
     for run in results["runs"]:
-        cells[(run["observations"], run["trajectories"], run["noise"], run["method"])] = run
+        cells[
+            (run["observations"], run["trajectories"], run["noise"], run["method"])
+        ] = run
     keys = sorted({k[:3] for k in cells})
     rows = []
     for n, k, noise in keys:
@@ -157,12 +183,19 @@ def _noisy_pendulum(results: dict) -> str:
             best = min(v for v in values if v is not None)
             row += [f"**{number(v)}**" if v == best else number(v) for v in values]
         rows.append(row)
-    columns = ["N", "K", "σ", *(f"angle RMS, {m}" for m in methods),
-               *(f"energy RMS, {m}" for m in methods)]
+    columns = [
+        "N",
+        "K",
+        "σ",
+        *(f"angle RMS, {m}" for m in methods),
+        *(f"energy RMS, {m}" for m in methods),
+    ]
     ref = results["reference"]
     return markdown(columns, rows) + (
-        f"\n\nBest per row in bold; untrained model {number(ref['untrained']['angle_rms'])}"
-        f" rad, a pendulum at rest {number(ref['at_rest']['angle_rms'])} rad.")
+        "\n\nBest per row in bold; untrained model "
+        f"{number(ref['untrained']['angle_rms'])} rad, a pendulum at rest "
+        f"{number(ref['at_rest']['angle_rms'])} rad."
+    )
 
 
 RENDERERS = {
@@ -179,7 +212,9 @@ def table(name: str, key: str | None = None) -> str:
         tables = results["tables"]
         key = key or ("main" if "main" in tables else next(iter(tables)))
         if key not in tables:
-            raise KeyError(f"docs/results/{name} has no table {key!r}: {sorted(tables)}")
+            raise KeyError(
+                f"docs/results/{name} has no table {key!r}: {sorted(tables)}"
+            )
         spec = tables[key]
         body = markdown(spec["columns"], spec["rows"])
         if spec.get("caption"):
