@@ -135,7 +135,7 @@ def test_tiny_run_end_to_end(tmp_path):
     from lagrax.experiments import chain_pendulum as cp
 
     argv = ["reproduce", "chain-pendulum", "--bodies", "2", "--steps", "2"]
-    argv += ["--finish-steps", "1", "--baseline-steps", "2", "--batch-size", "4"]
+    argv += ["--finish-steps", "0", "--baseline-steps", "2", "--batch-size", "4"]
     argv += ["--width", "4", "--train-trajectories", "8", "--held-out", "3"]
     argv += ["--trajectories", "4", "--no-progress", "--out", str(tmp_path)]
     assert _main(argv) == 0
@@ -160,5 +160,6 @@ def test_tiny_run_end_to_end(tmp_path):
     }
     manifest = json.loads((tmp_path / "lagrax-run.json").read_text())
     written = set(cp.files_written(cp.Settings(**manifest["settings"])))
-    assert {"results.json", "cartesian_2.ckpt", "cartesian_2_finish.ckpt"} <= written
+    assert {"results.json", "cartesian_2.ckpt", "cartesian_2_k4.ckpt"} <= written
+    assert "cartesian_2_finish.ckpt" not in written
     assert set(manifest["files"]) <= written

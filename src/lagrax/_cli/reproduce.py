@@ -117,8 +117,8 @@ EXPERIMENTS = {
     ),
     "chain-pendulum": (
         chain_pendulum,
-        "chain pendulums of 2, 3 and 5 bodies: a constrained Cartesian LNN vs an "
-        "LNN and a neural ODE in angles, rollout error against the chaos floor",
+        "chain pendulums of 2, 3 and 5 bodies: a constrained Cartesian LNN vs a "
+        "DeLaN and a neural ODE in angles, rollout error against the chaos floor",
     ),
 }
 
@@ -212,7 +212,7 @@ OPTIONS = {
     "bodies": (str, "comma-separated chain lengths among 2, 3, 5"),
     "baseline_steps": (
         positive_int,
-        "training steps of the LNN and the neural ODE in angles",
+        "training steps of the DeLaN and the neural ODE in angles",
     ),
     "potential": (
         ("field", "mlp"),
