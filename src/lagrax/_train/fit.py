@@ -15,6 +15,7 @@ import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
@@ -192,6 +193,20 @@ def _data_parallel_mesh(devices, batch_size: int) -> Mesh | None:
         raise TypeError(
             f"`devices` must be None or a list of jax.Device, got {devices!r}."
         )
+    processes = {d.process_index for d in devices}
+    if jax.process_index() not in processes:
+        raise ValueError(
+            f"`devices` must include devices of this process ({jax.process_index()}),"
+            f" got only devices of processes {sorted(processes)}: each process "
+            "trains on its own devices (`jax.local_devices()`) or, together with "
+            "every other, on `jax.devices()`."
+        )
+    if len(processes) > 1 and len(processes) != jax.process_count():
+        raise ValueError(
+            f"`devices` must be devices of this process only or of all "
+            f"{jax.process_count()} processes, got devices of processes "
+            f"{sorted(processes)}."
+        )
     if len(devices) == 1:
         return None
     if batch_size % len(devices):
@@ -203,13 +218,77 @@ def _data_parallel_mesh(devices, batch_size: int) -> Mesh | None:
     return Mesh(np.asarray(devices), (_BATCH_AXIS,))
 
 
+def _spans_processes(mesh: Mesh | None) -> bool:
+    return mesh is not None and mesh.is_multi_process
+
+
 def _replicated(tree, mesh: Mesh | None):
-    """`tree`'s arrays copied to every device of `mesh` (unchanged without one)."""
+    """`tree`'s arrays copied to every device of `mesh` (unchanged without one).
+
+    Across processes, each process gives its own copy of the same values (which
+    `_check_same_run` has checked), placed on its own devices of the mesh: one
+    global array, replicated, with no communication."""
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec())
     arrays, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(arrays, sharding), static)
+    if _spans_processes(mesh):
+        local = mesh.local_devices
+
+        def place(x):
+            pieces = [jax.device_put(x, device) for device in local]
+            return jax.make_array_from_single_device_arrays(x.shape, sharding, pieces)
+
+        arrays = jtu.tree_map(place, arrays)
+    else:
+        arrays = jax.device_put(arrays, sharding)
+    return eqx.combine(arrays, static)
+
+
+def _local(tree, mesh: Mesh | None):
+    """`tree`'s global replicated arrays as arrays on this process's devices of
+    `mesh`, without a copy: what a caller can compute with, print or save. Unchanged
+    unless `mesh` spans several processes."""
+    if not _spans_processes(mesh):
+        return tree
+    sharding = NamedSharding(mesh.local_mesh, PartitionSpec())
+
+    def view(x):
+        if not eqx.is_array(x):
+            return x
+        pieces = [shard.data for shard in x.addressable_shards]
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, pieces)
+
+    return jtu.tree_map(view, tree)
+
+
+def _check_same_run(mesh: Mesh, run: tuple) -> None:
+    """Raise in every process unless every process gives the same `run` (its
+    settings, model, optimizer state and data): each process computes its own
+    steps, which would silently differ. One all-gather of a SHA-256; also a
+    barrier, so that no process writes a checkpoint before all have read it."""
+    digest = bytes.fromhex(data_fingerprint(run))
+    digests = multihost_utils.process_allgather(np.frombuffer(digest, np.uint8))
+    differ = [i for i, d in enumerate(np.asarray(digests)) if d.tobytes() != digest]
+    if differ:
+        raise ValueError(
+            f"`fit` over the devices of {jax.process_count()} processes needs the "
+            "same `model`, `data`, `test_data`, `key`, settings and resumed "
+            f"checkpoint in every process; process {jax.process_index()} differs "
+            f"from process(es) {differ}."
+        )
+
+
+def _save(checkpoint, state, info, mesh: Mesh | None) -> None:
+    """Write a checkpoint; across processes, the first one alone writes it, and
+    all wait until it has (a barrier), so that every process reads the new file
+    once `fit` returns."""
+    if not _spans_processes(mesh):
+        write_checkpoint(checkpoint, state, info)
+        return
+    if jax.process_index() == 0:
+        write_checkpoint(checkpoint, _local(state, mesh), info)
+    multihost_utils.sync_global_devices(f"lagrax.fit checkpoint {info['step']}")
 
 
 @eqx.filter_jit
@@ -343,9 +422,14 @@ def fit(
         the model, the optimizer state and `data` are replicated on each: a
         `jax.sharding.Mesh` over the batch, compiled by XLA's SPMD partitioner,
         with the same results as on one device up to the order of floating-point
-        sums. For several hosts, call `jax.distributed.initialize()` first in
-        every process, and give every process the same `data`, `key` and
-        settings.
+        sums. Across processes (several hosts, after
+        `jax.distributed.initialize()` in each), every process calls `fit` with
+        the same `model`, `data`, `key` and settings and `devices` of every
+        process (`jax.devices()`), or its own only (`jax.local_devices()`, to
+        train alone); the processes check that they agree, and each returns the
+        same model, on its own devices. Only process 0 writes `checkpoint`, and
+        every process resumes from it: on several hosts it must be on a shared
+        filesystem. See the multi-process page of the documentation.
 
     **Returns:**
 
@@ -447,7 +531,25 @@ def fit(
             metrics=metric_values,
         )
 
+    across = _spans_processes(mesh)
+    if across:
+        _check_same_run(
+            mesh,
+            (
+                [steps, batch_size, key_fingerprint(key), start, resume],
+                [checkpoint is None, eval_every, checkpoint_every, sorted(metrics)],
+                [d.id for d in mesh.devices.flat],
+                (model, opt_state, data, test_data),
+            ),
+        )
+        test_data = _replicated(test_data, mesh)
     model, opt_state, data = _replicated((model, opt_state, data), mesh)
+
+    def shared(x):
+        # What every process computes alike each step (the epoch's order, the
+        # batch's index), as a global array where the step spans processes; an
+        # ordinary one, as JAX places it, where it does not.
+        return _replicated(x, mesh) if across else x
 
     def probe_loss() -> list[float]:
         # The loss is told apart by its value too, at the checkpoint's model on
@@ -457,8 +559,7 @@ def fit(
             model,
             opt_state,
             data,
-            jnp.arange(num_samples),
-            jnp.asarray(0),
+            *shared((jnp.arange(num_samples), jnp.asarray(0))),
             batch_size=batch_size,
             loss=loss,
             optimizer=optimizer,
@@ -479,7 +580,12 @@ def fit(
     pending = []
     running = math.nan
     consecutive = 0
-    bar = tqdm(total=steps, initial=min(start, steps), disable=not progress, desc="fit")
+    bar = tqdm(
+        total=steps,
+        initial=min(start, steps),
+        disable=not progress or (across and jax.process_index() != 0),
+        desc="fit",
+    )
 
     def flush():
         nonlocal running, consecutive
@@ -508,13 +614,14 @@ def fit(
             epoch, batch_index = divmod(step, batches_per_epoch)
             if epoch != order_epoch:
                 order = jr.permutation(jr.fold_in(key, epoch), num_samples)
+                order = shared(order)
                 order_epoch = epoch
             model, opt_state, value, skip = _minibatch_step(
                 model,
                 opt_state,
                 data,
                 order,
-                jnp.asarray(batch_index),
+                shared(jnp.asarray(batch_index)),
                 batch_size=batch_size,
                 loss=loss,
                 optimizer=optimizer,
@@ -542,7 +649,7 @@ def fit(
                     schedule=schedule,
                     loss_probe=probe_loss(),
                 )
-                write_checkpoint(checkpoint, (model, opt_state), info)
+                _save(checkpoint, (model, opt_state), info, mesh)
     finally:
         bar.close()
 
@@ -571,4 +678,4 @@ def fit(
             RuntimeWarning,
             stacklevel=2,
         )
-    return model, history
+    return _local(model, mesh), history
