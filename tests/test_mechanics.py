@@ -348,7 +348,12 @@ def test_numpy_float64_inputs_with_x64_disabled_are_cast_as_jax_casts():
     system = DoublePendulum()
     q, qdot = np.array([0.3, -0.2]), np.array([0.1, 0.4])
     expected = lagrax.acceleration(system, jnp.asarray(q), jnp.asarray(qdot))
-    with jax.enable_x64(False), warnings.catch_warnings():
+    # (`jax.enable_x64` is JAX ≥ 0.7's name; the lowest tested JAX has only the
+    # experimental one.)
+    enable_x64 = getattr(jax, "enable_x64", None)
+    if enable_x64 is None:
+        from jax.experimental import enable_x64
+    with enable_x64(False), warnings.catch_warnings():
         warnings.simplefilter("error")
         qddot = lagrax.acceleration(system, q, qdot)
         energy = lagrax.energy(system, q, qdot)
