@@ -44,3 +44,39 @@ def docs(session):
         session.run("mkdocs", "serve")
     else:
         session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+# The lowest versions pyproject.toml allows, and the tests that exercise what they
+# provide (mechanics, every solver, the adjoints, training): `nox -s minimum` checks
+# the floors are true. Raise a floor here and in pyproject.toml together.
+MINIMUM = [
+    "jax==0.6.2",
+    "jaxlib==0.6.2",
+    "equinox==0.13.0",
+    "diffrax==0.7.2",
+    "optimistix==0.1.0",
+    "lineax==0.0.8",
+    "optax==0.2.4",
+    "jaxtyping==0.2.36",
+    "beartype==0.19.0",
+    "tqdm==4.66.0",
+    "numpy==1.26.4",
+]
+MINIMUM_TESTS = [
+    "tests/test_mechanics.py",
+    "tests/test_constraints.py",
+    "tests/test_constrained_solvers.py",
+    "tests/test_solvers.py",
+    "tests/test_adjoint.py",
+    "tests/test_simulate.py",
+    "tests/test_failures.py",
+    "tests/test_train_losses.py",
+    "tests/test_train_fit.py",
+]
+
+
+@nox.session
+def minimum(session):
+    """The suite's core on the lowest declared dependency versions."""
+    session.install(".[test]", *MINIMUM)
+    session.run("python", "-m", "pytest", *(session.posargs or MINIMUM_TESTS))

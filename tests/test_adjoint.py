@@ -134,3 +134,33 @@ def test_refuses_what_it_cannot_reverse():
         )
     with pytest.raises(ValueError, match="tolerance"):
         lagrax.ReversibleAdjoint(tolerance=0.0)
+
+
+def test_the_diffrax_internals_reversible_adjoint_reads():
+    """What lagrax reads of Diffrax without a public API: `ConstantStepSize`'s
+    controller state `(steps done, steps, t0, t1)` (`ReversibleAdjoint`'s step
+    times) and the wrapped term's `.term` (`_solver.base.unwrap`). A Diffrax that
+    changes them fails here (pyproject.toml caps the tested minor version); the
+    solve state's `save_state.ys`, the third, fails the gradient tests above."""
+    controller = diffrax.ConstantStepSize()
+    t_next, state = controller.init(None, 0.0, 1.0, None, 0.3, None, None, None)
+    done, steps, t0, t1 = state
+    assert (int(done), int(steps), float(t0), float(t1)) == (1, 4, 0.0, 1.0)
+    assert float(t_next) == 0.3
+
+    seen = []
+
+    class Recording(lagrax.VariationalMidpoint):
+        def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+            seen.append(terms)
+            return super().step(terms, t0, t1, y0, args, solver_state, made_jump)
+
+    term = lagrax.LagrangianTerm(lagrax.systems.HarmonicOscillator())
+    y0 = (jnp.array([1.0]), jnp.array([0.0]))
+    sol = diffrax.diffeqsolve(
+        term, Recording(), 0.0, 0.2, 0.1, y0, saveat=diffrax.SaveAt(t1=True)
+    )
+    assert seen and all(
+        isinstance(getattr(t, "term", None), lagrax.LagrangianTerm) for t in seen
+    )
+    assert sol.ys[0].shape == (1, 1)
