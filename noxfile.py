@@ -16,9 +16,13 @@ def tests(session):
 
 @nox.session
 def lint(session):
-    session.install("ruff", "pyright", ".")
+    """Ruff (lint and format) and basedpyright, as pre-commit runs them. basedpyright,
+    not pyright: its wheel carries Node, where pyright downloads it at first run."""
+    session.install("ruff", "basedpyright", ".[test]")
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
-    session.run("pyright", "src")
+    session.run("ruff", "format", "--check", "src", "tests")
+    # The settings (standard mode, src and tests) are in pyproject.toml.
+    session.run("basedpyright")
 
 
 @nox.session

@@ -354,12 +354,23 @@ class MessagePassingBaseline(AbstractDynamics):
         edge_key, node_key = jax.random.split(key)
         edge_in = (3 if translation_invariant else 4) * node_dim
         node_in = (1 if translation_invariant else 2) * node_dim + message_dim
-        options = dict(activation=activation, dtype=dtype)
         self.edge_mlp = eqx.nn.MLP(
-            edge_in, 2 * message_dim, width, depth, key=edge_key, **options
+            edge_in,
+            2 * message_dim,
+            width,
+            depth,
+            activation=activation,
+            dtype=dtype,
+            key=edge_key,
         )
         self.node_mlp = eqx.nn.MLP(
-            node_in, node_dim, width, depth, key=node_key, **options
+            node_in,
+            node_dim,
+            width,
+            depth,
+            activation=activation,
+            dtype=dtype,
+            key=node_key,
         )
         self.node_dim = node_dim
         self.message_dim = message_dim

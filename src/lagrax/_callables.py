@@ -24,6 +24,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -118,7 +119,7 @@ def _function(fn: types.FunctionType, seen: frozenset[int]) -> str:
 
 def _array(x: Any) -> str:
     dtype, shape = x.dtype, list(x.shape)
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
     x = np.asarray(x)
     # The values of a few numbers (a weight, say), a digest of anything more.
@@ -162,7 +163,9 @@ def _describe(obj: Any, seen: frozenset[int]) -> str:
         return f"{_describe(obj.__func__, seen)} of {_describe(obj.__self__, seen)}"
     if isinstance(obj, _JITTED):
         # `jax.jit` computes what the function it wraps computes.
-        return f"jit({_describe(obj.__wrapped__, seen)})"
+        # `functools.wraps` sets `__wrapped__`; JAX's `JitWrapped` does not declare it.
+        wrapped = obj.__wrapped__  # pyright: ignore[reportAttributeAccessIssue]
+        return f"jit({_describe(wrapped, seen)})"
     if isinstance(obj, eqx.Module):
         fields = (
             f"{f.name}={_describe(getattr(obj, f.name), seen)}"

@@ -14,7 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._constraint import ConstraintFn
-from ._custom_types import LagrangianLike, Position, Velocity
+from ._custom_types import (
+    LagrangianLike,
+    PositionLike,
+    VelocityLike,
+)
 from ._mechanics import energy
 from ._misc import as_state, check_int
 from ._term import LagrangianTerm
@@ -68,7 +72,10 @@ class SolverSetting:
     @property
     def value(self) -> float:
         """`dt0` or `tolerance`, whichever is set."""
-        return self.dt0 if self.dt0 is not None else self.tolerance
+        if self.dt0 is not None:
+            return self.dt0
+        assert self.tolerance is not None  # `__post_init__`: one of the two is set
+        return self.tolerance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +155,7 @@ def _compile(
 
     def final(t1, value):
         solution = solve(t1, value, diffrax.SaveAt(t1=True), max_steps)
+        assert solution.ys is not None and solution.stats is not None
         state = jnp.concatenate([solution.ys[0][-1], solution.ys[1][-1]])
         ok = solution.result == diffrax.RESULTS.successful
         return state, solution.stats["num_steps"], ok
@@ -155,6 +163,7 @@ def _compile(
     def energy_error(t1, value):
         saveat = diffrax.SaveAt(t0=True, steps=True)
         solution = solve(t1, value, saveat, energy_max_steps)
+        assert solution.ts is not None and solution.ys is not None
         q0, qdot0 = y0
         reached = jnp.isfinite(solution.ts)[:, None]
         q = jnp.where(reached, solution.ys[0], q0)
@@ -178,8 +187,8 @@ def _compile(
 
 def compare_solvers(
     lagrangian: LagrangianLike,
-    q0: Position,
-    qdot0: Velocity,
+    q0: PositionLike,
+    qdot0: VelocityLike,
     t1: float | Sequence[float],
     settings: Sequence[SolverSetting],
     *,
@@ -262,7 +271,10 @@ def compare_solvers(
             f"{e0!r}: give one when it is 0), got {energy_scale!r}."
         )
     y0 = (q0, qdot0)
-    options = dict(
+    compile_ = functools.partial(
+        _compile,
+        lagrangian,
+        y0=y0,
         max_steps=max_steps,
         energy_max_steps=energy_max_steps,
         scale=scale,
@@ -275,12 +287,8 @@ def compare_solvers(
     compiled = {}
     for setting in settings:
         if key(setting) not in compiled:
-            compiled[key(setting)] = _compile(
-                lagrangian, setting.solver, key(setting)[1], y0, **options
-            )
-    reference_final, _ = _compile(
-        lagrangian, diffrax.Dopri8(), True, y0, **options, with_energy=False
-    )
+            compiled[key(setting)] = compile_(setting.solver, key(setting)[1])
+    reference_final, _ = compile_(diffrax.Dopri8(), True, with_energy=False)
 
     def value(x):
         return jnp.asarray(x, q0.dtype)

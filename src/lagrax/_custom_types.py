@@ -4,10 +4,13 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 
-# States: JAX arrays, or NumPy arrays at the public entry points (cast there as
-# `jnp.asarray` casts them).
-Position = Float[Array | np.ndarray, " dof"]
-Velocity = Float[Array | np.ndarray, " dof"]
+# One state, as Lagrangians, terms and solvers see it: JAX arrays.
+Position = Float[Array, " dof"]
+Velocity = Float[Array, " dof"]
+# One state as the public entry points take it: JAX or NumPy arrays, cast there as
+# `jnp.asarray` casts them (`lagrax._misc.as_state`).
+PositionLike = Float[Array | np.ndarray, " dof"]
+VelocityLike = Float[Array | np.ndarray, " dof"]
 Acceleration = Float[Array, " dof"]
 Scalar = Float[Array, ""]
 BoolScalar = Bool[Array, ""]

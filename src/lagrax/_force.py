@@ -364,6 +364,7 @@ def _learned_network(
         key=key,
     )
     last = mlp.layers[-1]
+    assert last.bias is not None  # `eqx.nn.MLP` layers have biases by default
     bias = jnp.zeros_like(last.bias) if bias is None else bias.astype(last.bias.dtype)
     mlp = eqx.tree_at(
         lambda m: (m.layers[-1].weight, m.layers[-1].bias),

@@ -22,7 +22,7 @@ in the number of nodes:
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import equinox as eqx
 import jax
@@ -222,7 +222,10 @@ def local_features(
     return nodes, jnp.concatenate(edges, axis=1)
 
 
-def replace_graph(module: eqx.Module, graph: Graph) -> eqx.Module:
+_Module = TypeVar("_Module", bound=eqx.Module)
+
+
+def replace_graph(module: _Module, graph: Graph) -> _Module:
     """A copy of `module` with its static field `graph` replaced. (Static fields are
     not leaves, so `eqx.tree_at` cannot swap them; the other fields are copied as
     they are, already validated.)"""

@@ -27,6 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from ._custom_types import Position, Velocity
@@ -182,7 +183,7 @@ class EdgeConstraint(eqx.Module):
         self.fn = fn
         self.rows_per_link(dtype)
 
-    def rows_per_link(self, dtype=float) -> int:
+    def rows_per_link(self, dtype: DTypeLike = float) -> int:
         """`c`, the rows of `fn` per link, with a clear error at trace time unless
         `fn` maps two points (and a row of `data`) to a scalar or a 1-D array."""
         point = jax.ShapeDtypeStruct((self.node_dim,), dtype)

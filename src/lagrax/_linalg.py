@@ -110,11 +110,11 @@ def _pivoted_solve(
         augmented = augmented[order]
         factors = jnp.where(rows > k, augmented[:, k] / augmented[k, k], 0.0)
         augmented = augmented - factors[:, None] * augmented[k][None, :]
-    x = [None] * n
+    x: dict[int, Array] = {}
     for i in reversed(range(n)):
         known = sum((augmented[i, j] * x[j] for j in range(i + 1, n)), start=0.0)
         x[i] = (augmented[i, n:] - known) / augmented[i, i]
-    solution = jnp.stack(x).reshape(rhs.shape)
+    solution = jnp.stack([x[i] for i in range(n)]).reshape(rhs.shape)
     return solution, jnp.abs(jnp.diagonal(augmented[:, :n]))
 
 
@@ -207,4 +207,4 @@ def definiteness_shortfall(h: Float[Array, "n n"], margin: float) -> Float[Array
                 (lower[i, k] * lower[j, k] * pivots[k] for k in range(j)), start=0.0
             )
             lower[i, j] = off / floored
-    return sum((jax.nn.relu(margin - d) for d in pivots), start=0.0)
+    return jnp.asarray(sum((jax.nn.relu(margin - d) for d in pivots), start=0.0))

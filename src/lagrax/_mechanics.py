@@ -8,6 +8,10 @@ from one forward-over-reverse pass with a batch of `n + 1` tangents. The full
 `2n × 2n` Hessian of `L` is never formed and nothing is pseudo-inverted.
 """
 
+import functools
+import operator
+from typing import TypeGuard
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -25,8 +29,10 @@ from ._custom_types import (
     LagrangianLike,
     MassMatrix,
     Position,
+    PositionLike,
     Scalar,
     Velocity,
+    VelocityLike,
 )
 from ._graph import BlockSparseMatrix, colour_seeds, decompress
 from ._graph_constraint import check_edge_constraint, edge_kkt_solve, EdgeConstraint
@@ -57,31 +63,48 @@ def _euler_lagrange_parts(
 ) -> tuple[Float[Array, " dof"], MassMatrix | BlockSparseMatrix, Float[Array, " dof"]]:
     """`(∂L/∂q, H, (∂²L/∂q̇∂q) q̇)` at one state; `H` block sparse for a graph
     Lagrangian."""
-    n = q.shape[0]
     if isinstance(lagrangian, AbstractGraphLagrangian):
-        lagrangian.check_input(q, qdot)
-        # Velocity directions: the colour seeds of the graph, not all n unit vectors.
-        graph, block = lagrangian.mass_graph, lagrangian.node_dim
-        seeds = colour_seeds(graph, block, qdot.dtype).T
-        directions = jnp.concatenate(
-            [
-                jnp.concatenate([jnp.zeros_like(seeds), seeds]),
-                jnp.concatenate([qdot, jnp.zeros_like(qdot)])[:, None],
-            ],
-            axis=1,
-        )
-        grad, hvps = hessian_products(lagrangian, q, qdot, directions)
-        return grad[:n], decompress(graph, block, hvps[:-1, n:]), hvps[-1, n:]
+        return _graph_parts(lagrangian, q, qdot)
+    return _dense_parts(lagrangian, q, qdot)
+
+
+def _graph_parts(
+    lagrangian: AbstractGraphLagrangian, q: Position, qdot: Velocity
+) -> tuple[Float[Array, " dof"], BlockSparseMatrix, Float[Array, " dof"]]:
+    """`_euler_lagrange_parts` of a graph Lagrangian: `H` block sparse."""
+    n = q.shape[0]
+    lagrangian.check_input(q, qdot)
+    # Velocity directions: the colour seeds of the graph, not all n unit vectors.
+    graph, block = lagrangian.mass_graph, lagrangian.node_dim
+    seeds = colour_seeds(graph, block, qdot.dtype).T
+    directions = jnp.concatenate(
+        [
+            jnp.concatenate([jnp.zeros_like(seeds), seeds]),
+            jnp.concatenate([qdot, jnp.zeros_like(qdot)])[:, None],
+        ],
+        axis=1,
+    )
+    grad, hvps = hessian_products(lagrangian, q, qdot, directions)
+    return grad[:n], decompress(graph, block, hvps[:-1, n:]), hvps[-1, n:]
+
+
+def _dense_parts(
+    lagrangian: LagrangianLike, q: Position, qdot: Velocity
+) -> tuple[Float[Array, " dof"], MassMatrix, Float[Array, " dof"]]:
+    """`_euler_lagrange_parts` of any Lagrangian but a graph one: `H` dense."""
+    n = q.shape[0]
     if isinstance(lagrangian, AbstractMechanicalLagrangian):
         return lagrangian.euler_lagrange_parts(q, qdot)
     if _has_mechanical_term(lagrangian):
         # The parts are linear in L: each term contributes its own, a mechanical
-        # term through its structure.
-        parts = [_euler_lagrange_parts(term, q, qdot) for term in lagrangian.terms]
+        # term through its structure. (Graph Lagrangians do not sum.)
+        parts = [_dense_parts(term, q, qdot) for term in lagrangian.terms]
         weights = [jnp.asarray(w, q.dtype) for w in lagrangian.weights]
-        return tuple(
-            sum(w * part[i] for w, part in zip(weights, parts)) for i in range(3)
+        dl_dq, h, mixed = (
+            functools.reduce(operator.add, [w * p[i] for w, p in zip(weights, parts)])
+            for i in range(3)
         )
+        return dl_dq, h, mixed
     directions = _directions(qdot)
     if isinstance(lagrangian, AbstractJetLagrangian):
         grad, block = lagrangian.jet(q, qdot, directions)
@@ -102,7 +125,7 @@ def euler_lagrange_parts(
     return dl_dq, h, mixed
 
 
-def _has_mechanical_term(lagrangian) -> bool:
+def _has_mechanical_term(lagrangian) -> TypeGuard[LagrangianSum]:
     return isinstance(lagrangian, LagrangianSum) and any(
         isinstance(term, AbstractMechanicalLagrangian) for term in lagrangian.terms
     )
@@ -136,8 +159,8 @@ class MassMatrixInfo(eqx.Module):
 
 def acceleration(
     lagrangian: LagrangianLike,
-    q: Position,
-    qdot: Velocity,
+    q: PositionLike,
+    qdot: VelocityLike,
     *,
     force: Float[Array, " dof"] | None = None,
     constraint: ConstraintFn | None = None,
@@ -219,8 +242,8 @@ def acceleration(
 
 def constraint_multipliers(
     lagrangian: LagrangianLike,
-    q: Position,
-    qdot: Velocity,
+    q: PositionLike,
+    qdot: VelocityLike,
     *,
     constraint: ConstraintFn,
     force: Float[Array, " dof"] | None = None,
@@ -288,19 +311,16 @@ def checked_constrained_acceleration(
     the constraints: its field is not checked against them). A graph Lagrangian
     under an `EdgeConstraint` takes the sparse Schur-complement path
     (`edge_kkt_solve`); everything else the dense saddle-point solve."""
-    sparse = isinstance(constraint, EdgeConstraint) and isinstance(
+    if isinstance(constraint, EdgeConstraint) and isinstance(
         lagrangian, AbstractGraphLagrangian
-    )
-    if sparse:
+    ):
         check_edge_constraint(constraint, lagrangian.num_nodes, lagrangian.node_dim)
-        lagrangian.check_input(q, qdot)
-        dl_dq, h, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
-    else:
-        dl_dq, h, mixed = euler_lagrange_parts(lagrangian, q, qdot)
-    rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
-    if sparse:
+        dl_dq, h, mixed = _graph_parts(lagrangian, q, qdot)
+        rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
         qddot, multipliers, singular = edge_kkt_solve(constraint, h, rhs, q, qdot)
     else:
+        dl_dq, h, mixed = euler_lagrange_parts(lagrangian, q, qdot)
+        rhs = dl_dq - mixed if force is None else dl_dq - mixed + force
         _, jacobian, curvature = constraint_jacobian(constraint, q, qdot)
         qddot, multipliers, singular = kkt_solve(h, rhs, jacobian, curvature)
     if throw:
@@ -393,7 +413,9 @@ def batch_acceleration_parts(
 _DENSE_GRAPH_MAX_DOF = 2048
 
 
-def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> MassMatrix:
+def mass_matrix(
+    lagrangian: LagrangianLike, q: PositionLike, qdot: VelocityLike
+) -> MassMatrix:
     """The mass matrix `H = ∂²L/∂q̇²` at one state.
 
     For an `AbstractGraphLagrangian` this is the dense form of `graph_mass_matrix`
@@ -418,11 +440,11 @@ def mass_matrix(lagrangian: LagrangianLike, q: Position, qdot: Velocity) -> Mass
                 "coordinates; lagrax.graph_mass_matrix gives its nonzero blocks."
             )
         return graph_mass_matrix(lagrangian, q, qdot).todense()
-    return _euler_lagrange_parts(lagrangian, q, qdot)[1]
+    return _dense_parts(lagrangian, q, qdot)[1]
 
 
 def graph_mass_matrix(
-    lagrangian: AbstractGraphLagrangian, q: Position, qdot: Velocity
+    lagrangian: AbstractGraphLagrangian, q: PositionLike, qdot: VelocityLike
 ) -> BlockSparseMatrix:
     """The mass matrix `H = ∂²L/∂q̇²` of a graph Lagrangian, block sparse.
 
@@ -447,13 +469,11 @@ def graph_mass_matrix(
             f"use lagrax.mass_matrix), got {type(lagrangian).__name__}."
         )
     q, qdot = as_state(q, qdot)
-    h = _euler_lagrange_parts(lagrangian, q, qdot)[1]
-    assert isinstance(h, BlockSparseMatrix)
-    return h
+    return _graph_parts(lagrangian, q, qdot)[1]
 
 
 def mass_matrix_info(
-    lagrangian: LagrangianLike, q: Position, qdot: Velocity
+    lagrangian: LagrangianLike, q: PositionLike, qdot: VelocityLike
 ) -> MassMatrixInfo:
     """Conditioning of the mass matrix `H = ∂²L/∂q̇²` at one state.
 
@@ -487,8 +507,8 @@ def mass_matrix_info(
 
 def momentum(
     lagrangian: LagrangianLike,
-    q: Position,
-    qdot: Velocity,
+    q: PositionLike,
+    qdot: VelocityLike,
     *,
     constraint: ConstraintFn | None = None,
     tolerance: float | None = None,
@@ -514,8 +534,8 @@ def momentum(
 
 def energy(
     lagrangian: LagrangianLike,
-    q: Position,
-    qdot: Velocity,
+    q: PositionLike,
+    qdot: VelocityLike,
     *,
     constraint: ConstraintFn | None = None,
     tolerance: float | None = None,
@@ -550,7 +570,7 @@ def _on_constraint(constraint, q, qdot, x, tolerance):
 
 
 def generalized_force(
-    lagrangian: LagrangianLike, q: Position, qdot: Velocity, qddot: Acceleration
+    lagrangian: LagrangianLike, q: PositionLike, qdot: VelocityLike, qddot: Acceleration
 ) -> Float[Array, " dof"]:
     """Inverse dynamics: the force `Q = d/dt ∂L/∂q̇ − ∂L/∂q` along `(q, q̇, q̈)`.
 
@@ -573,7 +593,7 @@ def generalized_force(
     check_like(qddot, "qddot", q, "q")
     if _structured(lagrangian):
         # d/dt ∂L/∂q̇ = M q̈ + (∂M/∂q · q̇) q̇: the structured parts, no autodiff of L.
-        dl_dq, m, mixed = _euler_lagrange_parts(lagrangian, q, qdot)
+        dl_dq, m, mixed = _dense_parts(lagrangian, q, qdot)
         return m @ qddot + mixed - dl_dq
     grad_fn = jax.grad(lagrangian, argnums=(0, 1))
     (dl_dq, _), (_, dp_dt) = jax.jvp(grad_fn, (q, qdot), (qdot, qddot))

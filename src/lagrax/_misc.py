@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -210,9 +211,9 @@ def cast(tree: PyTree, dtype: DTypeLike) -> PyTree:
 
     The cast pytree, of the same structure.
     """
-    dtype = check_dtype(jnp.dtype(dtype))
+    floating = check_dtype(jnp.dtype(dtype))
     return jtu.tree_map(
-        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree
+        lambda x: x.astype(floating) if eqx.is_inexact_array(x) else x, tree
     )
 
 

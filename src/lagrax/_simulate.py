@@ -11,12 +11,20 @@ import math
 import diffrax
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from ._constraint import check_constraint, check_on_constraint, ConstraintFn
-from ._custom_types import ForceFn, LagrangianLike, Position, Velocity
+from ._custom_types import (
+    ForceFn,
+    LagrangianLike,
+    Position,
+    PositionLike,
+    Velocity,
+    VelocityLike,
+)
 from ._misc import as_state, check_int, is_real_number
 from ._results import from_diffrax, RESULTS
 from ._term import AbstractSecondOrderTerm, LagrangianTerm
@@ -232,6 +240,7 @@ def solve(
         throw=False,
     )
     result = from_diffrax(sol.result)
+    assert sol.ys is not None  # `SaveAt(ts=ts)` saves the states
     q, qdot = sol.ys
     # A solve that checks nothing (a fixed step of an explicit Diffrax solver)
     # reports success over motion that blew up: said here, not left as NaNs.
@@ -277,8 +286,8 @@ class Trajectory(eqx.Module):
 
 def simulate(
     lagrangian: LagrangianLike,
-    q0: Position,
-    qdot0: Velocity,
+    q0: PositionLike,
+    qdot0: VelocityLike,
     ts: Float[Array | np.ndarray, " times"],
     *,
     solver: diffrax.AbstractSolver | None = None,

@@ -68,7 +68,7 @@ def lagrangian_term(terms) -> LagrangianTerm:
     return term
 
 
-def time_direction(terms, t0, t1):
+def time_direction(terms, t0, t1) -> tuple[Any, Array]:
     """`(h, direction)`: the signed physical step of `[t0, t1]` and the sign that
     maps solver times to physical times (`diffeqsolve` integrates in `τ = −t` when
     time runs backwards)."""
@@ -99,10 +99,11 @@ def linearized_forces(
     grad, hessian = jet_of(term.lagrangian, q, qdot, jnp.eye(2 * n, dtype=q.dtype))
     force, momentum = grad[:n], grad[n:]
     force_q, force_qdot = hessian[:n, :n], hessian[:n, n:]
-    if term.force is not None:
+    force_fn = term.force
+    if force_fn is not None:
 
         def applied(q, qdot):
-            value = term.force(t, q, qdot)
+            value = force_fn(t, q, qdot)
             return value, value
 
         (extra_q, extra_qdot), extra = jax.jacfwd(
@@ -154,14 +155,16 @@ def check_step(y0, y1, h, accelerations=None) -> diffrax.RESULTS:
             h**2 * jnp.max(jnp.abs(a1 - a0)) > 4 * jnp.max(jnp.abs(dq))
         )
     finite = jnp.all(jnp.isfinite(q1)) & jnp.all(jnp.isfinite(v1))
+    # The pyright ignores in this file: Equinox types a member that `diffrax.RESULTS`
+    # inherits (from Optimistix or Lineax) as its base class's; it is Diffrax's.
     return diffrax.RESULTS.where(
         finite,
         diffrax.RESULTS.where(
             unresolved,
-            diffrax.RESULTS.nonlinear_divergence,
+            diffrax.RESULTS.nonlinear_divergence,  # pyright: ignore[reportArgumentType]
             diffrax.RESULTS.successful,
         ),
-        diffrax.RESULTS.nonfinite,
+        diffrax.RESULTS.nonfinite,  # pyright: ignore[reportArgumentType]
     )
 
 
@@ -386,8 +389,8 @@ def _newton(
         diffrax.RESULTS.successful,
         diffrax.RESULTS.where(
             status == _SINGULAR,
-            diffrax.RESULTS.singular,
-            diffrax.RESULTS.nonlinear_max_steps_reached,
+            diffrax.RESULTS.singular,  # pyright: ignore[reportArgumentType]
+            diffrax.RESULTS.nonlinear_max_steps_reached,  # pyright: ignore[reportArgumentType]
         ),
     )
     return x, result, jac0, jac0_inv
@@ -419,9 +422,11 @@ def check_stiffness(
     with a diagonal kinetic energy) and an estimate otherwise; the cost is linear.
     """
     if isinstance(scaled_jacobian, BlockSparseMatrix):
+        assert isinstance(mass[0], BlockSparseMatrix)  # a graph Lagrangian's
         deviation = _graph_deviation(scaled_jacobian, mass[0], stages)
     else:
         mass_inverse = mass[1]
+        assert not isinstance(mass_inverse, BlockSparseMatrix)  # dense, as the step
         if stages > 1:
             eye = jnp.eye(stages, dtype=mass_inverse.dtype)
             mass_inverse = jnp.kron(eye, mass_inverse)
@@ -431,7 +436,7 @@ def check_stiffness(
         )
     return diffrax.RESULTS.where(
         deviation > _MAX_STIFFNESS,
-        diffrax.RESULTS.nonlinear_divergence,
+        diffrax.RESULTS.nonlinear_divergence,  # pyright: ignore[reportArgumentType]
         diffrax.RESULTS.successful,
     )
 

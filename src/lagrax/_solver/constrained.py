@@ -116,6 +116,7 @@ class ConstrainedEquations(eqx.Module):
     def residual(self, x):
         positions, displacements = self.split(x)
         constraint = self.term.constraint
+        assert constraint is not None  # a constrained solver has a constrained term
         nodes = jnp.concatenate([self.q0[None], positions[:-1]])
         jacobians = jax.vmap(jax.jacfwd(constraint))(nodes)
         pushes = jnp.einsum("kmn,km->kn", jacobians, displacements) / self.h
@@ -181,6 +182,7 @@ def constrained_step(
     v1, impulse, velocity_result = _velocity(
         solver, term, q1, end_force, 2 * u - v0, h * w[-1] * lambda0
     )
+    assert term.constraint is not None  # a constrained solver has a constrained term
     p1 = end_force - jax.jacfwd(term.constraint)(q1).T @ impulse
     a1 = 2 * (v1 - u) / h
     lambda1 = impulse / (h * w[-1])
@@ -201,6 +203,7 @@ def _velocity(
     is its Jacobian (with `H` at the guess), so a singular mass matrix or a
     redundant constraint is reported as singular; linear when `L` is quadratic in
     `q̇`."""
+    assert term.constraint is not None  # a constrained solver has a constrained term
     n = q1.shape[0]
     jacobian = jax.jacfwd(term.constraint)(q1)
     m = jacobian.shape[0]

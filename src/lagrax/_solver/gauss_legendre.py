@@ -177,7 +177,7 @@ class GaussLegendre(AbstractVariationalSolver):
         c, a, b = (jnp.asarray(x, q0.dtype) for x in tableau)
         control, direction = time_direction(terms, t0, t1)
         h = jnp.asarray(control, q0.dtype)
-        stage_t = (t0 + c * (t1 - t0)) * direction
+        stage_t = (c * (t1 - t0) + t0) * direction
         equations = StageEquations(term, stage_t, q0, p0, h, a)
         shape = (self.stages, q0.shape[0])
 

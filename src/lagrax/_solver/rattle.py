@@ -72,6 +72,8 @@ class Rattle(AbstractNewtonSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         q0, v0 = split_state(y0, "Rattle")
         term = _constrained_term(terms)
+        constraint = term.constraint
+        assert constraint is not None  # a constrained solver has a constrained term
         a0, b0, singular0 = jax.lax.cond(
             made_jump, lambda: self.init(terms, t0, t1, y0, args), lambda: solver_state
         )
@@ -85,7 +87,7 @@ class Rattle(AbstractNewtonSolver):
         # Solved for the displacement ν = ½h²λ, in the units of q: its tolerance
         # then means what it says, where λ's own would sit below its round-off.
         displacement, lambda_result, _, _ = newton_root(
-            lambda x: term.constraint(free - b0 @ x),
+            lambda x: constraint(free - b0 @ x),
             jnp.zeros(b0.shape[1], q0.dtype),
             **self.newton_options(q0.dtype),
         )
@@ -93,7 +95,7 @@ class Rattle(AbstractNewtonSolver):
         v_half = v0 + 0.5 * h * push0
         q1 = q0 + h * v_half
         a1, b1, singular1 = _parts(term, t1 * direction, q1, v_half)
-        jacobian = jax.jacfwd(term.constraint)(q1)
+        jacobian = jax.jacfwd(constraint)(q1)
         ahead = v_half + 0.5 * h * a1
         correction, _, singular_mu = solve(0.5 * h * (jacobian @ b1), jacobian @ ahead)
         v1 = ahead - 0.5 * h * (b1 @ correction)
@@ -101,7 +103,9 @@ class Rattle(AbstractNewtonSolver):
         singular = singular0 | singular1 | singular_mu
         result = first_failure(
             diffrax.RESULTS.where(
-                singular, diffrax.RESULTS.singular, diffrax.RESULTS.successful
+                singular,
+                diffrax.RESULTS.singular,  # pyright: ignore[reportArgumentType]
+                diffrax.RESULTS.successful,
             ),
             lambda_result,
             check_step(y0, (q1, v1), h, (push0, push1)),
@@ -140,6 +144,7 @@ def _parts(
 ) -> tuple[Float[Array, " dof"], Float[Array, "dof m"], Bool[Array, ""]]:
     """`(a, B, singular)` at one state: the unconstrained acceleration
     `H⁻¹(∂L/∂q − (∂²L/∂q̇∂q) q̇ + Q)`, `B = H⁻¹Gᵀ` and whether `H` is singular."""
+    assert term.constraint is not None  # a constrained solver has a constrained term
     dl_dq, mass, mixed = euler_lagrange_parts(term.lagrangian, q, qdot)
     rhs = dl_dq - mixed
     if term.force is not None:

@@ -121,7 +121,7 @@ class VariationalMidpoint(AbstractVariationalSolver):
         # well-posed step instead, and returns its input.
         idle = h == 0
         h = jnp.where(idle, jnp.sqrt(jnp.finfo(q0.dtype).eps), h)
-        t_mid = (t0 + 0.5 * (t1 - t0)) * direction
+        t_mid = direction * (t0 + 0.5 * (t1 - t0))
         equations = MidpointEquations(term, t_mid, q0, p0, h)
         # Taylor with the carried acceleration estimate: an O(h³) guess.
         q1, q_result, jacobian, _ = newton_root(

@@ -103,7 +103,9 @@ class VelocityVerlet(AbstractSymmetricSolver):
         )
         result = first_failure(
             diffrax.RESULTS.where(
-                singular, diffrax.RESULTS.singular, diffrax.RESULTS.successful
+                singular,
+                diffrax.RESULTS.singular,  # pyright: ignore[reportArgumentType]
+                diffrax.RESULTS.successful,
             ),
             check_step(y0, y1, jnp.asarray(control, q0.dtype), (a0, a1)),
         )

@@ -4,6 +4,8 @@ description of the loss, and fingerprints of the optimizer and the data."""
 import hashlib
 import json
 import math
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import equinox as eqx
 import jax
@@ -11,13 +13,13 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
+from jaxtyping import PyTree
 
 from .._callables import (
     describe as describe,
     qualified_name as _name,
     UNVERIFIABLE,
 )
-from .data import AbstractDataset
 
 
 def _pattern(shape: tuple[int, ...], phase: int) -> np.ndarray:
@@ -49,15 +51,21 @@ def _summary(x, digits: int) -> list:
 # on a 2-core machine. They run nine times on small arrays, so XLA is told to
 # compile them quickly rather than well. (The optimizer is static: Optax
 # transformations are closures, hashed by identity; another one compiles anew.)
-_QUICK = dict(
-    compiler_options={
-        "xla_backend_optimization_level": 0,
-        "xla_cpu_use_fusion_emitters": False,
-    }
-)
+_QUICK = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+}
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-@eqx.filter_jit(**_QUICK)
+def _quick_jit(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """`eqx.filter_jit` compiling with `_QUICK`."""
+    # Equinox's overloads of `filter_jit` leave out the `**jitkwargs` it passes on.
+    return eqx.filter_jit(fn, compiler_options=_QUICK)  # pyright: ignore[reportCallIssue]
+
+
+@_quick_jit
 def _init(optimizer: optax.GradientTransformation, params):
     with jax.numpy_dtype_promotion("standard"):
         return optimizer.init(params)
@@ -85,10 +93,10 @@ def _optimizer_update(
         return optimizer.update(grads, opt_state, params, **extra)
 
 
-_update = eqx.filter_jit(_optimizer_update, **_QUICK)
+_update = _quick_jit(_optimizer_update)
 
 
-@eqx.filter_jit(**_QUICK)
+@_quick_jit
 def _apply(params, updates):
     with jax.numpy_dtype_promotion("standard"):
         return optax.apply_updates(params, updates)
@@ -149,7 +157,7 @@ _SWEEP_POINTS = 256
 _SWEEP_RTOL = 1e-5
 
 
-@eqx.filter_jit(**_QUICK)
+@_quick_jit
 def _sweep(optimizer: optax.GradientTransformation, grads, opt_state, params, counts):
     """The size of the update of `grads` at each step count of `counts`."""
 
@@ -235,8 +243,9 @@ def check_close(where: str, name: str, saved, value, what: str) -> None:
     )
 
 
-def data_fingerprint(data: AbstractDataset) -> str:
-    """A SHA-256 of a dataset's structure and the bytes of its arrays."""
+def data_fingerprint(data: PyTree) -> str:
+    """A SHA-256 of a pytree's (a dataset's) structure and the bytes of its
+    arrays."""
     digest = hashlib.sha256(_name(type(data)).encode())
     for path, leaf in jtu.tree_flatten_with_path(data)[0]:
         digest.update(jtu.keystr(path).encode())

@@ -6,6 +6,7 @@ import pathlib
 import tempfile
 import warnings
 from collections.abc import Callable
+from typing import TypeGuard
 
 import equinox as eqx
 import jax
@@ -218,7 +219,7 @@ def _data_parallel_mesh(devices, batch_size: int) -> Mesh | None:
     return Mesh(np.asarray(devices), (_BATCH_AXIS,))
 
 
-def _spans_processes(mesh: Mesh | None) -> bool:
+def _spans_processes(mesh: Mesh | None) -> TypeGuard[Mesh]:
     return mesh is not None and mesh.is_multi_process
 
 
@@ -347,7 +348,8 @@ def fit(
     resume: bool = False,
     max_consecutive_skips: int | None = 100,
     progress: bool = True,
-    devices: list[jax.Device] | None = None,
+    # jaxlib has no stub for `Device`, so pyright takes `jax.Device` for a variable.
+    devices: list[jax.Device] | None = None,  # pyright: ignore[reportInvalidTypeForm]
 ) -> tuple[PyTree, History]:
     """Train a model by minibatch gradient descent with Optax.
 
@@ -484,6 +486,8 @@ def fit(
     start = 0
     info = None  # a resumed checkpoint's
     run = {}
+    schedule: list[float] = []
+    where = ""  # the checkpoint, as messages name it
     if checkpoint is not None:
         # Everything that defines the run, for a resumed run to be this one.
         run = dict(
@@ -501,14 +505,14 @@ def fit(
         (model, opt_state), info = read_checkpoint(checkpoint, (model, opt_state))
         where = repr(os.fspath(checkpoint))
         check_run(where, info, run, recorded=("schedule", "loss_probe"))
-        shared = info["steps"]  # fewer than `steps` when extending a finished run
+        recorded = info["steps"]  # fewer than `steps` when extending a finished run
         check_close(
             where,
             "schedule",
             info["schedule"],
             schedule
-            if shared == steps
-            else schedule_fingerprint(optimizer, params, shared),
+            if recorded == steps
+            else schedule_fingerprint(optimizer, params, recorded),
             "its learning rate differs at some step",
         )
         start = info["step"]
@@ -532,7 +536,7 @@ def fit(
         )
 
     across = _spans_processes(mesh)
-    if across:
+    if _spans_processes(mesh):
         _check_same_run(
             mesh,
             (

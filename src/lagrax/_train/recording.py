@@ -112,16 +112,17 @@ class Recording(eqx.Module):
         ts = np.asarray(self.ts)
         grid = ts[0] + dt * np.arange(int(np.floor((ts[-1] - ts[0]) / dt)) + 1)
 
-        def interpolate(x):
-            if x is None:
-                return None
+        def interpolate(x) -> np.ndarray:
             x = np.asarray(x)
             return np.stack(
                 [np.interp(grid, ts, x[:, i]) for i in range(x.shape[1])], 1
             )
 
         return Recording(
-            grid, interpolate(self.q), interpolate(self.qdot), interpolate(self.u)
+            grid,
+            interpolate(self.q),
+            interpolate(self.qdot),
+            None if self.u is None else interpolate(self.u),
         )
 
     def windows(self, length: int, *, stride: int | None = None) -> TrajectoryData:

@@ -75,6 +75,7 @@ def inverse_dynamics_loss(
             "data. Use acceleration_loss or discrete_euler_lagrange_loss instead."
         )
     forces = sample_forces(force, data)
+    assert forces is not None  # `data.u` is set: without a force it raised
     needed = jax.vmap(lambda q, v, a: generalized_force(model, q, v, a))(
         data.q, data.qdot, data.qddot
     )

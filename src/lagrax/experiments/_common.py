@@ -85,7 +85,7 @@ class Report:
         """
         if settings is None:
             settings = dataclasses.asdict(self.settings)
-        record = dict(
+        record: dict[str, Any] = dict(
             experiment=self.experiment,
             lagrax_version=lagrax.__version__,
             settings=settings,
@@ -127,7 +127,7 @@ def output_files(checkpoints: list[str], figures: tuple[str, ...]) -> tuple[str,
     return (*(f"{name}.ckpt" for name in checkpoints), RESULTS_FILE, *figures)
 
 
-def _finite_or_none(tree):
+def _finite_or_none(tree: Any) -> Any:
     """`tree` with every NaN or infinite float replaced by None (JSON has neither)."""
     if isinstance(tree, dict):
         return {k: _finite_or_none(v) for k, v in tree.items()}
@@ -256,7 +256,7 @@ def train_each(
             data,
             test_data,
             name=name,
-            steps=(steps or {}).get(name, settings.steps),
+            steps=steps[name] if steps and name in steps else settings.steps,
             batch_size=settings.batch_size,
             lr=settings.lr,
             clip=clip,

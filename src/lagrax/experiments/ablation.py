@@ -45,7 +45,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -84,7 +84,7 @@ ACTIVATIONS = {
     "gelu": jax.nn.gelu,
     "relu": jax.nn.relu,
 }
-INITS = ("lnn", "default")
+INITS: tuple[Literal["lnn", "default"], ...] = ("lnn", "default")
 DEPTH = 3
 TEST_SIZE = 2_000
 SAMPLING_STEP = 0.1
@@ -275,10 +275,17 @@ def data(settings: Settings) -> Data:
 
 
 def model(
-    activation: str, init: str, seed: int, *, width: int, depth: int = DEPTH
+    activation: str,
+    init: str,
+    seed: int,
+    *,
+    width: int,
+    depth: int = DEPTH,
 ) -> lagrax.MLPLagrangian:
     """An untrained double-pendulum LNN (float32); a `ValueError` for an
     activation it refuses."""
+    if init not in INITS:
+        raise ValueError(f"`init` must be one of {INITS}, got {init!r}.")
     return lagrax.MLPLagrangian(
         2,
         width=width,
@@ -406,18 +413,17 @@ def init_study(settings: Settings) -> list[dict[str, Any]]:
         for depth in STUDY_DEPTHS:
             for init in INITS:
                 # Built outside jit: both initializations share a compilation.
-                untrained = eqx.filter_vmap(
-                    lambda key, width=width, depth=depth, init=init: (
-                        lagrax.MLPLagrangian(
-                            2,
-                            width=width,
-                            depth=depth,
-                            init=init,
-                            dtype=jnp.float32,
-                            key=key,
-                        )
-                    )
-                )(keys)
+                build = functools.partial(
+                    lagrax.MLPLagrangian,
+                    2,
+                    width=width,
+                    depth=depth,
+                    init=init,
+                    dtype=jnp.float32,
+                )
+                untrained = eqx.filter_vmap(lambda key, build=build: build(key=key))(
+                    keys
+                )
                 std, grad_rms, singular = (
                     np.asarray(v) for v in _scales_of_draws(untrained, q, qdot)
                 )

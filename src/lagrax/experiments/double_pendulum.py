@@ -272,9 +272,11 @@ def data(settings: Settings) -> Data:
     train_states = near_rest(ROLLOUT_TRAJECTORIES, train_key)
     test_states = near_rest(ROLLOUT_TEST_TRAJECTORIES, test_key)
     samples = int(round(ROLLOUT_HORIZON / SAMPLING_STEP)) + 1
+    q0s, qdot0s = (jnp.concatenate(pair) for pair in zip(train_states, test_states))
     trajectories = lagrax.trajectory_data(
         system,
-        *(jnp.concatenate(pair) for pair in zip(train_states, test_states)),
+        q0s,
+        qdot0s,
         SAMPLING_STEP * jnp.arange(float(samples)),
     )
     trajectories = lagrax.cast(trajectories, jnp.float32)
@@ -298,7 +300,9 @@ def data(settings: Settings) -> Data:
 def models(settings: Settings) -> dict[str, Any]:
     """The untrained LNN and baseline (float32), initialized from `settings.seed`."""
     keys = _keys(settings)
-    options = dict(width=settings.width, depth=3, angles=(0, 1), dtype=jnp.float32)
+    options: dict[str, Any] = dict(
+        width=settings.width, depth=3, angles=(0, 1), dtype=jnp.float32
+    )
     return {
         "lnn": lagrax.MLPLagrangian(2, **options, key=keys[2]),
         "baseline": lagrax.NeuralODEBaseline(2, **options, key=keys[3]),
@@ -635,7 +639,7 @@ def _draw_theta(ts, truth, predictions, fig) -> None:
             )
         ax.set(xlabel="t", ylabel="θ₁", title=f"t ∈ [0, {ts[keep][-1]:g}]")
     fig.suptitle("Double pendulum, first initial condition (Tsit5)")
-    ax.legend()
+    fig.axes[-1].legend()
 
 
 def _draw_energy(data: Data, curves, fig) -> None:

@@ -258,10 +258,13 @@ class Data:
 def _split(run: lagrax.Recording) -> tuple[lagrax.Recording, lagrax.Recording]:
     """The run before `VALIDATION_START` and after."""
     cut = int(np.searchsorted(np.asarray(run.ts), VALIDATION_START))
-    return tuple(
-        lagrax.Recording(run.ts[part], run.q[part], run.qdot[part], run.u[part])
-        for part in (slice(None, cut), slice(cut, None))
-    )
+    u = run.u
+    assert u is not None  # the recordings carry their torques
+
+    def part(s: slice) -> lagrax.Recording:
+        return lagrax.Recording(run.ts[s], run.q[s], run.qdot[s], u[s])
+
+    return part(slice(None, cut)), part(slice(cut, None))
 
 
 def data(settings: Settings) -> Data:
@@ -304,7 +307,7 @@ def models(settings: Settings) -> dict[str, tuple[Any, Any]]:
     model's `Actuation` of the torques); `frozen` the identified Lagrangian that
     the grey box adds to its residual, or `None`."""
     keys = jr.split(jr.key(settings.seed), 6)
-    net = dict(width=settings.width, depth=2)
+    net: dict[str, Any] = dict(width=settings.width, depth=2)
     identified, friction = identified_model("2.0")
     residual = lagrax.MLPLagrangian(
         2, **net, init="default", angles=(0, 1), key=keys[2]
@@ -387,7 +390,7 @@ def train(
     `out` if given. Returns `(trained, histories, results)`: per model its
     `(dynamics, force)`, its rollout-training `History` and training metrics."""
     trained, histories, results = {}, {}, {}
-    common = dict(seed=settings.seed, out=out, progress=progress)
+    common: dict[str, Any] = dict(seed=settings.seed, out=out, progress=progress)
     for name, (trainable, frozen) in models(settings).items():
         metrics = {}
         pretrain = {"structured": torque_loss, "black_box": acceleration_loss}
@@ -510,7 +513,8 @@ def figures(data: Data, trained, histories) -> tuple:
     plots = []
     for file_name, recording in data.tests.items():
         predictions = {
-            name: segments(*model, recording) for name, model in shown.items()
+            name: segments(dynamics, force, recording)
+            for name, (dynamics, force) in shown.items()
         }
         draw = functools.partial(_draw_angles, file_name, recording, predictions)
         plots.append((angles_figure(file_name), draw))

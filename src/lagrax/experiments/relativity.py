@@ -182,7 +182,7 @@ def data(settings: Settings) -> Data:
     keys = _keys(settings)
     # q must cover the rollout (q(10) ≈ 6): L depends on q, and a network only
     # knows it where it was trained.
-    box = dict(
+    box: dict[str, Any] = dict(
         q_box=(-10 * jnp.ones(1), 10 * jnp.ones(1)),
         qdot_box=(-0.95 * jnp.ones(1), 0.95 * jnp.ones(1)),
     )
@@ -215,7 +215,7 @@ def models(settings: Settings, system: lagrax.systems.RelativisticParticle):
     """The untrained LNN and Hamiltonian networks (float32), initialized from
     `settings.seed`; the canonical one is given `system`'s momentum."""
     keys = _keys(settings)
-    options = dict(width=settings.width, depth=2, dtype=jnp.float32)
+    options: dict[str, Any] = dict(width=settings.width, depth=2, dtype=jnp.float32)
     canonical = _momentum(system)
     lnn = lagrax.MLPLagrangian(1, **options, key=keys[2])
     if settings.q_scale != 1:

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import math
 import os
+from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -192,7 +193,7 @@ def models(settings: Settings) -> dict:
     """The untrained LGN and baseline on the training chain."""
     keys = _keys(settings)
     nodes = np.arange(settings.num_masses - 1)
-    options = dict(
+    options: dict[str, Any] = dict(
         num_nodes=settings.num_masses,
         node_dim=2,
         width=settings.width,
@@ -251,7 +252,9 @@ def evaluate(settings: Settings, trained: dict):
         for name, model in trained.items():
             model = model.with_graph(nodes, nodes + 1, num_nodes=num_masses)
             if name == "lgn":
-                solver = dict(solver=lagrax.GaussLegendre(), dt0=GAUSS_LEGENDRE_DT)
+                solver: dict[str, Any] = dict(
+                    solver=lagrax.GaussLegendre(), dt0=GAUSS_LEGENDRE_DT
+                )
             else:
                 solver = dict(rtol=1e-8, atol=1e-8)
             predicted = lagrax.rollout(

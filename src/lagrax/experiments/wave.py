@@ -35,6 +35,7 @@ last tenth).
 import dataclasses
 import functools
 import os
+from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -250,7 +251,7 @@ def models(settings: Settings) -> dict:
     keys = _keys(settings)
     graph = dict(num_nodes=settings.num_nodes, node_dim=1, translation_invariant=True)
     senders, receivers = ring(settings.num_nodes)
-    options = dict(width=settings.width, depth=2, **graph)
+    options: dict[str, Any] = dict(width=settings.width, depth=2, **graph)
     return {
         "lgn": lagrax.GraphLagrangian(
             senders, receivers, **options, edge_velocities=False, key=keys[2]
@@ -344,7 +345,9 @@ def evaluate(settings: Settings, trained: dict):
         for name, model in trained.items():
             model = _on_ring(model, num_nodes)
             if name == "lgn":
-                solver = dict(solver=lagrax.GaussLegendre(), dt0=GAUSS_LEGENDRE_DT)
+                solver: dict[str, Any] = dict(
+                    solver=lagrax.GaussLegendre(), dt0=GAUSS_LEGENDRE_DT
+                )
             else:
                 solver = dict(rtol=1e-8, atol=1e-8)
             predicted = lagrax.rollout(

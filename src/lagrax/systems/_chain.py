@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._custom_types import Position, Scalar, Velocity
+from .._custom_types import PositionLike, Scalar, VelocityLike
 from .._mechanical import AbstractMechanicalLagrangian
 from .._misc import as_state, check_real_values, real
 
@@ -133,7 +133,7 @@ class ChainPendulum(AbstractMechanicalLagrangian):
         scale (for `N = 2`, `DoublePendulum`'s)."""
         return float(self.g * jnp.sum(self.masses * jnp.cumsum(self.lengths)))
 
-    def _configuration(self, q: Position) -> Array:
+    def _configuration(self, q: PositionLike) -> Array:
         what = f"{self.num_bodies} bodies in {self.coordinates} coordinates"
         return _state(q, q, self.dof, ("q", "q"), what)[0]
 
@@ -141,7 +141,7 @@ class ChainPendulum(AbstractMechanicalLagrangian):
         # Trained in one dtype and run in another: the state's dtype wins.
         return self.masses.astype(x.dtype), self.lengths.astype(x.dtype)
 
-    def mass(self, q: Position) -> Float[Array, "dof dof"]:
+    def mass(self, q: PositionLike) -> Float[Array, "dof dof"]:
         """The mass matrix: `diag(m₀, m₀, m₁, m₁, …)` in Cartesian coordinates,
         `M_jk = l_j l_k cos(θ_j − θ_k) Σ_{i ≥ max(j, k)} mᵢ` in angles."""
         q = self._configuration(q)
@@ -157,13 +157,13 @@ class ChainPendulum(AbstractMechanicalLagrangian):
             * carried[outer]
         )
 
-    def potential(self, q: Position) -> Scalar:
+    def potential(self, q: PositionLike) -> Scalar:
         """`V = g Σᵢ mᵢ yᵢ`."""
         q = self._configuration(q)
         masses, _ = self._parameters(q)
         return self.g * jnp.sum(masses * self.positions(q)[:, 1])
 
-    def positions(self, q: Position) -> Float[Array, "bodies 2"]:
+    def positions(self, q: PositionLike) -> Float[Array, "bodies 2"]:
         """The bodies' positions `xᵢ`, one row `(xᵢ, yᵢ)` per body, from a
         configuration `q` of this system's form."""
         q = self._configuration(q)
@@ -172,7 +172,7 @@ class ChainPendulum(AbstractMechanicalLagrangian):
         _, lengths = self._parameters(q)
         return jnp.cumsum(lengths[:, None] * _direction(q), axis=0)
 
-    def constraint(self, q: Position) -> Float[Array, " bodies"]:
+    def constraint(self, q: PositionLike) -> Float[Array, " bodies"]:
         """The length constraints of the Cartesian form,
         `gᵢ(q) = (|xᵢ − xᵢ₋₁|² − lᵢ²) / 2` (with `x₋₁ = 0`, the pivot), zero
         exactly on the chain: the `constraint=` of `lagrax.acceleration`,
@@ -233,7 +233,7 @@ class ChainPendulum(AbstractMechanicalLagrangian):
         return q.reshape(-1), qdot.reshape(-1)
 
     def to_angles(
-        self, q: Position, qdot: Velocity
+        self, q: PositionLike, qdot: VelocityLike
     ) -> tuple[Float[Array, " bodies"], Float[Array, " bodies"]]:
         """The absolute angles of the links, in `(−π, π]` from the downward
         vertical, and their angular velocities, from a Cartesian state of the
@@ -263,7 +263,7 @@ class ChainPendulum(AbstractMechanicalLagrangian):
 
 
 def _state(
-    x: Position, xdot: Velocity, size: int, names: tuple[str, str], what: str
+    x: PositionLike, xdot: VelocityLike, size: int, names: tuple[str, str], what: str
 ) -> tuple[Array, Array]:
     """`(x, xdot)` as JAX arrays, with an error naming them unless each is of shape
     `(size,)`, which `what` explains."""
