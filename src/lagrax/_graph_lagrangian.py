@@ -166,12 +166,11 @@ class GraphLagrangian(AbstractGraphLagrangian):
         node_in, edge_in = (1, 3) if translation_invariant else (2, 4)
         if not edge_velocities:
             edge_in = 1 if translation_invariant else 2
-        options = dict(init=init, dtype=dtype)
         self.node_layers = scalar_mlp(
-            node_in * node_dim, width, depth, key=node_key, **options
+            node_in * node_dim, width, depth, init=init, dtype=dtype, key=node_key
         )
         self.edge_layers = scalar_mlp(
-            edge_in * node_dim, width, depth, key=edge_key, **options
+            edge_in * node_dim, width, depth, init=init, dtype=dtype, key=edge_key
         )
         self.activation = activation
         self.node_dim = node_dim
@@ -207,9 +206,12 @@ class GraphLagrangian(AbstractGraphLagrangian):
     ) -> Scalar:
         """The sum over rows of a scalar MLP, as batched matrix products."""
         h = features
+        # `scalar_mlp`'s layers have biases.
         for layer in layers[:-1]:
+            assert layer.bias is not None
             h = self.activation(h @ layer.weight.T + layer.bias[None, :])
         output = layers[-1]
+        assert output.bias is not None
         return jnp.sum(h @ output.weight[0]) + features.shape[0] * jnp.sum(output.bias)
 
     def with_graph(
