@@ -223,6 +223,20 @@ OPTIONS = {
         positive_int,
         "training trajectories (one chunk of 5 samples each)",
     ),
+    "potential_width": (
+        positive_int,
+        "hidden units per layer of the Cartesian model's potential MLP",
+    ),
+    "mlp_decay": (
+        non_negative_float,
+        "weight of the L2 penalty on the last layer of the Cartesian model's "
+        "potential MLP (with --potential field; 0 turns it off)",
+    ),
+    "cartesian_solver": (
+        ("yoshida4", "rattle"),
+        "the Cartesian model's solver: 'yoshida4' Yoshida4 over Rattle, 'rattle' "
+        "Rattle alone (cheaper, too coarse for the benchmark)",
+    ),
 }
 
 

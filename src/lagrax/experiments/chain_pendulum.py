@@ -156,23 +156,33 @@ class Settings:
 
     bodies: str = "2,3,5"
     """Comma-separated chain lengths, among 2, 3 and 5."""
-    steps: int = 1_500
-    """Adam steps of the Cartesian model."""
-    finish_steps: int = 30
-    """Iterations of the Cartesian model's full-batch L-BFGS finish (0: none)."""
-    baseline_steps: int = 1_000
+    steps: int = 30
+    """Full-batch L-BFGS iterations of the Cartesian model, on all its training
+    chunks at once."""
+    baseline_steps: int = 300
     """Adam steps of the DeLaN and the neural ODE in angles."""
     batch_size: int = 100
-    """Chunks per minibatch (at most the training set)."""
+    """Chunks per minibatch of the baselines (at most the training set)."""
     lr: float = 3e-3
-    """Peak learning rate of the one-cycle schedules."""
+    """Peak learning rate of the baselines' one-cycle schedules."""
     seed: int = 0
     """PRNG seed of the data, the initializations and the minibatches."""
     width: int = 64
-    """Hidden units per layer of every network (2 hidden layers)."""
+    """Hidden units per layer of the baselines' networks (2 hidden layers)."""
+    potential_width: int = 16
+    """Hidden units per layer of the Cartesian model's potential MLP (2 hidden
+    layers)."""
+    mlp_decay: float = 1e-3
+    """With `potential="field"`, the weight of the L2 penalty on the last layer
+    of the potential's MLP, added to the rollout loss: it pulls the MLP toward
+    zero wherever the field explains the data (0: none)."""
     potential: str = "field"
     """The Cartesian model's potential: "field" (a uniform force field per body
     plus an MLP) or "mlp" (an MLP alone)."""
+    cartesian_solver: str = "yoshida4"
+    """The Cartesian model's solver, at `CARTESIAN_SUBSTEPS` steps per sample:
+    "yoshida4" (`Yoshida4(base=Rattle())`, 4th order) or "rattle" (`Rattle`, 2nd
+    order: cheaper to compile, too coarse for the benchmark; for smoke tests)."""
     train_trajectories: int = 800
     """Training trajectories, one chunk of 5 samples each."""
     held_out: int = 100
@@ -190,10 +200,14 @@ class Settings:
                 "batch_size",
                 "lr",
                 "width",
+                "potential_width",
                 "train_trajectories",
                 "held_out",
             ),
-            choices={"potential": ("field", "mlp")},
+            choices={
+                "potential": ("field", "mlp"),
+                "cartesian_solver": ("yoshida4", "rattle"),
+            },
         )
         chains(self)
         for count in efficiency_sizes(self):
@@ -247,9 +261,6 @@ def model_name(model: str, bodies: int, trajectories: int | None = None) -> str:
     return name if trajectories is None else f"{name}_k{trajectories}"
 
 
-FINISH = "_finish"
-
-
 def _trained_names(settings: Settings) -> list[tuple[str, int, int | None]]:
     runs = [(m, n, None) for n in chains(settings) for m in MODELS]
     runs += [("cartesian", 2, k) for k in efficiency_sizes(settings)]
@@ -258,11 +269,7 @@ def _trained_names(settings: Settings) -> list[tuple[str, int, int | None]]:
 
 def files_written(settings: Settings) -> tuple[str, ...]:
     """The names of the files that `run` and `Report.save` write into `out`."""
-    names = []
-    for model, n, k in _trained_names(settings):
-        names.append(model_name(model, n, k))
-        if model == "cartesian" and settings.finish_steps:
-            names.append(model_name(model, n, k) + FINISH)
+    names = [model_name(model, n, k) for model, n, k in _trained_names(settings)]
     return output_files(names, FIGURES)
 
 
@@ -271,14 +278,17 @@ def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
     trajectories of the largest chain (training trajectories before they are cut,
     in angles and Cartesian coordinates), a training step's activations (the
     Cartesian model's three Rattle steps per solver step, each a network of
-    `width` units, over every chunk of the L-BFGS finish), the networks with their
+    `potential_width` units, over every training chunk, or a baseline's minibatch
+    of `width` units), the networks with their
     Adam states, and the training histories. `lagrax reproduce` refuses settings
     whose estimate this machine cannot hold."""
     n = max(chains(settings))
     trajectories = settings.train_trajectories + settings.held_out
-    finish = settings.train_trajectories if settings.finish_steps else 0
-    batch = max(settings.batch_size, finish)
     solver_steps = (CHUNK - 1) * CARTESIAN_SUBSTEPS[n] * 3
+    activations = max(
+        settings.train_trajectories * settings.potential_width,
+        settings.batch_size * settings.width,
+    )
     runs = len(_trained_names(settings))
     return (
         Memory(
@@ -289,15 +299,13 @@ def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
         Memory(
             "a training step's activations",
             ("batch_size", "train_trajectories", "width", "bodies"),
-            batch * solver_steps * DEPTH * settings.width * FLOAT64,
+            activations * solver_steps * DEPTH * FLOAT64,
         ),
         parameters_memory(3 * mlp_parameters(4 * n, settings.width, DEPTH), FLOAT64),
         Memory(
             "the training histories",
-            ("steps", "baseline_steps", "finish_steps"),
-            runs
-            * (settings.steps + settings.baseline_steps + settings.finish_steps)
-            * HISTORY_BYTES,
+            ("steps", "baseline_steps"),
+            runs * (settings.steps + settings.baseline_steps) * HISTORY_BYTES,
         ),
     )
 
@@ -521,9 +529,10 @@ def chaos_floor(settings: Settings, data: Data) -> Float[Array, " times"]:
     return relative_error(_state(perturbed), _state(test))
 
 
-def _cartesian_solver(bodies: int) -> dict:
+def _cartesian_solver(bodies: int, solver: str = "yoshida4") -> dict:
+    base = lagrax.Rattle()
     return dict(
-        solver=lagrax.Yoshida4(base=lagrax.Rattle()),
+        solver=lagrax.Yoshida4(base=base) if solver == "yoshida4" else base,
         dt0=SAMPLING_STEP / CARTESIAN_SUBSTEPS[bodies],
         constraint=chain(bodies).constraint,
     )
@@ -538,16 +547,33 @@ def _angle_solver(bodies: int) -> dict:
 
 
 @functools.cache
-def rollout_loss(model: str, bodies: int) -> Callable:
+def rollout_loss(model: str, bodies: int, solver: str = "yoshida4") -> Callable:
     """The rollout loss on whole chunks of `model` ("cartesian", "angles" or
-    "node") on the chain of `bodies`, with the model's solver."""
+    "node") on the chain of `bodies`, with the model's solver (`solver`, the
+    Cartesian model's)."""
     options = (
-        _cartesian_solver(bodies) if model == "cartesian" else _angle_solver(bodies)
+        _cartesian_solver(bodies, solver)
+        if model == "cartesian"
+        else _angle_solver(bodies)
     )
     steps = (CHUNK - 1) * (
         CARTESIAN_SUBSTEPS if model == "cartesian" else ANGLE_SUBSTEPS
     )[bodies]
     return functools.partial(lagrax.rollout_loss, max_steps=steps + 1, **options)
+
+
+@functools.cache
+def cartesian_loss(bodies: int, solver: str, decay: float) -> Callable:
+    """The Cartesian model's training loss: its `rollout_loss` plus `decay` times
+    the squared norm of the last layer of its potential's MLP (the MLP's output
+    is linear in it, so the penalty is zero exactly where the MLP is)."""
+    rollout = rollout_loss("cartesian", bodies, solver)
+
+    def loss(model: CartesianLagrangian, batch: lagrax.TrajectoryData):
+        weight = model.mlp.layers[-1].weight
+        return rollout(model, batch) + decay * jnp.sum(weight**2)
+
+    return loss
 
 
 def models(settings: Settings, data: Data) -> dict:
@@ -556,11 +582,16 @@ def models(settings: Settings, data: Data) -> dict:
     n = data.bodies
     angles = tuple(range(n))
     net = dict(width=settings.width, depth=DEPTH)
+    potential = dict(width=settings.potential_width, depth=DEPTH)
     # The energy scale per unit mass: the mean squared speed of the chunks.
     scale = float(jnp.mean(jnp.sum(data.train_cartesian.qdot**2, axis=-1)))
     return {
         "cartesian": CartesianLagrangian(
-            n, **net, field=settings.potential == "field", scale=scale, key=keys[7]
+            n,
+            **potential,
+            field=settings.potential == "field",
+            scale=scale,
+            key=keys[7],
         ),
         "angles": lagrax.MechanicalLagrangian(n, **net, angles=angles, key=keys[7]),
         "node": lagrax.NeuralODEBaseline(n, **net, angles=angles, key=keys[7]),
@@ -579,54 +610,52 @@ def train_one(
     out,
     progress: bool,
 ):
-    """Train one model on chunks `train` (`kind` "cartesian": Adam, then the
-    L-BFGS finish; else Adam), checkpointed as `NAME.ckpt` in `out` if given.
+    """Train one model on chunks `train`, checkpointed as `NAME.ckpt` in `out` if
+    given: the Cartesian model with `steps` iterations of full-batch L-BFGS on
+    `cartesian_loss`, a baseline with `baseline_steps` Adam steps on minibatches.
     Returns `(model, history, metrics)`."""
-    loss = rollout_loss(kind, bodies)
-    steps = settings.steps if kind == "cartesian" else settings.baseline_steps
-    common = dict(seed=settings.seed, out=out, progress=progress)
-    model, history, metrics = fit_checkpointed(
+    if kind == "cartesian":
+        decay = settings.mlp_decay if settings.potential == "field" else 0.0
+        loss = cartesian_loss(bodies, settings.cartesian_solver, decay)
+        optimizer, steps, batch_size = _LBFGS, settings.steps, len(train)
+    else:
+        loss = rollout_loss(kind, bodies)
+        steps = settings.baseline_steps
+        optimizer = one_cycle_adam(steps, settings.lr, None)
+        batch_size = min(settings.batch_size, len(train))
+    return fit_checkpointed(
         model,
         loss,
         train,
         test,
-        optimizer=one_cycle_adam(steps, settings.lr, None),
+        optimizer=optimizer,
         steps=steps,
-        batch_size=min(settings.batch_size, len(train)),
+        batch_size=batch_size,
         name=name,
-        **common,
+        seed=settings.seed,
+        out=out,
+        progress=progress,
     )
-    if kind == "cartesian" and settings.finish_steps:
-        model, _, finish = fit_checkpointed(
-            model,
-            loss,
-            train,
-            test,
-            optimizer=_LBFGS,
-            steps=settings.finish_steps,
-            batch_size=len(train),
-            name=name + FINISH,
-            **common,
-        )
-        metrics["train_seconds"] += finish["train_seconds"]
-        metrics["skipped_steps"] += finish["skipped_steps"]
-        metrics["finish_loss"] = finish["final_train_loss"]
-    return model, history, metrics
 
 
+# The default zoom line search: in these runs it converged further in the same
+# iterations than a backtracking (Armijo) one.
 _LBFGS = optax.lbfgs()
 
 
-def predict(kind: str, model, data: Data) -> Float[Array, "trajectories times state"]:
+def predict(
+    kind: str, model, data: Data, solver: str = "yoshida4"
+) -> Float[Array, "trajectories times state"]:
     """A trained model's Cartesian states from the test trajectories' initial
-    states, with its training solver (non-finite where a rollout failed)."""
+    states, with its training solver (`solver`, the Cartesian model's;
+    non-finite where a rollout failed)."""
     if kind == "cartesian":
         predicted = lagrax.rollout(
             model,
             data.test_cartesian,
             throw=False,
             adjoint=FORWARD_ONLY,
-            **_cartesian_solver(data.bodies),
+            **_cartesian_solver(data.bodies, solver),
         )
         return _state(predicted)
     predicted = lagrax.rollout(
@@ -639,13 +668,23 @@ def predict(kind: str, model, data: Data) -> Float[Array, "trajectories times st
     return _state(to_cartesian(data.bodies, predicted))
 
 
-def evaluate(kind: str, model, data: Data) -> tuple[dict, Float[Array, " times"]]:
+def evaluate(
+    kind: str, model, data: Data, solver: str = "yoshida4"
+) -> tuple[dict, Float[Array, " times"]]:
     """The metrics of a trained model on the test trajectories and its error over
     time."""
-    predicted = predict(kind, model, data)
+    predicted = predict(kind, model, data, solver)
     error = relative_error(predicted, _state(data.test_cartesian))
     failed = int(jnp.sum(~jnp.all(jnp.isfinite(predicted), axis=(1, 2))))
     return dict(rollout_geom_mean=geometric_mean(error), failed_rollouts=failed), error
+
+
+def repeated(train: lagrax.TrajectoryData, k: int) -> lagrax.TrajectoryData:
+    """The first `k` chunks of `train`, repeated cyclically to `len(train)`
+    chunks: where `k` divides `len(train)` the mean loss is that of the `k`
+    chunks, and the full-batch training step has the shape of the main run's,
+    so it is compiled once for every training-set size."""
+    return train[jnp.arange(len(train)) % k]
 
 
 def run_chain(settings: Settings, bodies: int, *, out=None, progress=True):
@@ -664,7 +703,7 @@ def run_chain(settings: Settings, bodies: int, *, out=None, progress=True):
         else:
             train, held_out = prepared.train_angles, prepared.held_out_angles
         if k is not None:
-            train = train[:k]
+            train = repeated(train, k)
         name = model_name(kind, bodies, k)
         model, histories[name], metrics = train_one(
             settings,
@@ -678,7 +717,9 @@ def run_chain(settings: Settings, bodies: int, *, out=None, progress=True):
             progress=progress,
         )
         start = time.perf_counter()
-        evaluation, errors[name] = evaluate(kind, model, prepared)
+        evaluation, errors[name] = evaluate(
+            kind, model, prepared, settings.cartesian_solver
+        )
         metrics.update(evaluation, eval_seconds=time.perf_counter() - start)
         results[name] = metrics
     errors["chaos_floor"] = chaos_floor(settings, prepared)
