@@ -17,6 +17,16 @@ matrix product contracting over the batch.
 
 It must see the batch: `jax.vmap` of a `custom_vjp` function whose weights are
 not batched materialises one weight gradient per state before summing them.
+
+`mlp_jet_state` is the same pass at one state, with a hand-written *forward*
+derivative (`jax.custom_jvp`): its linearization is a few matrix products per
+layer in the tangents of the weights, biases and inputs and the saved σ', σ''
+and σ''' of the forward pass. Reverse mode is JAX's transpose of it, so every
+transformation composes in any order (`vmap` of `grad`, `grad` of `vmap`, `jvp`,
+higher orders), and `vmap` before the transpose makes each weight tangent's
+product one matrix product contracting over the batch: no weight gradient per
+state. `MLPLagrangian.jet` runs it, and so `jax.vmap(lagrax.acceleration)` and
+every solver's vector field.
 """
 
 import functools
@@ -24,6 +34,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jaxtyping import Array, Float
 
 
@@ -204,3 +215,117 @@ def _mlp_jet_bwd(activation, residuals, cotangents):
 
 
 mlp_jet.defvjp(_mlp_jet_fwd, _mlp_jet_bwd)
+
+
+def _state_forward(activation, weights, biases, out_weight, x0, t0):
+    """`_forward` at one state (`x0` of shape `(in,)`, `t0` of shape `(k, in)`):
+    the values, and what the linearization reads."""
+    x, t = x0, t0
+    saved = []
+    for weight, bias in zip(weights, biases):
+        weight_t = transposed(weight)
+        z = x @ weight_t + bias
+        tangents = t @ weight_t
+        s, ds, dds, ddds = activation_derivatives(activation, z)
+        saved.append((x, t, tangents, ds, dds, ddds))
+        x, t = s, ds[None, :] * tangents
+    delta = out_weight
+    hessian = jnp.zeros((t0.shape[0],) * 2, x0.dtype)
+    deltas = [None] * len(weights)
+    for index in reversed(range(len(weights))):
+        _, _, tangents, ds, dds, _ = saved[index]
+        deltas[index] = delta
+        hessian = hessian + (tangents * (dds * delta)[None, :]) @ tangents.T
+        delta = (ds * delta) @ weights[index]
+    return (delta, hessian), (saved, deltas)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def mlp_jet_state(
+    activation: Callable[[Array], Array],
+    weights: tuple[Float[Array, "_ _"], ...],
+    biases: tuple[Float[Array, " _"], ...],
+    out_weight: Float[Array, " _"],
+    x0: Float[Array, " features"],
+    t0: Float[Array, "k features"],
+) -> tuple[Float[Array, " features"], Float[Array, "k k"]]:
+    """`(∇L, Uᵀ∇²L U)` of the MLP `L` at one input `x0`, along the input tangents
+    `t0` (`Uᵀ`, the `k` directions as rows), with a hand-written linearization.
+
+    **Arguments:** as for `mlp_jet`, at one state: `x0` of shape `(in,)` and `t0`
+    of shape `(k, in)`.
+    """
+    return _state_forward(activation, weights, biases, out_weight, x0, t0)[0]
+
+
+# A tangent is `None` where JAX passes a symbolic zero, and a product with one is
+# skipped: forward mode in the state alone (as Newton's method takes it) then
+# costs no product with a weight tangent.
+def _plus(*terms):
+    terms = [term for term in terms if term is not None]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
+def _times(a, b):
+    return None if a is None or b is None else a * b
+
+
+def _matmul(a, b):
+    return None if a is None or b is None else a @ b
+
+
+def _nonzero(tangent):
+    return None if isinstance(tangent, SymbolicZero) else tangent
+
+
+def _mlp_jet_state_jvp(activation, primals, tangents):
+    """The derivative of `_state_forward` along the tangents of every argument:
+    forward through the layers (`ż_l`, `Ṫ_l`), then back through the adjoint
+    sweep (`δ̇_l`, and `Ḣ = Σ_l Ṫ C Tᵀ + T C Ṫᵀ + T Ċ Tᵀ`, `C = diag(σ'' ⊙ δ)`)."""
+    weights = primals[0]
+    (delta, hessian), (saved, deltas) = _state_forward(activation, *primals)
+    weight_dots, bias_dots, out_dot, x_dot, t_dot = jax.tree.map(
+        _nonzero, tangents, is_leaf=lambda x: isinstance(x, SymbolicZero)
+    )
+    z_dots, tangents_dots = [], []
+    for index, weight in enumerate(weights):
+        x, t, tangents_, ds, dds, _ = saved[index]
+        weight_t = transposed(weight)
+        weight_dot = weight_dots[index]
+        weight_dot_t = None if weight_dot is None else weight_dot.T
+        z_dot = _plus(
+            _matmul(x_dot, weight_t), _matmul(x, weight_dot_t), bias_dots[index]
+        )
+        tangents_dot = _plus(_matmul(t_dot, weight_t), _matmul(t, weight_dot_t))
+        z_dots.append(z_dot)
+        tangents_dots.append(tangents_dot)
+        x_dot = _times(ds, z_dot)
+        ds_dot = _times(dds, z_dot)
+        t_dot = _plus(
+            None if ds_dot is None else ds_dot[None, :] * tangents_,
+            _times(ds[None, :], tangents_dot),
+        )
+    delta_dot, hessian_dot = out_dot, None
+    for index in reversed(range(len(weights))):
+        _, _, tangents_, ds, dds, ddds = saved[index]
+        z_dot, tangents_dot, d = z_dots[index], tangents_dots[index], deltas[index]
+        curvature = dds * d
+        curvature_dot = _plus(_times(ddds * d, z_dot), _times(dds, delta_dot))
+        if tangents_dot is not None:
+            half = tangents_dot @ (tangents_ * curvature[None, :]).T
+            hessian_dot = _plus(hessian_dot, half, half.T)
+        if curvature_dot is not None:
+            curved = (tangents_ * curvature_dot[None, :]) @ tangents_.T
+            hessian_dot = _plus(hessian_dot, curved)
+        adjoint_dot = _plus(_times(curvature, z_dot), _times(ds, delta_dot))
+        delta_dot = _plus(
+            _matmul(adjoint_dot, weights[index]), _matmul(ds * d, weight_dots[index])
+        )
+    if delta_dot is None:
+        delta_dot = jnp.zeros_like(delta)
+    if hessian_dot is None:
+        hessian_dot = jnp.zeros_like(hessian)
+    return (delta, hessian), (delta_dot, hessian_dot)
+
+
+mlp_jet_state.defjvp(_mlp_jet_state_jvp, symbolic_zeros=True)

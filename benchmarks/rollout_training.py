@@ -1,0 +1,270 @@
+"""Throughput of rollout training: the gradient of `lagrax.rollout_loss`.
+
+A batch of short windows (each integrated from its observed first state, all at
+once under `jax.vmap`) is differentiated through Diffrax's adjoint with respect to
+an `MLPLagrangian`'s parameters, for several solvers:
+
+- `diffrax.Tsit5()` with fixed steps (`ConstantStepSize`, one step per sample) and
+  adaptive (`PIDController`, `rtol = atol = 1e-4`, float32);
+- `lagrax.VariationalMidpoint()` and `lagrax.GaussLegendre()` (4th order), fixed
+  steps: each step a Newton solve whose iterations take the jet and its
+  forward-mode Jacobian.
+
+Reported per solver: the median time of one gradient (compilation excluded,
+`block_until_ready`, interleaved repeats), the solver steps of the batch (for the
+adaptive solve, the largest count in the batch: the vmapped loop runs until every
+window is done), the time per step, and that time as a multiple of the baseline
+measured in the same run: the gradient of `lagrax.acceleration_loss` over the same
+number of states (one batched vector-field evaluation, forward and backward,
+through the hand-written batched pass). `passes` is the number of Lagrangian passes
+per step (a `jet`, gradient or value at one state), counted with a host callback
+in a separate forward solve of one window; `overhead` = multiple / passes is what
+a step costs beyond its passes: the solver's own work, the adjoint's
+recomputation and bookkeeping (1.0 would be the cost of the passes alone, if each
+were as cheap as the baseline's).
+
+Run `python benchmarks/rollout_training.py` (widths 128 and 500, depth 3, batch
+256, windows of 10 steps, float32; several minutes on 2 cores, mostly compiling),
+`--steps 5` or `--steps 20` for other windows, `--width 128` (repeatable) and
+`--batch` for other sizes (each width's table prints when it is done), or
+`--quick` for a small smoke
+run (about two minutes on 2 cores, mostly compiling).
+"""
+
+import argparse
+import dataclasses
+import functools
+import sys
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+import lagrax
+
+
+try:
+    from ._common import (
+        environment,
+        load_average,
+        markdown_table,
+        median,
+        time_interleaved,
+    )
+except ImportError:  # run as a script: `python benchmarks/rollout_training.py`
+    from _common import (
+        environment,
+        load_average,
+        markdown_table,
+        median,
+        time_interleaved,
+    )
+
+
+DT = 0.01  # sample spacing of the data, and the fixed step
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    solver: diffrax.AbstractSolver
+    adaptive: bool
+
+    def options(self) -> dict:
+        if self.adaptive:
+            return dict(rtol=1e-4, atol=1e-4, dt0=DT)
+        return dict(dt0=DT, stepsize_controller=diffrax.ConstantStepSize())
+
+
+METHODS = (
+    Method("Tsit5 (fixed)", diffrax.Tsit5(), False),
+    Method("Tsit5 (adaptive)", diffrax.Tsit5(), True),
+    Method("VariationalMidpoint", lagrax.VariationalMidpoint(), False),
+    Method("GaussLegendre", lagrax.GaussLegendre(), False),
+)
+
+
+class _Counted(lagrax.AbstractJetLagrangian):
+    """A Lagrangian that reports each pass to the host (slow: counting only)."""
+
+    inner: lagrax.MLPLagrangian
+
+    def __call__(self, q, qdot):
+        jax.debug.callback(_count, q)
+        return self.inner(q, qdot)
+
+    def jet(self, q, qdot, directions):
+        jax.debug.callback(_count, q)
+        return self.inner.jet(q, qdot, directions)
+
+
+_PASSES = [0]
+
+
+def _count(_):
+    _PASSES[0] += 1
+
+
+def trajectories(batch: int, steps: int) -> lagrax.TrajectoryData:
+    """`batch` double-pendulum windows of `steps + 1` samples, `DT` apart, from
+    moderate random states (the paper's system, float32)."""
+    q0, qdot0 = lagrax.sample_states(
+        batch,
+        key=jr.key(0),
+        q_box=([-1.0, -1.0], [1.0, 1.0]),
+        qdot_box=([-1.0, -1.0], [1.0, 1.0]),
+        dtype=jnp.float32,
+    )
+    ts = jnp.arange(steps + 1, dtype=jnp.float32) * DT
+    return lagrax.rollout(lagrax.systems.DoublePendulum(), q0, qdot0, ts)
+
+
+def gradient(method: Method, data: lagrax.TrajectoryData, steps: int):
+    """The compiled gradient of `rollout_loss` over whole windows."""
+    loss = functools.partial(
+        lagrax.rollout_loss,
+        data=data,
+        solver=method.solver,
+        max_steps=steps if not method.adaptive else 16 * steps,
+        **method.options(),
+    )
+    return eqx.filter_jit(eqx.filter_grad(lambda model: loss(model)))
+
+
+def solver_steps(method: Method, model, data: lagrax.TrajectoryData) -> int:
+    """Steps of the batched solve: the largest count over the windows."""
+    if not method.adaptive:
+        return data.ts.shape[0] - 1
+    options = method.options()
+
+    @eqx.filter_jit
+    def count(model, q0, qdot0):
+        sol = diffrax.diffeqsolve(
+            lagrax.LagrangianTerm(model, throw=False),
+            method.solver,
+            t0=data.ts[0],
+            t1=data.ts[-1],
+            dt0=options["dt0"],
+            y0=(q0, qdot0),
+            stepsize_controller=diffrax.PIDController(
+                rtol=options["rtol"], atol=options["atol"]
+            ),
+            max_steps=16 * (data.ts.shape[0] - 1),
+            throw=False,
+        )
+        return sol.stats["num_steps"]
+
+    counts = jax.vmap(count, in_axes=(None, 0, 0))(model, data.q[:, 0], data.qdot[:, 0])
+    return int(jnp.max(counts))
+
+
+def passes_per_step(method: Method, model, data: lagrax.TrajectoryData) -> float:
+    """Lagrangian passes per step of a forward solve of the first window."""
+    one = lagrax.TrajectoryData(ts=data.ts, q=data.q[:1], qdot=data.qdot[:1])
+    steps = solver_steps(method, model, one)
+    _PASSES[0] = 0
+    options = method.options()
+    max_steps = 16 * (data.ts.shape[0] - 1)
+    jax.block_until_ready(
+        lagrax.rollout(
+            _Counted(model), one, solver=method.solver, max_steps=max_steps, **options
+        ).q
+    )
+    jax.effects_barrier()
+    return _PASSES[0] / steps
+
+
+def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
+    data = trajectories(batch, steps)
+    model = lagrax.MLPLagrangian(
+        2, width=width, depth=3, dtype=jnp.float32, key=jr.key(1)
+    )
+    # One batched vector-field evaluation of the whole batch, with its gradient.
+    states = lagrax.AccelerationData(
+        q=data.q[:, 0], qdot=data.qdot[:, 0], qddot=jnp.zeros_like(data.q[:, 0])
+    )
+    baseline = eqx.filter_jit(eqx.filter_grad(lagrax.acceleration_loss))
+    fns = {"baseline": functools.partial(baseline, model, states)}
+    for method in METHODS:
+        fns[method.name] = functools.partial(gradient(method, data, steps), model)
+    finite = {
+        name: all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(fn()))
+        for name, fn in fns.items()
+    }
+    samples = time_interleaved(fns, repeats=repeats)
+    base = median(samples["baseline"])
+    rows = [
+        [
+            f"{width}",
+            "batched fast-path gradient (baseline)",
+            "1",
+            f"{1e3 * base:.2f}",
+            f"{1e3 * base:.2f}",
+            "1.0",
+            "1",
+            "1.00",
+        ]
+    ]
+    for method in METHODS:
+        n = solver_steps(method, model, data)
+        passes = passes_per_step(method, model, data)
+        t = median(samples[method.name])
+        multiple = t / n / base
+        flag = "" if finite[method.name] else " (non-finite)"
+        rows.append(
+            [
+                f"{width}",
+                method.name + flag,
+                f"{n}",
+                f"{1e3 * t:.1f}",
+                f"{1e3 * t / n:.2f}",
+                f"{multiple:.1f}",
+                f"{passes:.1f}",
+                f"{multiple / passes:.2f}",
+            ]
+        )
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--steps", type=int, default=10, help="steps per window")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--width", type=int, action="append", help="network width (repeatable)"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="windows per batch")
+    args = parser.parse_args(argv)
+    widths, batch = ((32,), 16) if args.quick else ((128, 500), 256)
+    batch = args.batch or batch
+    steps = 5 if args.quick else args.steps
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    print(
+        f"# Gradient of lagrax.rollout_loss: batch {batch} windows of {steps} steps "
+        f"(dt {DT}), MLPLagrangian dof 2, depth 3, float32"
+    )
+    print(environment())
+    print(f"median of {repeats} interleaved repeats, compilation excluded")
+    headers = [
+        "width",
+        "solver",
+        "steps",
+        "ms / gradient",
+        "ms / step",
+        "× baseline / step",
+        "passes / step",
+        "overhead",
+    ]
+    for width in args.width or widths:
+        rows = run(width, batch, steps, repeats)
+        print(f"\nload average after timing: {load_average()}\n")
+        print(markdown_table(headers, rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
