@@ -128,12 +128,23 @@ def test_bad_bodies_is_one_line(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_tiny_run_end_to_end(tmp_path):
-    # Every stage of a run, on tiny settings: one L-BFGS iteration of the
-    # Cartesian model through plain Rattle (cheaper to compile than Yoshida4),
-    # one Adam step of each baseline, a data-efficiency size that shares the
-    # main run's compiled step.
+def test_tiny_run_end_to_end(tmp_path, monkeypatch):
+    # Every stage of a run but the training (compiling the training steps takes
+    # minutes), on tiny settings: data, the untrained models' rollouts through
+    # plain Rattle (cheaper to compile than Yoshida4) and Tsit5, the chaos floor,
+    # the data-efficiency table, the report.
+    import lagrax
     from lagrax.experiments import chain_pendulum as cp
+
+    trained = []
+
+    def untrained(settings, model, kind, train, test, name, **kwargs):
+        trained.append((name, len(train)))
+        one = np.ones(1)
+        history = lagrax.History(one, one < 0, one.astype(int), one, {})
+        return model, history, dict(train_seconds=0.0, skipped_steps=0)
+
+    monkeypatch.setattr(cp, "train_one", untrained)
 
     settings = cp.Settings(
         bodies="2",
@@ -148,6 +159,13 @@ def test_tiny_run_end_to_end(tmp_path):
         trajectories="4",
     )
     report = cp.run(settings, progress=False)
+    # The data-efficiency run sees its 4 chunks repeated to the 8 of the main run.
+    assert sorted(trained) == [
+        ("angles_2", 8),
+        ("cartesian_2", 8),
+        ("cartesian_2_k4", 8),
+        ("node_2", 8),
+    ]
     report.save(tmp_path)
     record = _strict_json(tmp_path / "results.json")
     assert record["experiment"] == "chain-pendulum"
@@ -158,7 +176,7 @@ def test_tiny_run_end_to_end(tmp_path):
     assert set(record["data_efficiency"]) == {"4", "8"}
     assert record["data_efficiency"]["8"] == geom["2"]["cartesian"]
     assert set(record["paper"]["rollout_geom_mean"]) == {"2", "3", "5"}
-    # Barely trained models are far off the truth; the chaos floor is not.
+    # Untrained models are far off the truth; the chaos floor is not.
     assert geom["2"]["chaos_floor"] < 1e-3
     for model in ("cartesian", "angles", "node"):
         assert geom["2"]["chaos_floor"] < geom["2"][model] <= 1.0
