@@ -152,7 +152,8 @@ def train_step(
         # checkpoint and the compiled step rely on.
         if not eqx.is_array(new):
             return new
-        return jnp.where(finite, new, old).astype(jnp.result_type(old))
+        # (Older Optax returns some integer counters in another width.)
+        return jnp.where(finite, new.astype(jnp.result_type(old)), old)
 
     params = jtu.tree_map(keep, new_params, params)
     opt_state = jtu.tree_map(keep, new_opt_state, opt_state)
