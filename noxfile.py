@@ -60,7 +60,7 @@ MINIMUM = [
     "diffrax==0.7.2",
     "optimistix==0.1.0",
     "lineax==0.0.8",
-    "optax==0.2.4",
+    "optax==0.2.5",
     "jaxtyping==0.2.36",
     "beartype==0.19.0",
     "tqdm==4.66.0",
