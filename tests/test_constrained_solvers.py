@@ -161,3 +161,28 @@ def test_a_redundant_constraint_fails_the_step():
         throw=False,
     )
     assert traj.result == lagrax.RESULTS.singular_mass_matrix
+
+
+def test_acceleration_loss_with_a_constraint():
+    # Data from the charged chain's constrained motion: the true model's loss is
+    # round-off, a wrong field's is not, and its gradient points back to the truth.
+    theta = jnp.array([[1.2, -0.4], [0.3, 0.8], [-0.5, 2.0]])
+    omega = jnp.array([[0.3, 0.9], [-1.0, 0.2], [0.4, -0.6]])
+    q, qdot = jax.vmap(lambda t, w: jax.jvp(_positions, (t,), (w,)))(theta, omega)
+    qddot = jax.vmap(
+        lambda q, v: lagrax.acceleration(_charged, q, v, constraint=_links)
+    )(q, qdot)
+    data = lagrax.AccelerationData(q, qdot, qddot)
+
+    def loss(field):
+        return lagrax.acceleration_loss(
+            _Charged(field), data, norm="l2", constraint=_links
+        )
+
+    assert float(loss(jnp.asarray(FIELD))) < 1e-24
+    assert float(loss(jnp.asarray(FIELD + 0.5))) > 1e-3
+    assert float(jax.grad(loss)(jnp.asarray(FIELD + 0.5))) > 0
+    with pytest.raises(ValueError, match="definiteness"):
+        lagrax.acceleration_loss(
+            _Charged(FIELD), data, constraint=_links, definiteness=0.1
+        )

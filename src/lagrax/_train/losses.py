@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from .._constraint import ConstraintFn
+from .._constraint import check_constraint, ConstraintFn
 from .._custom_types import ForceFn
 from .._force import with_input
 from .._graph import BlockSparseMatrix
 from .._linalg import definiteness_shortfall
-from .._mechanics import batch_acceleration_parts
+from .._mechanics import batch_acceleration_parts, checked_constrained_acceleration
 from .._simulate import solve_options
 from .._term import as_term, is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
@@ -38,6 +38,7 @@ def acceleration_loss(
     definiteness: float = 0.0,
     weight: Callable[[Array, Array], Array] | None = None,
     force: ForceFn | None = None,
+    constraint: ConstraintFn | None = None,
 ) -> Float[Array, ""]:
     """Mismatch between predicted and observed accelerations, the paper's loss.
 
@@ -89,6 +90,13 @@ def acceleration_loss(
         model (evaluated at `t = 0`: forces of the state and input); with
         `data.u`, its `Actuation` is driven by each sample's input. It trains
         with the model when it is part of what `fit` optimizes.
+    - `constraint`: an optional holonomic constraint `q -> g(q)` of a Lagrangian
+        (see `lagrax.acceleration`): `q̈_pred` is then the constrained motion's,
+        a saddle-point solve per sample (sparse for a graph Lagrangian under an
+        `EdgeConstraint`). The samples are not checked against the constraint
+        (measured states carry noise: `lagrax.project_on_constraint` puts them
+        on it); a redundant constraint makes the loss NaN, as a singular mass
+        matrix does. Not with `definiteness`.
 
     **Returns:**
 
@@ -115,6 +123,16 @@ def acceleration_loss(
             f"`weight` must be None or a function (q, qdot) -> scalar, got {weight!r}."
         )
     penalty = _weighted(penalty, _sample_weights(weight, data))
+    if constraint is not None:
+        if dynamics or definiteness:
+            raise ValueError(
+                "`constraint` is a Lagrangian's holonomic constraint, without "
+                "`definiteness`; got "
+                + ("an AbstractDynamics." if dynamics else "definiteness too.")
+            )
+        check_constraint(constraint, data.q[0])
+        predicted = _constrained_accelerations(model, data, forces, constraint)
+        return jnp.mean(penalty(predicted - data.qddot))
     if definiteness:
         return _with_definiteness(model, data, penalty, definiteness, forces)
     if not dynamics:
@@ -128,6 +146,19 @@ def acceleration_loss(
     return jnp.mean(penalty(predicted - data.qddot)) + jnp.mean(
         penalty(velocity - data.qdot)
     )
+
+
+def _constrained_accelerations(lagrangian, data, forces, constraint):
+    """The constrained `q̈` of every sample (NaN where singular)."""
+
+    def one(q, qdot, force):
+        return checked_constrained_acceleration(
+            lagrangian, q, qdot, force, constraint, throw=False
+        )[0]
+
+    if forces is None:
+        return jax.vmap(lambda q, v: one(q, v, None))(data.q, data.qdot)
+    return jax.vmap(one)(data.q, data.qdot, forces)
 
 
 def _sample_weights(weight, data: AccelerationData) -> Array | None:
