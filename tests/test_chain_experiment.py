@@ -154,17 +154,17 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
         width=4,
         potential_width=4,
         cartesian_solver="rattle",
-        train_trajectories=8,
+        train_trajectories=3,
         held_out=3,
-        trajectories="4",
+        trajectories="1",
     )
     report = cp.run(settings, progress=False)
-    # The data-efficiency run sees its 4 chunks repeated to the 8 of the main run.
+    # The data-efficiency run sees its chunk repeated to the 3 of the main run.
     assert sorted(trained) == [
-        ("angles_2", 8),
-        ("cartesian_2", 8),
-        ("cartesian_2_k4", 8),
-        ("node_2", 8),
+        ("angles_2", 3),
+        ("cartesian_2", 3),
+        ("cartesian_2_k1", 3),
+        ("node_2", 3),
     ]
     report.save(tmp_path)
     record = _strict_json(tmp_path / "results.json")
@@ -173,8 +173,8 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
     geom = record["rollout_geom_mean"]
     assert set(geom) == {"2"}
     assert set(geom["2"]) == {"cartesian", "angles", "node", "chaos_floor"}
-    assert set(record["data_efficiency"]) == {"4", "8"}
-    assert record["data_efficiency"]["8"] == geom["2"]["cartesian"]
+    assert set(record["data_efficiency"]) == {"1", "3"}
+    assert record["data_efficiency"]["3"] == geom["2"]["cartesian"]
     assert set(record["paper"]["rollout_geom_mean"]) == {"2", "3", "5"}
     # Untrained models are far off the truth; the chaos floor is not.
     assert geom["2"]["chaos_floor"] < 1e-3
@@ -184,13 +184,13 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
         "cartesian_2",
         "angles_2",
         "node_2",
-        "cartesian_2_k4",
+        "cartesian_2_k1",
     }
     assert set(cp.files_written(settings)) == {
         "cartesian_2.ckpt",
         "angles_2.ckpt",
         "node_2.ckpt",
-        "cartesian_2_k4.ckpt",
+        "cartesian_2_k1.ckpt",
         "results.json",
         *cp.FIGURES,
     }
