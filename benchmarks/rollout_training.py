@@ -2,7 +2,10 @@
 
 A batch of short windows (each integrated from its observed first state, all at
 once under `jax.vmap`) is differentiated through Diffrax's adjoint with respect to
-an `MLPLagrangian`'s parameters, for several solvers:
+an `MLPLagrangian`'s parameters (`1e-3 · MLP` plus a unit kinetic term
+`|q̇|²/2 − |q|²/2`, so that a freshly initialized network's indefinite mass
+matrix does not make windows fail; the network's jet is every pass's cost), for
+several solvers:
 
 - `diffrax.Tsit5()` with fixed steps (`ConstantStepSize`, one step per sample) and
   adaptive (`PIDController`, `rtol = atol = 1e-4`, float32);
@@ -24,7 +27,8 @@ recomputation and bookkeeping (1.0 would be the cost of the passes alone, if eac
 were as cheap as the baseline's).
 
 Run `python benchmarks/rollout_training.py` (widths 128 and 500, depth 3, batch
-256, windows of 10 steps, float32; several minutes on 2 cores, mostly compiling),
+256, windows of 10 steps, float32; about 7 minutes per width on a loaded 2-core
+machine, mostly compiling),
 `--steps 5` or `--steps 20` for other windows, `--width 128` (repeatable) and
 `--batch` for other sizes (each width's table prints when it is done), or
 `--quick` for a small smoke
@@ -86,10 +90,14 @@ METHODS = (
 )
 
 
+def _kinetic(q, qdot):
+    return 0.5 * jnp.sum(qdot**2) - 0.5 * jnp.sum(q**2)
+
+
 class _Counted(lagrax.AbstractJetLagrangian):
     """A Lagrangian that reports each pass to the host (slow: counting only)."""
 
-    inner: lagrax.MLPLagrangian
+    inner: lagrax.AbstractJetLagrangian
 
     def __call__(self, q, qdot):
         jax.debug.callback(_count, q)
@@ -178,9 +186,13 @@ def passes_per_step(method: Method, model, data: lagrax.TrajectoryData) -> float
 
 def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
     data = trajectories(batch, steps)
-    model = lagrax.MLPLagrangian(
+    mlp = lagrax.MLPLagrangian(
         2, width=width, depth=3, dtype=jnp.float32, key=jr.key(1)
     )
+    # A freshly initialized network's mass matrix is indefinite, singular in
+    # places: a unit kinetic term keeps every window's solve finite, and the
+    # network's jet is still every pass's cost.
+    model = lagrax.LagrangianSum.of((_kinetic, 1.0), (mlp, 1e-3))
     # One batched vector-field evaluation of the whole batch, with its gradient.
     states = lagrax.AccelerationData(
         q=data.q[:, 0], qdot=data.qdot[:, 0], qddot=jnp.zeros_like(data.q[:, 0])
