@@ -91,6 +91,12 @@ ours does (then integrates it in angles, which drops the off-constraint part as
 our projection does), so the difference is elsewhere (the test states, their
 averaging) and not resolved here.
 
+Finzi et al.'s own model, the MLP potential alone (`--potential mlp`, no
+penalty), is not in the default run: `lagrax reproduce chain-pendulum --bodies
+2 --trajectories "" --potential mlp` (189 s of wall time) gives 1.25e-2 on 2
+bodies, its training loss 1.8e-5 after the 30 L-BFGS iterations (not
+converged; the published 1.14e-4 not met).
+
 `results.json` holds `rollout_geom_mean[BODIES][MODEL]` (bodies as strings, with
 `chaos_floor`), `data_efficiency[TRAJECTORIES]` (as strings) and `paper`, the
 published values (constrained LNN, chaos floor and DeLaN).
