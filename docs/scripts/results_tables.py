@@ -198,7 +198,57 @@ def _noisy_pendulum(results: dict) -> str:
     )
 
 
+def _three(value) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _chain_pendulum(results: dict) -> str:
+    geom, paper = results["rollout_geom_mean"], results["paper"]
+    rows = []
+    for bodies in sorted(geom, key=int):
+        ours, theirs = geom[bodies], paper["rollout_geom_mean"].get(bodies, {})
+        rows.append(
+            [bodies]
+            + [_three(ours.get(k)) for k in ("cartesian", "angles", "node")]
+            + [_three(ours.get("chaos_floor"))]
+            + [_three(theirs.get(k)) for k in ("cartesian", "chaos_floor", "delan")]
+        )
+    main = markdown(
+        [
+            "bodies",
+            "constrained Cartesian LNN",
+            "DeLaN in angles",
+            "neural ODE in angles",
+            "chaos floor",
+            "published constrained LNN",
+            "published floor",
+            "published DeLaN",
+        ],
+        rows,
+    )
+    efficiency = results["data_efficiency"]
+    published = paper.get("data_efficiency", {})
+    sizes = sorted(set(efficiency) | {"800"}, key=int)
+    table = markdown(
+        ["training chunks (2 bodies)", "constrained Cartesian LNN", "published"],
+        [
+            [
+                size,
+                _three(efficiency.get(size, geom.get("2", {}).get("cartesian"))),
+                _three(published.get(size)),
+            ]
+            for size in sizes
+        ],
+    )
+    return (
+        f"{main}\n\nGeometric mean over t ∈ [0, 3] of the relative error of the "
+        "Cartesian positions and velocities (Finzi et al.'s metric), 100 test "
+        f"trajectories.\n\n{table}"
+    )
+
+
 RENDERERS = {
+    "chain-pendulum": _chain_pendulum,
     "double-pendulum": _double_pendulum,
     "real-double-pendulum": _real_double_pendulum,
     "noisy-pendulum": _noisy_pendulum,
