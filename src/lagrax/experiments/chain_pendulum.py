@@ -65,9 +65,11 @@ main run on all `train_trajectories`; the subset is repeated to the size of the
 full set (`repeated`: the same mean loss where its size divides it), so that all
 sizes share one compiled L-BFGS step.
 
-**Results** with the defaults, seed 0: `lagrax reproduce chain-pendulum`, 1,399 s
-of wall time (1,107 s of CPU: the run got 0.8 of the 2 shared cores on
-average) and 4.6 GB of memory:
+**Results** with the defaults, seed 0: `lagrax reproduce chain-pendulum`, in two
+runs 1,399 s and 1,138 s of wall time (1,107 s and 1,186 s of CPU: the runs got
+0.8 and 1.0 of the 2 shared cores on average; both the same numbers), 4.6 GB of
+memory. Over the 15 minutes aimed at on this shared machine; not measured on 2
+free cores:
 
 | bodies | Cartesian | DeLaN | neural ODE | chaos floor | paper CLNN | paper floor |
 |---|---|---|---|---|---|---|
