@@ -125,7 +125,11 @@ EXPERIMENTS = {
 # The parsing and help of each setting's option; its default is the Settings', and
 # an integer's range is added to its help.
 OPTIONS = {
-    "steps": (positive_int, "training steps per model (relativity: of the LNN)"),
+    "steps": (
+        positive_int,
+        "training steps per model (relativity: of the LNN; chain-pendulum: L-BFGS "
+        "iterations of the Cartesian model)",
+    ),
     "hnn_steps": (
         positive_int,
         "training steps of each Hamiltonian network, at most --steps",
