@@ -387,6 +387,15 @@ def measure(
         case["dense"] = samples["dense"]
 
 
+def record(case, sparse, dense, args, history, cases) -> None:
+    """Time one case (`measure`), remember the dense time at its size for the
+    next size's skip decision, and add it to `cases`."""
+    measure(case, sparse, dense, args)
+    if "dense" in case:
+        history[case["n"]] = min(case["dense"])
+    cases.append(case)
+
+
 def acceleration_cases(name, model, n, dtype, args, history, cases, key):
     q, qdot = smooth_states(n, BATCH, key, dtype)
     fn, params = batched_acceleration(model, dense=False)
@@ -403,10 +412,7 @@ def acceleration_cases(name, model, n, dtype, args, history, cases, key):
         if reason is None:
             dense = lambda: dense_compiled(params, q, qdot)  # noqa: E731
     case["dense_skip"] = reason
-    measure(case, lambda: compiled(params, q, qdot), dense, args)
-    if "dense" in case:
-        history[n] = min(case["dense"])
-    cases.append(case)
+    record(case, lambda: compiled(params, q, qdot), dense, args, history, cases)
     print(progress(case, "acceleration"), flush=True)
 
 
@@ -494,10 +500,7 @@ def constrained_cases(n, dtype, args, history, cases):
         if reason is None:
             dense = lambda: dense_compiled(params, q, qdot)  # noqa: E731
     case["dense_skip"] = reason
-    measure(case, lambda: compiled(params, q, qdot), dense, args)
-    if "dense" in case:
-        history[n] = min(case["dense"])
-    cases.append(case)
+    record(case, lambda: compiled(params, q, qdot), dense, args, history, cases)
     print(progress(case, "constrained acceleration"), flush=True)
 
 
