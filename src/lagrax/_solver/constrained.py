@@ -56,6 +56,16 @@ def is_constrained(terms) -> bool:
     return lagrangian_term(terms).constraint is not None
 
 
+def lagrange_basis(nodes: np.ndarray, k: int) -> np.polynomial.Polynomial:
+    """The Lagrange basis polynomial of `nodes[k]`: 1 there, 0 at the others."""
+    polynomial = np.polynomial.Polynomial([1.0])
+    for j, node in enumerate(nodes):
+        if j != k:
+            polynomial = polynomial * np.polynomial.Polynomial([-node, 1.0])
+            polynomial = polynomial / (nodes[k] - node)
+    return polynomial
+
+
 @functools.cache
 def _tables(stages: int) -> tuple[np.ndarray, ...]:
     """`(c, b, d, w, basis, derivative)`: the Gauss nodes and weights, the
@@ -71,11 +81,7 @@ def _tables(stages: int) -> tuple[np.ndarray, ...]:
     basis = np.empty((stages, stages + 1))
     derivative = np.empty((stages, stages + 1))
     for k in range(stages + 1):
-        polynomial = np.polynomial.Polynomial([1.0])
-        for j in range(stages + 1):
-            if j != k:
-                polynomial = polynomial * np.polynomial.Polynomial([-d[j], 1.0])
-                polynomial = polynomial / (d[k] - d[j])
+        polynomial = lagrange_basis(d, k)
         basis[:, k] = polynomial(c)
         derivative[:, k] = polynomial.deriv()(c)
     return c, b, d, w, basis, derivative

@@ -18,7 +18,12 @@ from .base import (
     pattern_of,
     time_direction,
 )
-from .constrained import constrained_init, constrained_step, is_constrained
+from .constrained import (
+    constrained_init,
+    constrained_step,
+    is_constrained,
+    lagrange_basis,
+)
 
 
 @functools.cache
@@ -30,11 +35,7 @@ def _gauss_legendre_tableau(stages: int) -> tuple[np.ndarray, np.ndarray, np.nda
     b = np.empty(stages)
     for j in range(stages):
         # The Lagrange basis polynomial of node j, integrated from 0.
-        basis = np.polynomial.Polynomial([1.0])
-        for k in range(stages):
-            if k != j:
-                basis = basis * np.polynomial.Polynomial([-c[k], 1.0]) / (c[j] - c[k])
-        integral = basis.integ()
+        integral = lagrange_basis(c, j).integ()
         a[:, j] = integral(c) - integral(0.0)
         b[j] = integral(1.0) - integral(0.0)
     return c, a, b
