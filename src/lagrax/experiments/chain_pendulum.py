@@ -299,7 +299,9 @@ def model_name(model: str, bodies: int, trajectories: int | None = None) -> str:
 
 
 def _trained_names(settings: Settings) -> list[tuple[str, int, int | None]]:
-    runs = [(m, n, None) for n in chains(settings) for m in MODELS]
+    runs: list[tuple[str, int, int | None]] = [
+        (m, n, None) for n in chains(settings) for m in MODELS
+    ]
     runs += [("cartesian", 2, k) for k in efficiency_sizes(settings)]
     return runs
 
@@ -618,20 +620,23 @@ def models(settings: Settings, data: Data) -> dict:
     keys = _keys(settings, data.bodies)
     n = data.bodies
     angles = tuple(range(n))
-    net = dict(width=settings.width, depth=DEPTH)
-    potential = dict(width=settings.potential_width, depth=DEPTH)
     # The energy scale per unit mass: the mean squared speed of the chunks.
     scale = float(jnp.mean(jnp.sum(data.train_cartesian.qdot**2, axis=-1)))
     return {
         "cartesian": CartesianLagrangian(
             n,
-            **potential,
+            width=settings.potential_width,
+            depth=DEPTH,
             field=settings.potential == "field",
             scale=scale,
             key=keys[7],
         ),
-        "angles": lagrax.MechanicalLagrangian(n, **net, angles=angles, key=keys[7]),
-        "node": lagrax.NeuralODEBaseline(n, **net, angles=angles, key=keys[7]),
+        "angles": lagrax.MechanicalLagrangian(
+            n, width=settings.width, depth=DEPTH, angles=angles, key=keys[7]
+        ),
+        "node": lagrax.NeuralODEBaseline(
+            n, width=settings.width, depth=DEPTH, angles=angles, key=keys[7]
+        ),
     }
 
 
