@@ -18,6 +18,7 @@ single-process fit it compares with.
 import functools as ft
 import pathlib
 import sys
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -32,7 +33,7 @@ from lagrax._files import AbstractWriteObserver, observe_writes
 STEPS = 30
 
 
-def settings() -> dict:
+def settings() -> dict[str, Any]:
     """The model, loss, data and settings of every run: a harmonic oscillator's
     accelerations (`q̈ = -q`, from NumPy: nothing to compile), 56 samples in
     minibatches of 16 (8 a device), 3 a epoch, so that 30 steps reshuffle 10
@@ -96,7 +97,7 @@ def main(i: int, port: int, folder: pathlib.Path) -> None:
     assert jax.process_count() == 2 and len(jax.devices()) == 2, jax.devices()
     run = settings()
     # Processes that disagree on the run are told so, all of them, before training.
-    different = dict(run, key=jr.key(i))
+    different = {**run, "key": jr.key(i)}
     _refused(lambda: lagrax.fit(**different), f"differs from process(es) [{1 - i}]")
     # The devices of another process alone are no devices to train on.
     other_device = jax.devices()[1 - i]
@@ -109,9 +110,7 @@ def main(i: int, port: int, folder: pathlib.Path) -> None:
 
     path = folder / "run.lagrax"
     counter = _Count()
-    checkpointed = ft.partial(
-        lagrax.fit, **dict(run, checkpoint=path, checkpoint_every=10)
-    )
+    checkpointed = ft.partial(lagrax.fit, **run, checkpoint=path, checkpoint_every=10)
     with observe_writes(counter):
         try:
             checkpointed(metrics={"error": _stop}, devices=jax.devices())
@@ -126,6 +125,7 @@ def main(i: int, port: int, folder: pathlib.Path) -> None:
 
     np.savez(
         folder / f"process{i}.npz",
+        allow_pickle=False,
         **{f"plain{i}": x for i, x in enumerate(arrays(plain))},
         **{f"resumed{i}": x for i, x in enumerate(arrays(resumed))},
         loss=history.loss,

@@ -14,7 +14,7 @@ TINY = ["--steps", "3", "--batch-size", "16", "--train-size", "256", "--ics", "2
 TINY += ["--t1", "0.5", "--width", "8", "--no-progress"]
 
 
-def _main(argv) -> int:
+def _main(argv) -> int | str | None:
     """The exit code of `lagrax ARGV`, whether argparse exits or main returns."""
     from lagrax._cli.main import main
 
@@ -196,4 +196,6 @@ def test_available_memory_is_at_most_the_machines():
     from lagrax._cli.parsing import available_memory
 
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert 0 < available_memory() <= total
+    available = available_memory()
+    assert available is not None
+    assert 0 < available <= total

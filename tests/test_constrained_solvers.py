@@ -184,5 +184,5 @@ def test_acceleration_loss_with_a_constraint():
     assert float(jax.grad(loss)(jnp.asarray(FIELD + 0.5))) > 0
     with pytest.raises(ValueError, match="definiteness"):
         lagrax.acceleration_loss(
-            _Charged(FIELD), data, constraint=_links, definiteness=0.1
+            _Charged(jnp.asarray(FIELD)), data, constraint=_links, definiteness=0.1
         )

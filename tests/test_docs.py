@@ -89,6 +89,7 @@ def _results_tables():
     spec = importlib.util.spec_from_file_location(
         "results_tables", DOCS / "scripts" / "results_tables.py"
     )
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -6,6 +6,7 @@ import pathlib
 
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -279,7 +280,8 @@ def test_edge_constraint_argument_errors():
             anchor_points=jnp.zeros(2),
         )
     with pytest.raises(TypeError, match="fn"):
-        lagrax.EdgeConstraint([0], [1], "rod", num_nodes=2, node_dim=2)
+        # A wrong type on purpose: the check under test.
+        lagrax.EdgeConstraint([0], [1], "rod", num_nodes=2, node_dim=2)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="fn.*x_start"):  # rod needs its length
         lagrax.EdgeConstraint([0], [1], lagrax.rod, num_nodes=2, node_dim=2)
     with pytest.raises(ValueError, match="scalar or a 1-D"):
@@ -299,6 +301,7 @@ def test_edge_constraint_argument_errors():
 def _example():
     path = pathlib.Path(__file__).parent.parent / "examples" / "chain_zero_shot.py"
     spec = importlib.util.spec_from_file_location("chain_zero_shot", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
