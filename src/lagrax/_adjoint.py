@@ -4,13 +4,15 @@ import jax
 import jax.numpy as jnp
 
 from ._solver.base import AbstractSymmetricSolver
-from ._solver.yoshida import Yoshida4
 
 
-def _is_symmetric(solver) -> bool:
-    if isinstance(solver, Yoshida4):
-        return _is_symmetric(solver.base)
-    return isinstance(solver, AbstractSymmetricSolver)
+def _innermost(solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+    """The solver that `solver` wraps, through any number of
+    `diffrax.AbstractWrappedSolver`s (such as `Yoshida4` or `diffrax.HalfSolver`),
+    which take on its structure: symmetric when it is."""
+    while isinstance(solver, diffrax.AbstractWrappedSolver):
+        solver = solver.solver
+    return solver
 
 
 class ReversibleAdjoint(diffrax.AbstractAdjoint):
@@ -125,7 +127,7 @@ _SAVE_Y = diffrax.SaveAt(t1=True).subs.fn
 
 def _check(solver, stepsize_controller, event, saveat) -> None:
     name = "`adjoint=lagrax.ReversibleAdjoint()`"
-    if not _is_symmetric(solver):
+    if not isinstance(_innermost(solver), AbstractSymmetricSolver):
         raise ValueError(
             f"{name} runs the solver backwards, which needs a symmetric lagrax "
             "solver (VariationalMidpoint, GaussLegendre, Yoshida4 over either, or "

@@ -15,7 +15,7 @@ _W1 = 1 / (2 - 2 ** (1 / 3))
 _W0 = 1 - 2 * _W1
 
 
-class Yoshida4(diffrax.AbstractSolver):
+class Yoshida4(diffrax.AbstractWrappedSolver):
     r"""4th-order triple-jump composition of a symmetric 2nd-order lagrax solver.
 
     One step of size `h` is three steps of `base` of sizes `w₁h, w₀h, w₁h` with
@@ -34,6 +34,11 @@ class Yoshida4(diffrax.AbstractSolver):
     Cost per step: three base steps. Fixed steps only; dense output is linear. For a
     general Lagrangian, `GaussLegendre()` is also 4th order, symplectic and
     symmetric, with a much smaller error constant at a lower cost per step.
+
+    A `diffrax.AbstractWrappedSolver` (its `solver` is `base`): Diffrax's
+    `isinstance` checks see through it to the base method, which is what it
+    inherits its structure from, and `lagrax.ReversibleAdjoint` reverses it when it
+    reverses the base.
 
     ??? cite "Reference"
 
@@ -55,6 +60,10 @@ class Yoshida4(diffrax.AbstractSolver):
     interpolation_cls: ClassVar[Callable[..., diffrax.LocalLinearInterpolation]] = (
         diffrax.LocalLinearInterpolation
     )
+
+    @property
+    def solver(self) -> AbstractSymmetricSolver:
+        return self.base
 
     def __check_init__(self):
         if not isinstance(self.base, AbstractSymmetricSolver):
