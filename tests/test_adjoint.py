@@ -54,6 +54,7 @@ def test_gradients_match_the_checkpointed_adjoint(getkey):
                 adjoint=adjoint,
                 max_steps=steps + 1,
             )
+            assert sol.ys is not None
             return jnp.sum(weights * sol.ys[0]) + jnp.sum(sol.ys[1] ** 3)
 
         return eqx.filter_jit(eqx.filter_grad(scalar))((model, q0))
@@ -136,6 +137,49 @@ def test_refuses_what_it_cannot_reverse():
         lagrax.ReversibleAdjoint(tolerance=0.0)
 
 
+def _trace_reversed_solve(lagrangian, solver, dof, force=None):
+    """Trace (`jax.eval_shape`: nothing compiles or runs) a solve under
+    `ReversibleAdjoint`, whose checks run when it is traced."""
+
+    def final(q0):
+        sol = diffrax.diffeqsolve(
+            lagrax.LagrangianTerm(lagrangian, force=force),
+            solver,
+            0.0,
+            1.0,
+            0.1,
+            (q0, jnp.zeros(dof)),
+            adjoint=lagrax.ReversibleAdjoint(),
+        )
+        assert sol.ys is not None
+        return sol.ys[0]
+
+    return jax.eval_shape(final, jnp.full(dof, 0.3))
+
+
+def test_refuses_verlet_where_its_step_is_not_reversible():
+    """VelocityVerlet is symmetric only where q̈ does not depend on q̇: refused with
+    a ValueError when the solve is traced, for a Coriolis term (the double
+    pendulum, under Yoshida4), a relativistic one and a dissipative force;
+    accepted for L = ½q̇ᵀMq̇ − V(q) (the pendulum above; a spring network here)."""
+    verlet = lagrax.VelocityVerlet()
+    refused = [
+        (lagrax.systems.DoublePendulum(), lagrax.Yoshida4(base=verlet), 2, None),
+        (lagrax.systems.RelativisticParticle(g=1.0), verlet, 1, None),
+        (
+            _Pendulum(jnp.asarray(1.0)),
+            verlet,
+            1,
+            lagrax.RayleighDissipation(jnp.ones(1)),
+        ),
+    ]
+    for lagrangian, solver, dof, force in refused:
+        with pytest.raises(ValueError, match="VelocityVerlet is symmetric.*q̇"):
+            _trace_reversed_solve(lagrangian, solver, dof, force)
+    springs = lagrax.systems.SpringNetwork.chain(3)
+    assert _trace_reversed_solve(springs, verlet, 6).shape == (1, 6)
+
+
 def test_the_diffrax_internals_reversible_adjoint_reads():
     """What lagrax reads of Diffrax without a public API: `ConstantStepSize`'s
     controller state `(steps done, steps, t0, t1)` (`ReversibleAdjoint`'s step
@@ -143,7 +187,17 @@ def test_the_diffrax_internals_reversible_adjoint_reads():
     changes them fails here (pyproject.toml caps the tested minor version); the
     solve state's `save_state.ys`, the third, fails the gradient tests above."""
     controller = diffrax.ConstantStepSize()
-    t_next, state = controller.init(None, 0.0, 1.0, None, 0.3, None, None, None)
+    # A ConstantStepSize reads neither the terms nor the vector field (`func`).
+    t_next, state = controller.init(
+        None,
+        0.0,
+        1.0,
+        None,
+        0.3,
+        None,
+        None,  # pyright: ignore[reportArgumentType]
+        None,
+    )
     done, steps, t0, t1 = state
     assert (int(done), int(steps), float(t0), float(t1)) == (1, 4, 0.0, 1.0)
     assert float(t_next) == 0.3
@@ -163,4 +217,5 @@ def test_the_diffrax_internals_reversible_adjoint_reads():
     assert seen and all(
         isinstance(getattr(t, "term", None), lagrax.LagrangianTerm) for t in seen
     )
+    assert sol.ys is not None
     assert sol.ys[0].shape == (1, 1)

@@ -2,8 +2,11 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jax_core
 
-from ._solver.base import AbstractSymmetricSolver
+from ._solver.base import AbstractSymmetricSolver, unwrap
+from ._solver.verlet import VelocityVerlet
+from ._term import LagrangianTerm
 
 
 def _innermost(solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
@@ -49,11 +52,26 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     in our measurements (the step's derivatives are evaluated at states that far
     off): float64 for the longest horizons.
 
-    **Restrictions**, checked before anything runs: a symmetric lagrax solver, a
-    `diffrax.ConstantStepSize` controller (over a finite interval); `SaveAt` with
-    `t0`, `t1` and `ts` (no `steps`, `dense`, `fn`, `subs` or solver and controller
-    states); no event. It differentiates with respect to `y0`, `args` and `terms`
+    **Restrictions**, checked before anything runs: a symmetric lagrax solver
+    (`VelocityVerlet`, alone or under `Yoshida4`, only where `q̈` provably does not
+    depend on `q̇`: see below), a `diffrax.ConstantStepSize` controller (over a
+    finite interval); `SaveAt` with `t0`, `t1` and `ts` (no `steps`, `dense`, `fn`,
+    `subs` or solver and controller states); no event. It differentiates with respect to `y0`, `args` and `terms`
     (the Lagrangian's parameters), not `t0`, `t1` or `dt0`; reverse mode only.
+
+    **`VelocityVerlet`** is symmetric only when `q̈` does not depend on `q̇`; run
+    backwards otherwise, it misses the initial state by far more than round-off,
+    which the check at `t0` would blame on chaos or float32. So it is refused (a
+    `ValueError` when `diffeqsolve` traces the solve) unless the term shows, as JAX
+    traces it, that `q̈` cannot depend on `q̇`: for a `lagrax.LagrangianTerm`,
+    `∂L/∂q̇` does not depend on `q` and is affine in `q̇` (`L = ½ q̇ᵀMq̇ + bᵀq̇ −
+    V(q)` with constant `M` and `b`: a pendulum, a wave, a spring network) and
+    its `force` does not read `q̇`; for another term, its `q̈` does not read `q̇`.
+    The test follows the data flow of the derivatives JAX traces (through
+    `jax.make_jaxpr`), never values, so it cannot accept a velocity-dependent
+    `q̈`; it may refuse a `q̈` that cancels its dependence numerically. Refused:
+    Coriolis terms (`M(q)`), magnetic terms, relativistic or learned
+    Lagrangians, dissipation. Use `VariationalMidpoint` or `GaussLegendre` there.
     """
 
     tolerance: float | None = None
@@ -80,6 +98,7 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     ):
         _check(solver, stepsize_controller, event, saveat)
         y = init_state.y
+        _check_verlet(solver, terms, kwargs["t0"], y, args)
         if passed_solver_state:
             solver_state = jax.lax.stop_gradient(init_state.solver_state)
         else:
@@ -153,6 +172,115 @@ def _check(solver, stepsize_controller, event, saveat) -> None:
             f"{name} does not save the solver state, the controller state or "
             "`made_jump`."
         )
+
+
+def _check_verlet(solver, terms, t0, y0, args) -> None:
+    """Refuse `VelocityVerlet` (alone or wrapped) on a term whose `q̈` may depend
+    on `q̇`, where its step is not symmetric."""
+    if isinstance(_innermost(solver), VelocityVerlet) and (
+        _acceleration_may_read_velocity(unwrap(terms), t0, y0, args)
+    ):
+        raise ValueError(
+            "`adjoint=lagrax.ReversibleAdjoint()` runs the solver backwards, and "
+            "VelocityVerlet is symmetric (reversible) only when q̈ does not depend "
+            "on q̇; this term's q̈ may (a Lagrangian whose ∂L/∂q̇ depends on q or is "
+            "not linear in q̇, a force that reads q̇, or a q̈ that reads q̇). Use "
+            "VariationalMidpoint or GaussLegendre (or Yoshida4 over them), or "
+            "diffrax.RecursiveCheckpointAdjoint."
+        )
+
+
+def _acceleration_may_read_velocity(term, t0, y0, args) -> bool:
+    """Whether `q̈` may depend on `q̇` as JAX traces `term` (see
+    `ReversibleAdjoint`): `False` only when it provably does not."""
+    q, qdot = y0
+    if not isinstance(term, LagrangianTerm):
+        return _derivative_may_be_nonzero(
+            lambda v, c: c[0].vf(c[1], (c[2], v), c[3])[1], qdot, (term, t0, q, args)
+        )
+
+    def momentum(q, qdot, lagrangian):
+        return jax.grad(lagrangian, argnums=1)(q, qdot)
+
+    def mass_times_ones(qdot, c):
+        lagrangian, q = c
+        ones = jnp.ones_like(qdot)
+        return jax.jvp(lambda v: momentum(q, v, lagrangian), (qdot,), (ones,))[1]
+
+    lagrangian, force = term.lagrangian, term.force
+    return (
+        _derivative_may_be_nonzero(
+            lambda q, c: momentum(q, c[0], c[1]), q, (qdot, lagrangian)
+        )
+        or _derivative_may_be_nonzero(mass_times_ones, qdot, (lagrangian, q))
+        or (
+            force is not None
+            and _derivative_may_be_nonzero(
+                lambda v, c: c[0](c[1], c[2], v), qdot, (force, t0, q)
+            )
+        )
+    )
+
+
+def _derivative_may_be_nonzero(fn, x, closure) -> bool:
+    """Whether the derivative of `fn(x, closure)` in `x` may be nonzero: whether
+    the tangent of `x` reaches the output in the data flow of the JVP's jaxpr.
+
+    Traced only (nothing runs). Exact zeros survive: JAX propagates a zero tangent
+    symbolically and makes the derivative of, say, `x**0` an array of zeros that
+    reads no tangent. Calls (`jit`, custom derivatives) are followed inside; any
+    other primitive (loops and `cond` included) counts as reading all its
+    inputs."""
+
+    def tangent(closure, x, dx):
+        return jax.jvp(lambda x: fn(x, closure), (x,), (dx,))[1]
+
+    closed, _, _ = eqx.filter_make_jaxpr(tangent)(closure, x, x)
+    jaxpr = closed.jaxpr
+    # The tangent `dx` is the last input (`x` is one array).
+    reads = [False] * (len(jaxpr.invars) - 1) + [True]
+    return any(_outputs_reading(jaxpr, reads))
+
+
+def _outputs_reading(jaxpr, reads: list[bool]) -> list[bool]:
+    """For each output of `jaxpr`, whether it depends on an input marked in
+    `reads` (by data flow)."""
+    marked = {var for var, read in zip(jaxpr.invars, reads) if read}
+    for eqn in jaxpr.eqns:
+        inputs = [isinstance(v, jax_core.Var) and v in marked for v in eqn.invars]
+        if not any(inputs):
+            continue
+        inner = _inner_jaxpr(eqn)
+        if inner is None:
+            outputs = [True] * len(eqn.outvars)
+        else:
+            outputs = _outputs_reading(inner, inputs)
+        marked.update(v for v, out in zip(eqn.outvars, outputs) if out)
+    return [isinstance(v, jax_core.Var) and v in marked for v in jaxpr.outvars]
+
+
+# Primitives that apply their sub-jaxpr once, input to input and output to output
+# (not loops, whose sub-jaxprs have the same arity but run many times).
+_CALLS = frozenset(
+    ("jit", "pjit", "closed_call", "core_call", "remat", "checkpoint")
+    + ("custom_jvp_call", "custom_vjp_call")
+)
+
+
+def _inner_jaxpr(eqn):
+    """The sub-jaxpr of a call (`jit`, `checkpoint`, custom derivatives), if any."""
+    if eqn.primitive.name not in _CALLS:
+        return None
+    for value in eqn.params.values():
+        if isinstance(value, jax_core.ClosedJaxpr):
+            value = value.jaxpr
+        if (
+            isinstance(value, jax_core.Jaxpr)
+            and len(value.invars) == len(eqn.invars)
+            and len(value.outvars) == len(eqn.outvars)
+        ):
+            return value
+    return None
 
 
 def _forward(y__args__terms, *, solver, init_state, solver_state, **kwargs):
