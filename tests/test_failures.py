@@ -209,3 +209,42 @@ def test_models_jit_and_grad_the_equinox_way(getkey):
     )
     grads = eqx.filter_grad(lambda m: jnp.sum(lagrax.acceleration(m, q, qdot)))(model)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_from_diffrax_names_a_singular_mass_matrix_met_by_diffeqsolve():
+    """Calling `diffrax.diffeqsolve` directly, a lagrax solver can only say Diffrax's
+    `singular` (Lineax's message); `lagrax.from_diffrax` reads it as the singular
+    mass matrix it is (twice changes nothing), and the other codes likewise."""
+
+    def lagrangian(q, qdot):  # ∂²L/∂q̇² = diag(1, 0)
+        return 0.5 * qdot[0] ** 2 + jnp.sum(jnp.cos(q))
+
+    # The explicit solver compiles fastest; with `throw=False` its term makes the
+    # acceleration NaN, which it reports as `singular`, as the implicit solvers do
+    # for their Newton Jacobians.
+    sol = diffrax.diffeqsolve(
+        lagrax.LagrangianTerm(lagrangian, throw=False),
+        lagrax.VelocityVerlet(),
+        0.0,
+        0.3,
+        0.1,
+        (jnp.array([0.3, 0.2]), jnp.array([0.1, 0.0])),
+        throw=False,
+    )
+    assert sol.result == diffrax.RESULTS.singular
+    assert "linear solver" in diffrax.RESULTS[sol.result]
+    result = lagrax.from_diffrax(sol.result)
+    assert result == lagrax.RESULTS.singular_mass_matrix
+    assert lagrax.from_diffrax(result) == result
+    with pytest.raises(Exception, match="mass matrix ∂²L/∂q̇² is singular"):
+        result.error_if(sol.ys, result != lagrax.RESULTS.successful)
+    # Under jit, each translation (Equinox types inherited members as their base's).
+    translations = [
+        (diffrax.RESULTS.successful, lagrax.RESULTS.successful),
+        (diffrax.RESULTS.nonlinear_max_steps_reached, lagrax.RESULTS.newton_failure),
+        (diffrax.RESULTS.nonlinear_divergence, lagrax.RESULTS.step_too_large),
+        (diffrax.RESULTS.max_steps_reached, lagrax.RESULTS.max_steps_reached),
+    ]
+    codes, expected = zip(*translations)
+    read = jax.jit(lambda codes: [lagrax.from_diffrax(code) for code in codes])(codes)
+    assert all(bool(got == want) for got, want in zip(read, expected))

@@ -54,7 +54,7 @@ from ._mechanics import (
     momentum as momentum,
 )
 from ._misc import cast as cast
-from ._results import RESULTS as RESULTS
+from ._results import from_diffrax as from_diffrax, RESULTS as RESULTS
 from ._serialisation import (
     load as load,
     register_model as register_model,

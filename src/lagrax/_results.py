@@ -4,9 +4,9 @@ A Diffrax solver must report through `diffrax.RESULTS` (`diffeqsolve` merges its
 results with Diffrax's own), so the lagrax solvers report their failures with the
 Diffrax members closest in meaning: `singular` for a singular mass matrix,
 `nonlinear_max_steps_reached` for a Newton iteration that did not converge,
-`nonlinear_divergence` for a step too large to resolve the motion. `simulate`,
-`rollout` and the losses translate these into the members below, whose messages
-say what happened and what to do.
+`nonlinear_divergence` for a step too large to resolve the motion.
+`lagrax.from_diffrax` translates these into the members below, whose messages say
+what happened and what to do; `simulate`, `rollout` and the losses call it.
 """
 
 import diffrax
@@ -58,15 +58,49 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
 
 # How the Diffrax codes that lagrax solvers return read in lagrax's terms.
 _TRANSLATIONS = (
-    (diffrax.RESULTS.singular, RESULTS.singular_mass_matrix),
-    (diffrax.RESULTS.nonlinear_max_steps_reached, RESULTS.newton_failure),
-    (diffrax.RESULTS.nonlinear_divergence, RESULTS.step_too_large),
+    (RESULTS.singular, RESULTS.singular_mass_matrix),
+    (RESULTS.nonlinear_max_steps_reached, RESULTS.newton_failure),
+    (RESULTS.nonlinear_divergence, RESULTS.step_too_large),
 )
 
 
-def from_diffrax(result: diffrax.RESULTS) -> RESULTS:
-    """The lagrax reading of a result returned by `diffeqsolve` over lagrax terms."""
-    out = RESULTS.promote(result)
-    for diffrax_item, lagrax_item in _TRANSLATIONS:
-        out = RESULTS.where(result == diffrax_item, lagrax_item, out)
+def from_diffrax(result: diffrax.RESULTS | RESULTS) -> RESULTS:
+    """The lagrax reading of the result of a `diffrax.diffeqsolve` over a lagrax
+    term: what went wrong in terms of the mechanics, and what to do about it.
+
+    A Diffrax solver can only report `diffrax.RESULTS`, so a lagrax solver that
+    meets a singular mass matrix says `diffrax.RESULTS.singular`, whose message is
+    Lineax's ("A linear solver returned non-finite (NaN or inf) output"). This
+    turns it into `lagrax.RESULTS.singular_mass_matrix`;
+    `nonlinear_max_steps_reached` into `newton_failure` and `nonlinear_divergence`
+    into `step_too_large`. Every other code is kept as it is, as a
+    `lagrax.RESULTS` member. `lagrax.simulate` and `lagrax.rollout` report
+    through it; call it yourself when you call `diffeqsolve`:
+
+    ```python
+    sol = diffrax.diffeqsolve(
+        lagrax.LagrangianTerm(L), lagrax.VariationalMidpoint(), t0, t1, dt0, y0,
+        throw=False,
+    )
+    result = lagrax.from_diffrax(sol.result)
+    ys = result.error_if(sol.ys, result != lagrax.RESULTS.successful)
+    ```
+
+    Works under `jit` and on batched results (from `vmap`), elementwise. The
+    translations assume the codes came from lagrax's solvers or terms: Diffrax's
+    implicit solvers also say `singular` for their own Newton Jacobians, which
+    over a `LagrangianTerm` are singular where its mass matrix is.
+
+    **Arguments:**
+
+    - `result`: `sol.result` of a `diffrax.diffeqsolve`, or a `lagrax.RESULTS`
+        (read the same way: a second call changes nothing).
+
+    **Returns:**
+
+    The `lagrax.RESULTS` member; `lagrax.RESULTS[item]` is its message.
+    """
+    out = result if isinstance(result, RESULTS) else RESULTS.promote(result)
+    for generic, specific in _TRANSLATIONS:
+        out = RESULTS.where(out == generic, specific, out)
     return out
