@@ -142,11 +142,12 @@ def test_bad_forces_raise():
         lagrax.CoulombFriction(np.array([1.0]), sharpness=0.0)
     with pytest.raises(ValueError, match="at least one force"):
         lagrax.ForceSum(())
-    # (Under the test suite's runtime type checking, jaxtyping raises these.)
+    # (Under the test suite's runtime type checking, jaxtyping raises these: wrong
+    # types on purpose.)
     with pytest.raises(TypeError, match="input"):
-        lagrax.Actuation(jnp.ones(2))
+        lagrax.Actuation(jnp.ones(2))  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="matrix"):
-        lagrax.Actuation(matrix="identity")
+        lagrax.Actuation(matrix="identity")  # pyright: ignore[reportArgumentType]
     q = jnp.zeros(2)
     with pytest.raises(ValueError, match="has no input"):
         lagrax.Actuation()(0.0, q, q)
@@ -261,6 +262,7 @@ def _oscillate(solver, force, y0, t0, t1, dt, ts):
         stepsize_controller=diffrax.ConstantStepSize(),
         max_steps=2048,
     )
+    assert solution.ys is not None
     return solution.ys[0][:, 0]
 
 

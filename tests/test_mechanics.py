@@ -349,10 +349,10 @@ def test_numpy_float64_inputs_with_x64_disabled_are_cast_as_jax_casts():
     q, qdot = np.array([0.3, -0.2]), np.array([0.1, 0.4])
     expected = lagrax.acceleration(system, jnp.asarray(q), jnp.asarray(qdot))
     # (`jax.enable_x64` is JAX ≥ 0.7's name; the lowest tested JAX has only the
-    # experimental one.)
+    # experimental one, which the checker, seeing a newer JAX, does not know.)
     enable_x64 = getattr(jax, "enable_x64", None)
     if enable_x64 is None:
-        from jax.experimental import enable_x64
+        from jax.experimental import enable_x64  # pyright: ignore[reportAttributeAccessIssue]
     with enable_x64(False), warnings.catch_warnings():
         warnings.simplefilter("error")
         qddot = lagrax.acceleration(system, q, qdot)
@@ -361,6 +361,6 @@ def test_numpy_float64_inputs_with_x64_disabled_are_cast_as_jax_casts():
     assert qddot.dtype == energy.dtype == traj.q.dtype == jnp.float32
     np.testing.assert_allclose(qddot, expected, rtol=1e-5)
     # (lagrax's own message names jnp.asarray(q); under the test suite's runtime
-    # type checker, the checker's names the parameter first.)
+    # type checker, the checker's names the parameter first.) A list on purpose.
     with pytest.raises(TypeError, match=r"jnp.asarray\(q\)|parameter 'q'"):
-        lagrax.acceleration(system, [0.3, -0.2], qdot)
+        lagrax.acceleration(system, [0.3, -0.2], qdot)  # pyright: ignore[reportArgumentType]

@@ -35,6 +35,7 @@ def test_load_recording_reads_the_mapped_columns(tmp_path, name):
 
     rows = _rows()
     recording = lagrax.load_recording(_write(tmp_path / name, rows))
+    assert recording.u is not None
     assert recording.q.shape == (20, 2) and recording.u.shape == (20, 2)
     np.testing.assert_array_equal(recording.ts, rows[:, 0])
     np.testing.assert_array_equal(recording.qdot, rows[:, 3:5])
@@ -86,6 +87,7 @@ def test_resample_windows_and_accelerations_are_exact_where_they_should_be():
     # Interpolation error ≤ h²/8 · max|q''| with h ≤ 2.5 ms.
     np.testing.assert_allclose(uniform.q[:, 0], np.sin(omega * grid), atol=1e-5)
     windows = uniform.windows(11, stride=5)
+    assert windows.u is not None
     assert windows.q.shape == (len(windows), 11, 1) and windows.u.shape[-1] == 1
     np.testing.assert_allclose(windows.ts, 0.002 * np.arange(11), atol=1e-12)
     np.testing.assert_array_equal(windows.q[3], uniform.q[15:26])
@@ -102,6 +104,7 @@ def test_resample_windows_and_accelerations_are_exact_where_they_should_be():
     # Central difference over ±2 samples of 2 ms: ω⁴ (2h)²/6 ≈ 2e-4, plus the
     # grid's asymmetry (≤ 0.16 ms) times ω³/2: ≈ 2e-3.
     np.testing.assert_allclose(samples.qddot[:, 0], exact, atol=3e-3)
+    assert samples.u is not None
     assert samples.u.shape == (996, 1)  # the 2 samples at each end dropped
     positions = recording.positions()
     assert positions.q.shape == (1, 1000, 1)

@@ -472,7 +472,7 @@ def test_load_compiles_nothing(tmp_path):
     lagrax.save(path, model)
     compiled = []
 
-    def listen(event, duration, **kwargs):
+    def listen(event: str, duration_secs: float, **kwargs: str | int) -> None:
         if "backend_compile" in event:
             compiled.append(event)
 
