@@ -1,3 +1,5 @@
+from typing import Any
+
 import diffrax
 import equinox as eqx
 import jax
@@ -135,11 +137,13 @@ def test_a_state_off_the_constraints_is_refused_until_projected():
 def test_constraint_argument_errors():
     q = _positions(jnp.array([0.3, -0.2]))
     qdot = jnp.zeros(4)
-    for bad, match in (
+    # (Bad on purpose, the first one's type included.)
+    cases: list[tuple[Any, str]] = [
         ("not a function", "constraint"),  # (the type checker may speak first)
         (lambda q: q[0], "1-D array"),
         (lambda q: q.astype(jnp.float32)[:2], "dtype"),
-    ):
+    ]
+    for bad, match in cases:
         with pytest.raises((TypeError, ValueError), match=match):
             lagrax.acceleration(_cartesian_lagrangian, q, qdot, constraint=bad)
 
@@ -175,7 +179,7 @@ def test_a_constrained_solve_tracks_the_angle_solution():
     angles = DoublePendulum(m1=M1, m2=M2, l1=L1, l2=L2, g=G)
     theta0, omega0 = jnp.array([1.2, -0.4]), jnp.array([0.3, 0.9])
     ts = jnp.linspace(0.0, 3.0, 31)
-    options = dict(rtol=1e-10, atol=1e-10)
+    options: dict[str, Any] = dict(rtol=1e-10, atol=1e-10)
     reference = lagrax.simulate(angles, theta0, omega0, ts, **options)
     q0, qdot0 = jax.jvp(_positions, (theta0,), (omega0,))
     traj = lagrax.simulate(
@@ -292,7 +296,7 @@ def test_rollout_loss_through_rattle_has_exact_gradients():
         theta
     )
     data = lagrax.TrajectoryData(ts, q[None], qdot[None])
-    options = dict(constraint=_links, solver=lagrax.Rattle(), dt0=dt)
+    options: dict[str, Any] = dict(constraint=_links, solver=lagrax.Rattle(), dt0=dt)
 
     def loss(mass, adjoint=None):
         model = _Bodies(mass)

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lagrax
+
 
 def test_settings_are_checked():
     from lagrax.experiments import noisy_pendulum
@@ -43,16 +45,21 @@ def test_method_data_differentiates_the_angles():
     ts = 0.1 * jnp.arange(12, dtype=jnp.float64)
     angles = jnp.stack([ts**2, 1 - 3 * ts**2])[..., None]  # q̈ = 2 and −6
     accelerations = noisy_pendulum.method_data("acceleration", ts, angles, 4)
+    assert isinstance(accelerations, lagrax.AccelerationData)
     assert accelerations.q.shape == (2 * 10, 1)
     np.testing.assert_allclose(accelerations.qddot[:10], 2.0, rtol=1e-10)
     np.testing.assert_allclose(accelerations.qddot[10:], -6.0, rtol=1e-10)
     np.testing.assert_allclose(accelerations.qdot[:10, 0], 2 * ts[1:-1], atol=1e-12)
     windows = noisy_pendulum.method_data("rollout", ts, angles, 4)
+    assert isinstance(windows, lagrax.TrajectoryData)
     assert windows.q.shape == (2, 10, 1)  # (10 − 1) is a multiple of 3
     np.testing.assert_array_equal(windows.ts, ts[1:11])
     np.testing.assert_allclose(windows.qdot[1, :, 0], -6 * ts[1:11], atol=1e-12)
-    assert noisy_pendulum.method_data("rollout", ts, angles, 5).q.shape[1] == 9
+    shorter = noisy_pendulum.method_data("rollout", ts, angles, 5)
+    assert isinstance(shorter, lagrax.TrajectoryData)
+    assert shorter.q.shape[1] == 9
     positions = noisy_pendulum.method_data("del", ts, angles, 4)
+    assert isinstance(positions, lagrax.PositionData)
     np.testing.assert_array_equal(positions.q, angles)
 
 

@@ -1,3 +1,5 @@
+from typing import Any
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -46,6 +48,7 @@ def test_lagrangian_term_in_diffeqsolve():
         y0=(jnp.array([1.0]), jnp.array([0.0])),
         stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-10),
     )
+    assert sol.ys is not None
     q, qdot = sol.ys
     np.testing.assert_allclose(q[-1], [-1.0], atol=1e-8)
     np.testing.assert_allclose(qdot[-1], [0.0], atol=1e-8)
@@ -131,6 +134,7 @@ def test_control_input_interpolation_and_its_gradient():
         y0 = (jnp.zeros(1), jnp.zeros(1))
         solver = lagrax.VariationalMidpoint()
         solution = diffrax.diffeqsolve(term, solver, 0.0, t1, 0.01, y0, max_steps=256)
+        assert solution.ys is not None
         return solution.ys[0][-1, 0]
 
     c = jnp.asarray(0.7)
@@ -160,6 +164,7 @@ def test_multi_term_with_diffrax_solvers_and_a_clear_refusal_in_verlet():
     expected = np.exp(-zeta * 3) * (
         np.cos(omega * 3) + zeta / omega * np.sin(omega * 3)
     )
+    assert solution.ys is not None
     np.testing.assert_allclose(solution.ys[0][-1, 0], expected, atol=1e-7)
     with pytest.raises(TypeError, match="force=...") as error:
         diffrax.diffeqsolve(terms, lagrax.VelocityVerlet(), 0.0, 1.0, 0.1, y0)
@@ -229,8 +234,8 @@ def test_bad_arguments():
         lagrax.simulate(
             system, jnp.zeros(1), jnp.zeros(1), ts, solver=diffrax.Euler(), dt0=-0.1
         )
-    with pytest.raises(TypeError, match="lagrangian"):
-        lagrax.LagrangianTerm(3.0)
+    with pytest.raises(TypeError, match="lagrangian"):  # a wrong type on purpose
+        lagrax.LagrangianTerm(3.0)  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="positive"):
         HarmonicOscillator(mass=-1.0)
 
@@ -284,7 +289,7 @@ def test_a_fixed_step_solve_that_blows_up_is_a_failure():
     system = HarmonicOscillator(stiffness=100.0**2)
     q0, qdot0 = jnp.array([1.0]), jnp.array([0.0])
     ts = jnp.linspace(0.0, 100.0, 11)
-    options = dict(
+    options: dict[str, Any] = dict(
         solver=diffrax.Tsit5(), dt0=0.1, stepsize_controller=diffrax.ConstantStepSize()
     )
     traj = lagrax.simulate(system, q0, qdot0, ts, throw=False, **options)

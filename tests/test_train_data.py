@@ -1,3 +1,5 @@
+from typing import Any
+
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -7,7 +9,7 @@ import lagrax
 from lagrax.systems import DoublePendulum, HarmonicOscillator
 
 
-PAPER_BOX = dict(
+PAPER_BOX: dict[str, Any] = dict(
     q_box=([0.0, 0.0], [2 * np.pi, 2 * np.pi]), qdot_box=([-10.0, -10.0], [10.0, 10.0])
 )
 
@@ -29,7 +31,7 @@ def test_sample_states_energy_cut_is_uniform_in_the_allowed_region():
     # E = ½(q² + q̇²) ≤ 1/8 is the disk of radius ½ in the (q, q̇) box; uniform
     # states in a disk of radius R have mean r² = R²/2.
     system = HarmonicOscillator()
-    box = dict(q_box=([-1.0], [1.0]), qdot_box=([-1.0], [1.0]))
+    box: dict[str, Any] = dict(q_box=([-1.0], [1.0]), qdot_box=([-1.0], [1.0]))
     q, qdot = lagrax.sample_states(
         4000, key=jr.key(0), max_energy=0.125, lagrangian=system, **box
     )

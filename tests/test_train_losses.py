@@ -1,4 +1,5 @@
 import functools as ft
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -60,7 +61,8 @@ def test_acceleration_loss_values():
     def weight(q, qdot):
         return 1 + jnp.sum(qdot**2)
 
-    for options, expected in (({}, 2.125), (dict(norm="l2"), 5.125)):
+    cases: list[tuple[dict[str, Any], float]] = [({}, 2.125), ({"norm": "l2"}, 5.125)]
+    for options, expected in cases:
         for definiteness in (0.0, 0.5):
             loss = lagrax.acceleration_loss(
                 system, shifted, weight=weight, definiteness=definiteness, **options
@@ -68,8 +70,8 @@ def test_acceleration_loss_values():
             np.testing.assert_allclose(loss, expected, rtol=1e-12)
     with pytest.raises(ValueError, match="`weight` must return a scalar"):
         lagrax.acceleration_loss(system, shifted, weight=lambda q, qdot: qdot)
-    with pytest.raises(TypeError, match="weight"):
-        lagrax.acceleration_loss(system, shifted, weight=2.0)
+    with pytest.raises(TypeError, match="weight"):  # a wrong type on purpose
+        lagrax.acceleration_loss(system, shifted, weight=2.0)  # pyright: ignore[reportArgumentType]
 
 
 def test_acceleration_loss_singular_is_nan_not_error():
@@ -154,7 +156,7 @@ def test_rollout_loss_true_model_and_windows():
     # The trajectory of the adjoint trap below: its solve compiles once for both.
     ts = jnp.arange(21.0) * 0.1
     data = _oscillator_trajectories(1, ts, jr.key(1))
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         solver=diffrax.Midpoint(),
         dt0=0.01,
         stepsize_controller=diffrax.ConstantStepSize(),
