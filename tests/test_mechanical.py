@@ -3,6 +3,7 @@ against lagrax's generic autodiff path, the mass matrix of `MechanicalLagrangian
 the DFKI double pendulum against its closed-form equations, and saving."""
 
 import functools
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -31,7 +32,7 @@ def _generic(lagrangian):
 def _models():
     k1, k2, k3 = jr.split(jr.key(1), 3)
     # One hidden layer: the paths are the same at any depth, and compile faster.
-    small = dict(width=16, depth=1)
+    small: dict[str, Any] = dict(width=16, depth=1)
     return {
         "angles": lagrax.MechanicalLagrangian(3, angles=(0, 2), **small, key=k1),
         # A grey box: the identified model plus a small learned correction.

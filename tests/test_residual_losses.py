@@ -4,6 +4,7 @@ force driven by measured inputs. Each is zero on exact data, recovers what the
 data determine, and has the gradient of its finite differences."""
 
 import functools
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -230,7 +231,10 @@ def _lbfgs(params, static, data, steps=300):
         updates, state = optimizer.update(
             grad, state, x, value=value, grad=grad, value_fn=loss
         )
-        return (optax.apply_updates(x, updates), state), value
+        x = optax.apply_updates(x, updates)
+        # (The flat parameters stay one array, the loss a 0-d one.)
+        assert isinstance(x, jax.Array) and isinstance(value, jax.Array)
+        return (x, state), value
 
     init = (flat, optimizer.init(flat))
     (flat, _), losses = jax.lax.scan(step, init, None, length=steps)
@@ -277,8 +281,10 @@ def _perturbed():
     losses have a nonzero gradient."""
     model, force = SYSTEM, _force()
     model = eqx.tree_at(lambda m: (m.I2, m.r2), model, (model.I2 * 1.2, model.r2 * 0.9))
+    friction = force.forces[1]
+    assert isinstance(friction, lagrax.CoulombFriction)
     force = eqx.tree_at(
-        lambda f: f.forces[1].coefficient, force, force.forces[1].coefficient * 0.7
+        lambda f: f.forces[1].coefficient, force, friction.coefficient * 0.7
     )
     return model, force
 
@@ -294,7 +300,9 @@ def _acceleration_loss(model_and_force, data):
 # windows, inputs and forces of rollout_loss do not depend on the solver), and a
 # one-step method, so that a window restarted at an observed state continues the
 # discrete motion exactly.
-EULER = dict(solver=diffrax.Euler(), stepsize_controller=diffrax.ConstantStepSize())
+EULER: dict[str, Any] = dict(
+    solver=diffrax.Euler(), stepsize_controller=diffrax.ConstantStepSize()
+)
 
 
 @eqx.filter_jit

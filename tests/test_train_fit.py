@@ -3,6 +3,7 @@ import inspect
 import os
 import pathlib
 import re
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -38,6 +39,7 @@ def _oscillator_accelerations(num, key, half_width=2.0):
 def test_fit_acceleration_loss_learns_oscillator():
     data = _oscillator_accelerations(600, jr.key(0))
     train, test = lagrax.train_test_split(data, test_fraction=0.25, key=jr.key(1))
+    assert isinstance(test, lagrax.AccelerationData)
     model = lagrax.MLPLagrangian(1, width=32, depth=2, key=jr.key(2))
     steps = 2000
     optimizer = optax.adam(optax.cosine_onecycle_schedule(steps, 1e-2))
@@ -382,7 +384,7 @@ def test_nan_batches_are_skipped_and_counted():
 
 def _adam_counts(opt_state) -> list[int]:
     return [
-        int(s.count)
+        int(jnp.asarray(s.count))
         for s in jax.tree.leaves(
             opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
         )
@@ -478,7 +480,7 @@ def test_resume_refuses_an_edited_loss_other_test_data_and_schedule(
     )
     assert len({_optimizer_fingerprint(o, params) for o in optimizers}) == 1
     path = tmp_path / "schedule.lagrax"
-    stopped = dict(
+    stopped: dict[str, Any] = dict(
         checkpoint=path,
         checkpoint_every=1,
         test_data=data[:8],
