@@ -56,8 +56,9 @@ class ReversibleAdjoint(diffrax.AbstractAdjoint):
     (`VelocityVerlet`, alone or under `Yoshida4`, only where `q̈` provably does not
     depend on `q̇`: see below), a `diffrax.ConstantStepSize` controller (over a
     finite interval); `SaveAt` with `t0`, `t1` and `ts` (no `steps`, `dense`, `fn`,
-    `subs` or solver and controller states); no event. It differentiates with respect to `y0`, `args` and `terms`
-    (the Lagrangian's parameters), not `t0`, `t1` or `dt0`; reverse mode only.
+    `subs` or solver and controller states); no event. It differentiates with
+    respect to `y0`, `args` and `terms` (the Lagrangian's parameters), not `t0`,
+    `t1` or `dt0`; reverse mode only.
 
     **`VelocityVerlet`** is symmetric only when `q̈` does not depend on `q̇`; run
     backwards otherwise, it misses the initial state by far more than round-off,
