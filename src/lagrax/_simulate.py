@@ -20,14 +20,12 @@ from ._constraint import check_constraint, check_on_constraint, ConstraintFn
 from ._custom_types import (
     ForceFn,
     LagrangianLike,
-    Position,
     PositionLike,
-    Velocity,
     VelocityLike,
 )
 from ._misc import as_state, check_int, is_real_number
 from ._results import from_diffrax, RESULTS
-from ._term import AbstractSecondOrderTerm, LagrangianTerm
+from ._term import LagrangianTerm
 
 
 # THE ADJOINT TRAP, and why lagrax's default adjoint checkpoints every step.
@@ -206,15 +204,16 @@ def check_times(ts, q0, *, name: str = "ts"):
 
 
 def solve(
-    term: AbstractSecondOrderTerm,
-    q0: Position,
-    qdot0: Velocity,
+    term: diffrax.AbstractTerm,
+    q0: Float[Array, "*batch dof"],
+    qdot0: Float[Array, "*batch dof"],
     ts: Float[Array, " times"],
     options: SolveOptions,
     *,
     throw: bool,
-) -> tuple[Float[Array, "times dof"], Float[Array, "times dof"], RESULTS]:
+) -> tuple[Float[Array, "times *batch dof"], Float[Array, "times *batch dof"], RESULTS]:
     """Integrate `term` from `(q0, qdot0)` and save at `ts`: `(q, qdot, result)`.
+    (A batch of states is integrated by a `Batched` solver.)
 
     The one `diffeqsolve` call of lagrax. Failures come back as `lagrax.RESULTS`
     (see `lagrax._results`) and raise with their message when `throw`; samples the

@@ -18,7 +18,7 @@ from .._mechanics import batch_acceleration_parts, checked_constrained_accelerat
 from .._simulate import solve_options
 from .._term import as_term, is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
-from .rollout import solve_batch
+from .rollout import solve_together
 
 
 def penalty_of(norm: str):
@@ -358,30 +358,39 @@ def rollout_loss(
     num_windows = (num_times - 1) // (window - 1)
     # Static indices: window k holds samples k(w−1), …, k(w−1) + w − 1.
     index = np.arange(num_windows)[:, None] * (window - 1) + np.arange(window)[None, :]
-    num_traj = len(data)
-    q = data.q[:, index]  # (trajectories, windows, window, dof)
-    qdot = data.qdot[:, index]
-    ts = jnp.broadcast_to(data.ts[index][None], (num_traj, num_windows, window))
-    dof = q.shape[-1]
+    # The trajectories share each window's times: one solve of all of them per
+    # window (`solve_together`), the windows one after another. (Vmapped, the
+    # windows' solves would carry a gradient of the parameters each.)
+    u = None if data.u is None else jnp.swapaxes(data.u[:, index], 0, 1)
 
-    def flat(x):
-        return x.reshape((num_traj * num_windows,) + x.shape[2:])
+    def solve_window(window):
+        q0, qdot0, ts, u = window
+        return solve_together(
+            model,
+            q0,
+            qdot0,
+            ts,
+            options,
+            throw=throw,
+            force=force,
+            u=u,
+            constraint=constraint,
+        )
 
-    u = None if data.u is None else flat(data.u[:, index])
-    q_hat, qdot_hat = solve_batch(
-        model,
-        flat(q[:, :, 0]),
-        flat(qdot[:, :, 0]),
-        flat(ts),
-        options,
-        throw=throw,
-        force=force,
-        u=u,
-        constraint=constraint,
+    q_hat, qdot_hat = jax.lax.map(
+        solve_window,
+        (
+            jnp.swapaxes(data.q[:, index[:, 0]], 0, 1),
+            jnp.swapaxes(data.qdot[:, index[:, 0]], 0, 1),
+            data.ts[index],
+            u,
+        ),
     )
-    shape = (num_traj, num_windows, window, dof)
-    q_hat = q_hat.reshape(shape)
-    qdot_hat = qdot_hat.reshape(shape)
+    # (windows, trajectories, window, dof) → (trajectories, windows, window, dof)
+    q_hat = jnp.swapaxes(q_hat, 0, 1)
+    qdot_hat = jnp.swapaxes(qdot_hat, 0, 1)
+    q = data.q[:, index]
+    qdot = data.qdot[:, index]
     w = velocity_weight
     loss = jnp.mean(penalty(q_hat - q)) + w * jnp.mean(penalty(qdot_hat - qdot))
     if continuity > 0 and num_windows > 1:
