@@ -1,10 +1,11 @@
 import abc
 import functools
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal
+from typing import cast, ClassVar, Literal
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -263,12 +264,16 @@ class LagrangianSum(AbstractJetLagrangian):
         """The weighted sum of the terms' `batch_jet`s."""
         return self._sum(_term_batch_jet, q, qdot, directions)
 
-    def _sum(self, term_jet, q, qdot, directions):
-        grad, block = 0, 0
-        for term, weight in zip(self.terms, self.weights):
-            term_grad, term_block = term_jet(term, q, qdot, directions)
-            grad = grad + _weighted(weight, term_grad)
-            block = block + _weighted(weight, term_block)
+    def _sum(self, term_jet, q, qdot, directions) -> tuple[Array, Array]:
+        weighted = [
+            tuple(
+                _weighted(weight, part) for part in term_jet(term, q, qdot, directions)
+            )
+            for term, weight in zip(self.terms, self.weights)
+        ]
+        grad, block = weighted[0]
+        for term_grad, term_block in weighted[1:]:
+            grad, block = grad + term_grad, block + term_block
         return grad, block
 
 
@@ -363,6 +368,11 @@ def _weighted(weight, x: Array) -> Array:
     return jnp.asarray(weight, x.dtype) * x
 
 
+def _bias(layer: eqx.nn.Linear) -> Array:
+    assert layer.bias is not None  # built with `use_bias=True`
+    return layer.bias
+
+
 def _lnn_std(index: int, num_layers: int, weight_shape: tuple[int, ...]) -> float:
     # Cranmer et al.'s initialization, as in their released code: n is the layer's
     # larger dimension; the output layer gets a large σ = √n because the Lagrangian
@@ -401,7 +411,7 @@ def scalar_mlp(
                 (
                     _lnn_std(i, len(layers), layer.weight.shape)
                     * jr.normal(k, layer.weight.shape, layer.weight.dtype),
-                    jnp.zeros_like(layer.bias),
+                    jnp.zeros_like(_bias(layer)),
                 ),
             )
             for i, (layer, k) in enumerate(zip(layers, keys[depth + 1 :]))
@@ -551,7 +561,7 @@ class MLPLagrangian(AbstractJetLagrangian):
         delta, hessian = mlp_jet_state(
             self.activation,
             tuple(layer.weight for layer in hidden),
-            tuple(layer.bias for layer in hidden),
+            tuple(_bias(layer) for layer in hidden),
             self.layers[-1].weight[0],
             h,
             t,
@@ -579,13 +589,17 @@ class MLPLagrangian(AbstractJetLagrangian):
         else:
             tangents = jnp.swapaxes(directions, 1, 2)
         hidden = self.layers[:-1]
-        delta, hessian = mlp_jet(
-            self.activation,
-            tuple(layer.weight for layer in hidden),
-            tuple(layer.bias for layer in hidden),
-            self.layers[-1].weight[0],
-            features,
-            tangents,
+        # `cast`: a `custom_vjp` function's result type is not inferred.
+        delta, hessian = cast(
+            tuple[Array, Array],
+            mlp_jet(
+                self.activation,
+                tuple(layer.weight for layer in hidden),
+                tuple(_bias(layer) for layer in hidden),
+                self.layers[-1].weight[0],
+                features,
+                tangents,
+            ),
         )
         if self.angles:
             through = functools.partial(_through_angles, self)

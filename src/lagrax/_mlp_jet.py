@@ -125,14 +125,14 @@ def _forward(activation, weights, biases, out_weight, x0, t0):
         x, t = s, ds[:, None] * tangents
     delta = jnp.broadcast_to(out_weight, (batch, out_weight.shape[0]))
     hessian = jnp.zeros((batch, k, k), x0.dtype)
-    deltas = [None] * len(weights)
+    deltas: list[Array] = []  # last layer first, reversed below
     for index in reversed(range(len(weights))):
         _, _, tangents, ds, dds, _ = saved[index]
-        deltas[index] = delta
+        deltas.append(delta)
         curved = tangents * (dds * delta)[:, None]
         hessian = hessian + jnp.einsum("bkw,bjw->bkj", curved, tangents)
         delta = (ds * delta) @ weights[index]
-    return (delta, hessian), (saved, deltas)
+    return (delta, hessian), (saved, deltas[::-1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -174,7 +174,9 @@ def _mlp_jet_bwd(activation, residuals, cotangents):
     grad_bar, hessian_bar = cotangents
     symmetric_bar = hessian_bar + jnp.swapaxes(hessian_bar, 1, 2)
     layers = len(weights)
-    weight_bars, ds_bars, dds_bars = [None] * layers, [None] * layers, [None] * layers
+    weight_bars: list[Array] = []
+    ds_bars: list[Array] = []
+    dds_bars: list[Array] = []
 
     # Adjoint sweep: δ_{l−1} = (σ' ⊙ δ_l) W_l and the Hessian's weights σ'' ⊙ δ_l.
     delta_bar = grad_bar
@@ -182,16 +184,16 @@ def _mlp_jet_bwd(activation, residuals, cotangents):
         _, _, tangents, ds, dds, _ = saved[index]
         delta = deltas[index]
         a_bar = delta_bar @ weights[index].T
-        weight_bars[index] = (ds * delta).T @ delta_bar
+        weight_bars.append((ds * delta).T @ delta_bar)
         # ∂/∂D of Σ_ij H̄_ij Σ_w T_iw D_w T_jw.
         curvature_bar = jnp.sum(tangents * _combine(hessian_bar, tangents), axis=1)
-        ds_bars[index] = delta * a_bar
-        dds_bars[index] = delta * curvature_bar
+        ds_bars.append(delta * a_bar)
+        dds_bars.append(delta * curvature_bar)
         delta_bar = ds * a_bar + dds * curvature_bar
     out_weight_bar = jnp.sum(delta_bar, axis=0)
 
     # Forward sweep: z_l, T_l from (x_{l−1}, t_{l−1}); x_l = σ(z_l), t_l = σ' ⊙ T_l.
-    bias_bars = [None] * layers
+    bias_bars: list[Array] = []  # last layer first, reversed below
     x_bar = t_bar = None
     for index in reversed(range(layers)):
         x, t, tangents, ds, dds, ddds = saved[index]
@@ -210,8 +212,8 @@ def _mlp_jet_bwd(activation, residuals, cotangents):
         weight_bars[index] = (
             weight_bars[index] + z_bar.T @ x + _rows(tangents_bar).T @ _rows(t)
         )
-        bias_bars[index] = jnp.sum(z_bar, axis=0)
-    return tuple(weight_bars), tuple(bias_bars), out_weight_bar, x_bar, t_bar
+        bias_bars.append(jnp.sum(z_bar, axis=0))
+    return tuple(weight_bars), tuple(bias_bars[::-1]), out_weight_bar, x_bar, t_bar
 
 
 mlp_jet.defvjp(_mlp_jet_fwd, _mlp_jet_bwd)
@@ -231,13 +233,13 @@ def _state_forward(activation, weights, biases, out_weight, x0, t0):
         x, t = s, ds[None, :] * tangents
     delta = out_weight
     hessian = jnp.zeros((t0.shape[0],) * 2, x0.dtype)
-    deltas = [None] * len(weights)
+    deltas: list[Array] = []  # last layer first, reversed below
     for index in reversed(range(len(weights))):
         _, _, tangents, ds, dds, _ = saved[index]
-        deltas[index] = delta
+        deltas.append(delta)
         hessian = hessian + (tangents * (dds * delta)[None, :]) @ tangents.T
         delta = (ds * delta) @ weights[index]
-    return (delta, hessian), (saved, deltas)
+    return (delta, hessian), (saved, deltas[::-1])
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -2,6 +2,7 @@
 
 import abc
 from collections.abc import Sequence
+from typing import TypeVar
 
 import equinox as eqx
 import jax
@@ -568,12 +569,15 @@ def trajectory_data(
     return TrajectoryData(ts, q, qdot)
 
 
+_Split = TypeVar("_Split", AccelerationData, TrajectoryData)
+
+
 def train_test_split(
-    data: AccelerationData | TrajectoryData,
+    data: _Split,
     *,
     test_fraction: float = 0.2,
     key: PRNGKeyArray,
-) -> tuple[AccelerationData | TrajectoryData, AccelerationData | TrajectoryData]:
+) -> tuple[_Split, _Split]:
     """Split a dataset at random into training and held-out parts.
 
     Samples (for `AccelerationData`) or whole trajectories (for `TrajectoryData`)
