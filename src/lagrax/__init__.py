@@ -38,6 +38,7 @@ from ._lagrangian import (
     MLPLagrangian as MLPLagrangian,
     Rescaled as Rescaled,
 )
+from ._linalg import PivotedLU as PivotedLU
 from ._mechanical import (
     AbstractMechanicalLagrangian as AbstractMechanicalLagrangian,
     MechanicalLagrangian as MechanicalLagrangian,
