@@ -1,4 +1,5 @@
 import functools
+from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -38,12 +39,17 @@ ALL = {
 STEP_SCALE = {2: 1, 4: 2, 6: 4}
 
 
+class _Solved(NamedTuple):
+    ys: tuple[jax.Array, jax.Array]
+    result: diffrax.RESULTS
+
+
 def _solve(
     lagrangian, solver, y0, t1, dt, *, t0=0.0, saveat=None, force=None, **kwargs
-):
+) -> _Solved:
     # Times as arrays, not Python floats: diffeqsolve's jit then traces them
     # instead of compiling once per step size.
-    return diffrax.diffeqsolve(
+    sol = diffrax.diffeqsolve(
         lagrax.LagrangianTerm(lagrangian, force),
         solver,
         t0=jnp.asarray(t0, jnp.float64),
@@ -54,6 +60,8 @@ def _solve(
         max_steps=kwargs.pop("max_steps", 200_000),
         **kwargs,
     )
+    assert sol.ys is not None
+    return _Solved(sol.ys, sol.result)
 
 
 def _slope(dts, errors):
@@ -202,7 +210,10 @@ def test_verlet_stability_limit_on_both_sides():
 def _energy_drift(system, solver, y0, dt, steps, **kwargs):
     # Through `simulate_on`: the symplectic solves compile once for this test and
     # the other double-pendulum tests below.
-    traj = simulate_on(system, *y0, 0.0, dt * steps, solver=solver, dt0=dt, **kwargs)
+    q0, qdot0 = y0
+    traj = simulate_on(
+        system, q0, qdot0, 0.0, dt * steps, solver=solver, dt0=dt, **kwargs
+    )
     energies = along(lagrax.energy, system, traj.q, traj.qdot)
     err = np.abs(np.asarray(energies - lagrax.energy(system, *y0)))
     tenth = SAMPLES // 10
@@ -384,12 +395,13 @@ def test_float32_variational():
         lagrax.VelocityVerlet(),
         lagrax.GaussLegendre(),
     ):
-        traj = simulate_on(system, *y0, 0.0, 2.0, solver=solver, dt0=0.01)
+        traj = simulate_on(system, y0[0], y0[1], 0.0, 2.0, solver=solver, dt0=0.01)
         assert traj.q.dtype == jnp.float32
         # (The float64 references are the solves other tests compile.)
         ref = simulate_on(
             system,
-            *(x.astype(jnp.float64) for x in y0),
+            y0[0].astype(jnp.float64),
+            y0[1].astype(jnp.float64),
             0.0,
             2.0,
             solver=solver,
@@ -516,7 +528,7 @@ def test_network_steps_through_its_jet_as_through_autodiff(getkey):
 
 def test_solver_errors():
     with pytest.raises(TypeError, match="base"):
-        lagrax.Yoshida4(base=diffrax.Tsit5())
+        lagrax.Yoshida4(base=diffrax.Tsit5())  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="max_steps"):
         lagrax.VariationalMidpoint(max_steps=0)
     with pytest.raises(ValueError, match="stages"):
@@ -527,6 +539,7 @@ def test_solver_errors():
         diffrax.diffeqsolve(term, lagrax.VariationalMidpoint(), 0.0, 1.0, 0.1, y0)
     # Verlet works with any (q̇, q̈) term
     sol = diffrax.diffeqsolve(term, lagrax.VelocityVerlet(), 0.0, 1.0, 0.001, y0)
+    assert sol.ys is not None
     np.testing.assert_allclose(sol.ys[0][-1], [np.cos(1.0)], atol=1e-6)
     with pytest.raises((ValueError, RuntimeError), match="adaptive"):
         diffrax.diffeqsolve(
