@@ -13,6 +13,11 @@ several solvers:
   steps: each step a Newton solve whose iterations take the jet and its
   forward-mode Jacobian.
 
+`rollout_loss` integrates each window's trajectories as one solve (a batched
+state; see `lagrax._solver.batched`): for Tsit5 (fixed) and VariationalMidpoint the
+same loss over `lagrax.rollout`, which vmaps one solve per trajectory, is timed in
+the same run for comparison ("vmapped solves").
+
 Reported per solver: the median time of one gradient (compilation excluded,
 `block_until_ready`, interleaved repeats), the solver steps of the batch (for the
 adaptive solve, the largest count in the batch: the vmapped loop runs until every
@@ -89,6 +94,11 @@ METHODS = (
     Method("GaussLegendre", lagrax.GaussLegendre(), False),
 )
 
+# Timed also as the same loss over vmapped solves (`vmapped_gradient`), in the
+# same run: the comparison for `rollout_loss`'s batched solve.
+VMAPPED = ("Tsit5 (fixed)", "VariationalMidpoint")
+VMAPPED_SUFFIX = ", vmapped solves"
+
 
 def _kinetic(q, qdot):
     return 0.5 * jnp.sum(qdot**2) - 0.5 * jnp.sum(q**2)
@@ -139,6 +149,23 @@ def gradient(method: Method, data: lagrax.TrajectoryData, steps: int):
         **method.options(),
     )
     return eqx.filter_jit(eqx.filter_grad(lambda model: loss(model)))
+
+
+def vmapped_gradient(method: Method, data: lagrax.TrajectoryData, steps: int):
+    """The same loss over `lagrax.rollout`, which integrates each window in its own
+    solve under `jax.vmap`: what `rollout_loss` did before it solved each window's
+    trajectories as one batch (`lagrax._solver.batched`)."""
+    max_steps = steps if not method.adaptive else 16 * steps
+
+    def loss(model):
+        predicted = lagrax.rollout(
+            model, data, solver=method.solver, max_steps=max_steps, **method.options()
+        )
+        return jnp.mean((predicted.q - data.q) ** 2) + jnp.mean(
+            (predicted.qdot - data.qdot) ** 2
+        )
+
+    return eqx.filter_jit(eqx.filter_grad(loss))
 
 
 def solver_steps(method: Method, model, data: lagrax.TrajectoryData) -> int:
@@ -201,6 +228,9 @@ def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
     fns = {"baseline": functools.partial(baseline, model, states)}
     for method in METHODS:
         fns[method.name] = functools.partial(gradient(method, data, steps), model)
+        if method.name in VMAPPED:
+            vmapped = vmapped_gradient(method, data, steps)
+            fns[method.name + VMAPPED_SUFFIX] = functools.partial(vmapped, model)
     finite = {
         name: all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(fn()))
         for name, fn in fns.items()
@@ -222,21 +252,25 @@ def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
     for method in METHODS:
         n = solver_steps(method, model, data)
         passes = passes_per_step(method, model, data)
-        t = median(samples[method.name])
-        multiple = t / n / base
-        flag = "" if finite[method.name] else " (non-finite)"
-        rows.append(
-            [
-                f"{width}",
-                method.name + flag,
-                f"{n}",
-                f"{1e3 * t:.1f}",
-                f"{1e3 * t / n:.2f}",
-                f"{multiple:.1f}",
-                f"{passes:.1f}",
-                f"{multiple / passes:.2f}",
-            ]
-        )
+        names = [method.name]
+        if method.name in VMAPPED:
+            names.append(method.name + VMAPPED_SUFFIX)
+        for name in names:
+            t = median(samples[name])
+            multiple = t / n / base
+            flag = "" if finite[name] else " (non-finite)"
+            rows.append(
+                [
+                    f"{width}",
+                    name + flag,
+                    f"{n}",
+                    f"{1e3 * t:.1f}",
+                    f"{1e3 * t / n:.2f}",
+                    f"{multiple:.1f}",
+                    f"{passes:.1f}",
+                    f"{multiple / passes:.2f}",
+                ]
+            )
     return rows
 
 
