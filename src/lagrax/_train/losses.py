@@ -250,9 +250,9 @@ def rollout_loss(
 
     Each trajectory's `T` samples are cut into `K = (T − 1)/(window − 1)` windows
     of `window` samples, consecutive windows sharing an end sample. Every window is
-    integrated from its observed first state with `diffrax.diffeqsolve` (all
-    windows of all trajectories at once, under `jax.vmap`), and the loss is the
-    mean penalty of the position and velocity errors over the window's samples:
+    integrated from its observed first state with `diffrax.diffeqsolve`, and the
+    loss is the mean penalty of the position and velocity errors over the window's
+    samples:
 
         mean φ(q̂ − q) + mean φ(q̂̇ − q̇),       φ = |·| (l1) or (·)² (l2)
 
@@ -264,6 +264,18 @@ def rollout_loss(
 
     Short windows keep the loss landscape tame (errors cannot compound over long
     horizons) and need only a few solver steps each.
+
+    **One solve per window position.** The `k`-th windows of all trajectories share
+    their times, so they are integrated as one solve of a batched state (the
+    windows' positions one after another): its gradient sums over the
+    trajectories inside each step's matrix products, 1.5–2.5× faster than one
+    solve per window under `jax.vmap`, which carries a gradient of the parameters
+    per window through the solver's loops (`benchmarks/rollout_training.py`).
+    With fixed steps each window computes exactly what its own solve would. An
+    adaptive controller (a `diffrax.PIDController`) takes steps that every window
+    accepts: its error norm is the largest of the windows', so each meets the
+    tolerance and `max_steps` bounds the steps of the batch. A window that fails
+    fails the loss, as it would anyway.
 
     !!! warning "Adjoint"
 
@@ -291,7 +303,8 @@ def rollout_loss(
     - `rtol`, `atol`: tolerances of the default `diffrax.PIDController`, used with
         adaptive solvers.
     - `stepsize_controller`: overrides the default controller; e.g.
-        `diffrax.ConstantStepSize()` with `Tsit5` and `dt0` for fixed steps.
+        `diffrax.ConstantStepSize()` with `Tsit5` and `dt0` for fixed steps. An
+        adaptive controller must be a `diffrax.PIDController`.
     - `adjoint`: how to differentiate the solves (see the warning above).
     - `max_steps`: the step budget of one window.
     - `throw`: whether a failed solve raises. By default it does not: its
