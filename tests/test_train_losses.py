@@ -230,3 +230,62 @@ def test_rollout_loss_gradient_matches_finite_differences_on_step_grid():
         params
     )
     assert abs(float(_directional(bad, direction) / fd) - 1) > 1e-3
+
+
+@pytest.mark.parametrize("solver", [diffrax.Tsit5(), lagrax.VariationalMidpoint()])
+def test_rollout_loss_batched_solve_equals_one_solve_per_window(solver):
+    # rollout_loss integrates each window position's trajectories as one batched
+    # solve; with fixed steps that is exactly the per-window solves of
+    # `lagrax.rollout` (one vmapped solve each): values and parameter gradients.
+    ts = jnp.arange(7.0) * 0.1
+    data = _oscillator_trajectories(3, ts, jr.key(2))
+    model = Anharmonic(jnp.array(1.3), jnp.array(0.8), jnp.array(0.1))
+    options: dict[str, Any] = dict(
+        solver=solver, dt0=0.05, stepsize_controller=diffrax.ConstantStepSize()
+    )
+
+    def per_window(model):
+        errors = []
+        for k in range(3):  # windows of 3 samples: 0-2, 2-4, 4-6
+            window = lagrax.TrajectoryData(
+                ts[2 * k : 2 * k + 3],
+                data.q[:, 2 * k : 2 * k + 3],
+                data.qdot[:, 2 * k : 2 * k + 3],
+            )
+            predicted = lagrax.rollout(model, window, **options)
+            errors.append(
+                jnp.mean((predicted.q - window.q) ** 2)
+                + jnp.mean((predicted.qdot - window.qdot) ** 2)
+            )
+        return sum(errors) / 3
+
+    def batched(model):
+        return lagrax.rollout_loss(model, data, window=3, max_steps=5, **options)
+
+    value, grad = eqx.filter_value_and_grad(batched)(model)
+    expected, expected_grad = eqx.filter_value_and_grad(per_window)(model)
+    assert float(value) > 1e-6  # the model is wrong: the windows have errors
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    for g, e in zip(jax.tree.leaves(grad), jax.tree.leaves(expected_grad)):
+        np.testing.assert_allclose(g, e, rtol=1e-9)
+
+
+def test_rollout_loss_adaptive_steps_hold_every_window_to_the_tolerance():
+    # One oscillating window among 63 at rest: an error norm over the whole batch
+    # would dilute its error 8-fold and take longer steps. The batch's norm is the
+    # largest of the windows', so the moving window's error is what its own solve
+    # gives.
+    ts = jnp.linspace(0.0, 3.0, 4)
+    moving = lagrax.trajectory_data(
+        HarmonicOscillator(), jnp.ones((1, 1)), jnp.zeros((1, 1)), ts
+    )
+    rest = jnp.zeros((63, 4, 1))
+    data = lagrax.TrajectoryData(
+        ts, jnp.concatenate([moving.q, rest]), jnp.concatenate([moving.qdot, rest])
+    )
+    options: dict[str, Any] = dict(solver=diffrax.Tsit5(), rtol=1e-4, atol=1e-4)
+    alone = lagrax.rollout_loss(HarmonicOscillator(), moving, **options)
+    together = lagrax.rollout_loss(HarmonicOscillator(), data, **options)
+    assert float(alone) > 0
+    # the mean over 64 windows of which one has errors
+    assert 0.5 < float(together) * 64 / float(alone) < 1.5
