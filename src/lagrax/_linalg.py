@@ -112,9 +112,9 @@ class PivotedLU(lx.AbstractLinearSolver):
     Up to 8 rows the elimination is unrolled, up to 64 it is a loop over the
     columns; neither calls a LAPACK kernel, which on CPU avoids the deadlock of
     concurrent batched LAPACK calls (see `lagrax._linalg`) and, for the small
-    matrices of mechanics under `vmap`, is 4–6× faster than `lineax.LU` up to 4
-    rows and on par at 8 (float32, a batch of 1024); at 20 rows LAPACK is 2.6×
-    faster. Above 64 rows it is LAPACK's LU, as `lineax.LU`. The result is
+    matrices of mechanics under `vmap`, is 2–7× faster than `lineax.LU` at 2–4
+    rows and comparable at 8 (float32, a batch of 1024); at 20 rows LAPACK is
+    2.6× faster. Above 64 rows it is LAPACK's LU, as `lineax.LU`. The result is
     `lineax.RESULTS.singular` when the reciprocal condition estimate (smallest over
     largest pivot) is below `n·eps` or the solution is not finite: the criterion
     of `lagrax.acceleration` and `lagrax.mass_matrix_info`. Nothing is factorized
@@ -124,7 +124,7 @@ class PivotedLU(lx.AbstractLinearSolver):
     Derivatives are Lineax's: a second solve, 2–5× faster under `vmap` than
     autodiff through the elimination. lagrax's own `acceleration` still uses the
     latter, because Lineax's derivative solves raise at a singular matrix even
-    under `throw=False` (see the graphs guide, "Lineax").
+    under `throw=False` (measurements: the graphs guide, "With Lineax").
 
     ```python
     operator = lineax.MatrixLinearOperator(h)
