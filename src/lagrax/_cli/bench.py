@@ -16,6 +16,8 @@ BENCHMARKS = (
     "long_horizon",
     "mechanical",
     "measured_losses",
+    "rollout_training",
+    "linear_solves",
 )
 
 
