@@ -1,6 +1,8 @@
 """`lagrax.ReversibleAdjoint`: gradients through symmetric solvers run backwards,
 against the checkpointed adjoint that stores every step."""
 
+from typing import Any
+
 import diffrax
 import equinox as eqx
 import jax
@@ -178,6 +180,19 @@ def test_refuses_verlet_where_its_step_is_not_reversible():
             _trace_reversed_solve(lagrangian, solver, dof, force)
     springs = lagrax.systems.SpringNetwork.chain(3)
     assert _trace_reversed_solve(springs, verlet, 6).shape == (1, 6)
+
+    # The same test through rollout_loss's batched solve (a BatchTerm).
+    ts = jnp.linspace(0.0, 0.2, 3)
+    data = lagrax.TrajectoryData(ts, jnp.ones((2, 3, 1)), jnp.zeros((2, 3, 1)))
+    options: dict[str, Any] = dict(
+        solver=verlet, dt0=0.1, adjoint=lagrax.ReversibleAdjoint()
+    )
+    oscillator = lagrax.systems.HarmonicOscillator()
+    loss = jax.eval_shape(lambda: lagrax.rollout_loss(oscillator, data, **options))
+    assert loss.shape == ()
+    relativistic = lagrax.systems.RelativisticParticle(g=1.0)
+    with pytest.raises(ValueError, match="VelocityVerlet is symmetric.*q̇"):
+        jax.eval_shape(lambda: lagrax.rollout_loss(relativistic, data, **options))
 
 
 def test_the_diffrax_internals_reversible_adjoint_reads():
