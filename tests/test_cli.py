@@ -243,7 +243,8 @@ def test_bad_values_are_one_line_exit_2(tmp_path, capsys):
     for argv, option in (
         (["simulate", "relativistic-particle", "--qdot0", "1.5", *out], "--qdot0"),
         ([*TINY_DP, *out, "--batch-size", "512", "--train-size", "256"], "--batch"),
-        ([*TINY_DP, *out, "--train-size", "100"], "--train-size"),
+        # (The rollout stage takes a block of accelerations per trajectory.)
+        ([*TINY_DP, *out, "--train-size", "100", "--rollout-steps", "1"], "--train"),
     ):
         assert _main(argv) == 2
         assert option in _one_error_line(capsys.readouterr().err)
@@ -287,6 +288,8 @@ def test_bad_arguments_exit_2(argv, capsys):
         ["--clip", "nan"],
         ["--rollout-steps", "-1"],
         ["--rollout-lr", "0"],
+        ["--solvers", "gauss-legendre"],
+        ["--solvers", "tsit5,rk4"],
         ["--seed", "-1"],
         ["--out", ""],
     ],
@@ -333,7 +336,8 @@ def test_help_everywhere(capsys):
     assert "gauss-legendre" in out
     assert "--debug" in out
     # The experiment's description names its settings as options.
-    assert "(--rollout-steps, default 300" in out
+    assert "--rollout-steps (default 0: off;" in out
+    assert "--solvers (default tsit5)" in out
     assert "`rollout_steps`" not in out
 
 

@@ -73,20 +73,14 @@ def test_double_pendulum(tmp_path, capsys):
 
     # As many training states as test states: one compilation samples both.
     size = str(double_pendulum.TEST_SIZE)
-    argv = [*TINY_DP, "--train-size", size, "--rollout-steps", "0"]
+    argv = [*TINY_DP, "--train-size", size]
     assert _main([*argv, "--out", str(tmp_path)]) == 0
     record = _strict_json(tmp_path / "results.json")
     _check_schema(record, "double-pendulum", {"lnn", "baseline"})
+    # By default the paper's protocol alone: Tsit5, no rollout stage.
     assert record["settings"]["states"] == "reachable"
-    lnn = record["models"]["lnn"]
-    assert {
-        "energy_discrepancy",
-        "energy_discrepancy_variational_midpoint",
-        "energy_discrepancy_gauss_legendre",
-        "failed_rollouts",
-        "failed_rollouts_variational_midpoint",
-        "failed_rollouts_gauss_legendre",
-    } <= set(lnn)
+    assert record["settings"]["solvers"] == "tsit5"
+    assert record["settings"]["rollout_steps"] == 0
     for metrics in record["models"].values():
         assert {
             "energy_discrepancy",
@@ -94,39 +88,48 @@ def test_double_pendulum(tmp_path, capsys):
             "test_rollout_error",
             "failed_test_rollouts",
         } <= set(metrics)
+        assert not {m for m in metrics if m.startswith("energy_discrepancy_")}
         assert 0 <= metrics["failed_test_rollouts"] <= 32
     out = capsys.readouterr().out
-    assert "energy discrepancy" in out and "LNN + rollout loss" not in out
-    written = set(
-        double_pendulum.files_written(double_pendulum.Settings(rollout_steps=0))
-    )
+    assert "| LNN (Tsit5) |" in out and "| Baseline (Tsit5) |" in out
+    assert "LNN + rollout loss" not in out and "GaussLegendre" not in out
+    written = set(double_pendulum.files_written(double_pendulum.Settings()))
+    assert "lnn_rollout.ckpt" not in written
     _check_files(tmp_path, written)
     manifest = json.loads((tmp_path / "lagrax-run.json").read_text())
     assert set(manifest["files"]) == _drawn(written)
 
-    # The rollout model's evaluation and report, with the LNN in its place
-    # (resumed from the finished checkpoints: no training).
+    # The rows beyond the paper: the rollout model's evaluation and report, with
+    # the LNN in its place (resumed from the finished checkpoints: no training).
     settings = double_pendulum.Settings(**manifest["settings"])
     prepared = double_pendulum.data(settings)
     trained, histories, results = double_pendulum.train(
         settings, prepared, out=tmp_path, progress=False
     )
+    settings = dataclasses.replace(
+        settings, rollout_steps=2, solvers="tsit5,gauss-legendre"
+    )
     # An LNN of 3 steps does not roll out (its mass matrix is indefinite on the
     # way, the windows diverge): a rollout stage skips every step, an error.
     with pytest.raises(RuntimeError, match="skipped all 2 steps"):
         double_pendulum.fine_tune(
-            dataclasses.replace(settings, rollout_steps=2),
+            settings,
             trained["lnn"],
             prepared,
             progress=False,
         )
     trained["lnn_rollout"] = trained["lnn"]
-    metrics, curves = double_pendulum.evaluate(prepared, trained)
-    assert {
-        "energy_discrepancy_gauss_legendre",
-        "failed_rollouts_gauss_legendre",
-        "test_rollout_error",
-    } <= set(metrics["lnn_rollout"])
+    metrics, curves = double_pendulum.evaluate(settings, prepared, trained)
+    for name in ("lnn", "lnn_rollout"):
+        assert {
+            "energy_discrepancy_gauss_legendre",
+            "failed_rollouts_gauss_legendre",
+            "test_rollout_error",
+        } <= set(metrics[name])
+        assert "energy_discrepancy_variational_midpoint" not in metrics[name]
+    assert set(metrics["baseline"]) >= {"energy_discrepancy", "test_rollout_error"}
+    assert "energy_discrepancy_gauss_legendre" not in metrics["baseline"]
+    assert set(curves) == set(double_pendulum.evaluations(settings))
     assert metrics["lnn_rollout"]["test_rollout_error"] == pytest.approx(
         metrics["lnn"]["test_rollout_error"], nan_ok=True
     )
@@ -134,13 +137,25 @@ def test_double_pendulum(tmp_path, capsys):
     for name in results:
         results[name].update(metrics[name])
     table = double_pendulum.table(settings, prepared.system, results)
-    assert "LNN + rollout loss" in table
+    assert "| LNN + rollout loss (GaussLegendre(stages=2), dt 0.01) |" in table
+    assert "VariationalMidpoint" not in table
 
-    # The paper's box, without the rollout stage, through the library (compiled
-    # already, so quick).
-    settings = dataclasses.replace(settings, states="box")
+    # The paper's box, with every solver but without the rollout stage, through
+    # the library.
+    everything = "tsit5,variational-midpoint,gauss-legendre"
+    settings = dataclasses.replace(
+        settings, states="box", rollout_steps=0, solvers=everything
+    )
     report = double_pendulum.run(settings, progress=False)
+    assert report.models is not None
     assert set(report.models) == {"lnn", "baseline"}
+    assert {
+        "energy_discrepancy_variational_midpoint",
+        "failed_rollouts_variational_midpoint",
+        "energy_discrepancy_gauss_legendre",
+        "failed_rollouts_gauss_legendre",
+    } <= set(report.models["lnn"])
+    assert "| LNN (VariationalMidpoint, dt 0.01) |" in report.table
     assert "LNN + rollout loss" not in report.table
     assert "the paper's box" in report.table
     assert report.record()["settings"]["states"] == "box"
@@ -217,7 +232,10 @@ def test_relativity_resumes_refuses_and_fresh(tmp_path, capsys):
         (dict(t1=0.05), "t1"),
         (dict(clip=-1.0), "clip"),
         (dict(batch_size=512, train_size=256), "batch_size"),
-        (dict(train_size=100, batch_size=16), "train_size"),
+        (dict(train_size=100, batch_size=16, rollout_steps=1), "train_size"),
+        (dict(solvers="gauss-legendre"), "solvers"),  # no Tsit5: not the paper's
+        (dict(solvers="tsit5,rk4"), "solvers"),
+        (dict(solvers="tsit5,tsit5"), "solvers"),
     ],
 )
 def test_double_pendulum_settings_are_checked(change, name):
@@ -248,9 +266,9 @@ def test_relativity_settings_are_checked():
     with pytest.raises(ValueError, match="`t1`"):
         relativity.Settings(t1=0.0)
     with pytest.raises((TypeError, ValueError), match="weighting"):
-        relativity.Settings(weighting="lorentz")
+        relativity.Settings(weighting="lorentz")  # pyright: ignore[reportArgumentType]
     with pytest.raises((TypeError, ValueError), match="norm"):
-        relativity.Settings(norm="huber")
+        relativity.Settings(norm="huber")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="`q_scale`"):
         relativity.Settings(q_scale=0.0)
     with pytest.raises(ValueError, match="`hnn_steps`"):
@@ -294,11 +312,40 @@ def test_double_pendulum_uses_the_systems_constants():
         )
         for name in ("lnn", "baseline")
     }
-    table = double_pendulum.table(double_pendulum.Settings(), system, results)
+    settings = double_pendulum.Settings(
+        rollout_steps=300, solvers="tsit5,variational-midpoint,gauss-legendre"
+    )
+    table = double_pendulum.table(settings, system, results)
     assert f"energy ≤ {system.max_potential_energy:g} " in table
     assert "LNN + rollout loss:" in table  # the caption names the stage
     assert "2.0e+01 (diverged)" in table and "50.00%" in table
     assert len(table.splitlines()) == 2 + 2 + 4  # caption, header, a row per run
+    # By default the paper's rows alone: each model under Tsit5.
+    table = double_pendulum.table(double_pendulum.Settings(), system, results)
+    assert "LNN + rollout loss" not in table and "GaussLegendre" not in table
+    assert len(table.splitlines()) == 2 + 2 + 2
+
+
+def test_in_background_returns_raises_and_keeps_the_context():
+    """The double pendulum's baseline trains in a thread of its own: what it
+    returns or raises comes back, and it sees this thread's context (where the
+    command line's manifest observes the checkpoints written)."""
+    import contextvars
+
+    from lagrax.experiments._common import in_background
+
+    where = contextvars.ContextVar("where", default="a fresh context")
+    where.set("the caller's context")
+    assert in_background(lambda x: (x, where.get()), 1).result() == (
+        1,
+        "the caller's context",
+    )
+
+    def fail():
+        raise ValueError("training diverged")
+
+    with pytest.raises(ValueError, match="training diverged"):
+        in_background(fail).result()
 
 
 def test_report_record_is_json_without_nan(tmp_path):

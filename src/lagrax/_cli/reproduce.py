@@ -162,7 +162,14 @@ OPTIONS = {
     "rollout_steps": (
         non_negative_int,
         "steps of further training of a copy of the LNN on the acceleration loss "
-        "+ 100 × the rollout loss (0 skips it)",
+        "+ 100 × the rollout loss, beyond the paper (0 skips it; the documented "
+        "results used 300)",
+    ),
+    "solvers": (
+        str,
+        "comma-separated solvers of the energy evaluation among tsit5 (the "
+        "paper's, for every model; required), variational-midpoint, "
+        "gauss-legendre (the LNNs also at dt 0.01, beyond the paper)",
     ),
     "seeds": (positive_int, "runs per configuration, seeds SEED, SEED + 1, ..."),
     "activations": (
@@ -249,7 +256,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
         "reproduce",
         parents=[common],
         help="reproduce the paper's experiments (train, evaluate, plot)",
-        description=__doc__.split("\n\n")[0]
+        description=(__doc__ or "").split("\n\n")[0]
         + " Trains on 2 CPU cores in about 10 minutes per experiment by default.",
     )
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -259,7 +266,7 @@ def add_parser(subparsers, common: argparse.ArgumentParser) -> None:
             name,
             parents=[common],
             help=summary,
-            description=as_options(module.__doc__, fields),
+            description=as_options(module.__doc__ or "", fields),
             epilog=textwrap.fill(
                 f"The options are the fields of {module.__name__}.Settings; "
                 f"{module.__name__}.run(settings) runs the experiment from Python."

@@ -1,6 +1,8 @@
 """What the experiments share: their report, checked settings, checkpointed
 training, tables and plots."""
 
+import concurrent.futures
+import contextvars
 import dataclasses
 import functools
 import io
@@ -9,9 +11,10 @@ import logging
 import math
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import diffrax
 import jax
@@ -183,6 +186,54 @@ def check_settings(
             raise ValueError(f"`{name}` must be {kind} {low}, got {value!r}.")
         if field.type is float:  # so `Settings(t1=2)` equals `Settings(t1=2.0)`
             object.__setattr__(settings, name, float(value))
+
+
+def comma_separated(text: str, known: tuple[str, ...], setting: str) -> tuple[str, ...]:
+    """The comma-separated names of `text`, each one of `known`, without repeats;
+    a `ValueError` naming `setting` otherwise."""
+    names = tuple(name.strip() for name in text.split(","))
+    for name in names:
+        if name not in known:
+            raise ValueError(
+                f"`{setting}` must be comma-separated names among "
+                f"{', '.join(known)}; got {name!r}."
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"`{setting}` names one twice: {text!r}.")
+    return names
+
+
+_T = TypeVar("_T")
+
+
+def in_background(
+    fn: Callable[..., _T], /, *args, **kwargs
+) -> concurrent.futures.Future[_T]:
+    """Start `fn(*args, **kwargs)` in a thread of its own; `.result()` of the
+    returned future waits for it and returns what it returned (or raises what it
+    raised).
+
+    JAX runs compiled code without holding Python's lock, so two trainings or
+    rollouts that each keep one core busy run side by side on two cores, with the
+    numbers each gives alone. The thread runs in a copy of this thread's context,
+    so that what observes this thread's file writes (the command line's manifest)
+    observes its own; and it is a daemon: an interrupted run does not wait for it
+    (its checkpoints, written atomically, are those of an interrupted run).
+    """
+    future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def work():
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(context.run(fn, *args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+
+    threading.Thread(
+        target=work, name=getattr(fn, "__name__", None), daemon=True
+    ).start()
+    return future
 
 
 def train(
