@@ -31,6 +31,7 @@ import pathlib
 import re
 import stat
 import sys
+import threading
 
 from .._files import AbstractWriteObserver, observe_writes, write_atomic
 from .parsing import UsageError
@@ -96,16 +97,22 @@ def prepare(
 class _Recorder(AbstractWriteObserver):
     """Records in the manifest each file written into `out`; refuses a write
     elsewhere, and one over a file that is not lagrax's as recorded (a file put
-    there while the run went on)."""
+    there while the run went on). Thread-safe: an experiment may train two models
+    at once, each writing its checkpoints."""
 
     def __init__(self, out: pathlib.Path, record: dict):
         self.out = out
         self.record = record
+        self.lock = threading.Lock()
 
     def replacing(self, path: pathlib.Path, size: int, sha256: str) -> None:
         name = self._name(path)
         if name == MANIFEST:  # the recorder's own writes
             return
+        with self.lock:
+            self._replacing(name, path, size, sha256)
+
+    def _replacing(self, name: str, path: pathlib.Path, size: int, sha256: str):
         entries = self.record["files"].get(name, [])
         trouble = _trouble(path, entries)
         if trouble:
@@ -124,8 +131,9 @@ class _Recorder(AbstractWriteObserver):
         name = self._name(path)
         if name == MANIFEST:
             return
-        self.record["files"][name] = [dict(size=size, sha256=sha256)]
-        _write(self.out, self.record)
+        with self.lock:
+            self.record["files"][name] = [dict(size=size, sha256=sha256)]
+            _write(self.out, self.record)
 
     def _name(self, path: pathlib.Path) -> str:
         if not os.path.samefile(path.parent, self.out):
