@@ -268,7 +268,7 @@ def rollout_loss(
     **One solve per window position.** The `k`-th windows of all trajectories share
     their times, so they are integrated as one solve of a batched state (the
     windows' positions one after another): its gradient sums over the
-    trajectories inside each step's matrix products, 1.5–2.5× faster than one
+    trajectories inside each step's matrix products, 1.4–2.9× faster than one
     solve per window under `jax.vmap`, which carries a gradient of the parameters
     per window through the solver's loops (`benchmarks/rollout_training.py`).
     With fixed steps each window computes exactly what its own solve would. An

@@ -127,7 +127,7 @@ def rollout(
     each in its own solve: its own adaptive steps, and a failure spoils only its
     trajectory. (To train on rollouts, `lagrax.rollout_loss` is faster: it
     integrates the trajectories as one batched solve, whose gradient costs
-    1.5–2.5× less.)
+    1.4–2.9× less.)
 
     **Arguments:**
 
