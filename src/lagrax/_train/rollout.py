@@ -37,11 +37,7 @@ def solve_batch(
     singular mass matrix is a failed solve (which raises if `throw`, else leaves
     non-finite samples), never an error from inside the vector field.
     """
-    if u is not None and force is None:
-        raise ValueError(
-            "The data carry an input `u`, but no `force` is given to take it: pass "
-            "force=lagrax.Actuation() (plus any friction)."
-        )
+    _check_inputs(u, force)
 
     def one(q, qdot, times, inputs):
         applied = force
@@ -70,11 +66,7 @@ def solve_together(
     (`Batched`): the same values with fixed steps, and a gradient that costs a
     fraction of the vmapped solves'. The trajectories share their steps, and a
     failure of one fails all (see `Batched`): for losses, not for evaluation."""
-    if u is not None and force is None:
-        raise ValueError(
-            "The data carry an input `u`, but no `force` is given to take it: pass "
-            "force=lagrax.Actuation() (plus any friction)."
-        )
+    _check_inputs(u, force)
     inputs = None
     if u is not None:
         inputs = jax.vmap(lambda inputs: diffrax.LinearInterpolation(ts, inputs))(u)
@@ -225,3 +217,11 @@ def rollout(
         constraint=constraint,
     )
     return TrajectoryData(ts, q, qdot, u)
+
+
+def _check_inputs(u, force) -> None:
+    if u is not None and force is None:
+        raise ValueError(
+            "The data carry an input `u`, but no `force` is given to take it: pass "
+            "force=lagrax.Actuation() (plus any friction)."
+        )

@@ -13,7 +13,7 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import diffrax
@@ -188,7 +188,7 @@ def check_settings(
             object.__setattr__(settings, name, float(value))
 
 
-def comma_separated(text: str, known: tuple[str, ...], setting: str) -> tuple[str, ...]:
+def comma_separated(text: str, known: Collection[str], setting: str) -> tuple[str, ...]:
     """The comma-separated names of `text`, each one of `known`, without repeats;
     a `ValueError` naming `setting` otherwise."""
     names = tuple(name.strip() for name in text.split(","))

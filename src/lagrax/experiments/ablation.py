@@ -59,6 +59,7 @@ import lagrax
 from . import double_pendulum
 from ._common import (
     check_settings,
+    comma_separated,
     FLOAT32,
     FLOAT64,
     fmt,
@@ -146,8 +147,8 @@ class Settings:
             + ("t1", "lr"),
             choices={},
         )
-        _names(self.activations, ACTIVATIONS, "activations")
-        _names(self.inits, INITS, "inits")
+        comma_separated(self.activations, ACTIVATIONS, "activations")
+        comma_separated(self.inits, INITS, "inits")
         if self.batch_size > self.train_size:
             raise ValueError(
                 f"`batch_size` ({self.batch_size}) must be at most `train_size` "
@@ -165,26 +166,14 @@ class Settings:
             )
 
 
-def _names(text: str, known, setting: str) -> tuple[str, ...]:
-    """The comma-separated names of `text`, each one of `known`, without repeats."""
-    names = tuple(name.strip() for name in text.split(","))
-    for name in names:
-        if name not in known:
-            raise ValueError(
-                f"`{setting}` must be comma-separated names among "
-                f"{', '.join(known)}; got {name!r}."
-            )
-    if len(set(names)) != len(names):
-        raise ValueError(f"`{setting}` names one twice: {text!r}.")
-    return names
-
-
 def configurations(settings: Settings) -> list[tuple[str, str, int]]:
     """The runs, as `(activation, init, seed)` triples, in order."""
+    activations = comma_separated(settings.activations, ACTIVATIONS, "activations")
+    inits = comma_separated(settings.inits, INITS, "inits")
     return [
         (activation, init, settings.seed + i)
-        for activation in _names(settings.activations, ACTIVATIONS, "activations")
-        for init in _names(settings.inits, INITS, "inits")
+        for activation in activations
+        for init in inits
         for i in range(settings.seeds)
     ]
 
@@ -213,8 +202,8 @@ def memory_estimate(settings: Settings) -> tuple[Memory, ...]:
     fixed). `lagrax reproduce` refuses settings whose estimate this machine
     cannot hold."""
     runs = (
-        len(_names(settings.activations, ACTIVATIONS, "activations"))
-        * len(_names(settings.inits, INITS, "inits"))
+        len(comma_separated(settings.activations, ACTIVATIONS, "activations"))
+        * len(comma_separated(settings.inits, INITS, "inits"))
         * settings.seeds
     )
     samples = settings.t1 / SAMPLING_STEP + 1
