@@ -205,10 +205,10 @@ def test_the_diffrax_internals_reversible_adjoint_reads():
     # A ConstantStepSize reads neither the terms nor the vector field (`func`).
     t_next, state = controller.init(
         None,
-        0.0,
-        1.0,
+        jnp.asarray(0.0),  # arrays: Equinox 0.13.0's `nextafter` takes no float
+        jnp.asarray(1.0),
         None,
-        0.3,
+        jnp.asarray(0.3),
         None,
         None,  # pyright: ignore[reportArgumentType]
         None,

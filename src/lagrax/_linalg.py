@@ -167,6 +167,13 @@ class PivotedLU(lx.AbstractLinearSolver):
     def assume_full_rank(self) -> bool:
         return True
 
+    # What Lineax 0.0.8 (pyproject's floor) asks instead of `assume_full_rank`.
+    def allow_dependent_columns(self, operator: lx.AbstractLinearOperator) -> bool:
+        return False
+
+    def allow_dependent_rows(self, operator: lx.AbstractLinearOperator) -> bool:
+        return False
+
 
 PivotedLU.__init__.__doc__ = """**Arguments:** None"""
 
