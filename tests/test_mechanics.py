@@ -65,7 +65,11 @@ def test_relativistic_particle_matches_closed_form():
 def test_lorentz_force(getkey):
     b = np.array([0.3, -1.2, 2.0])
     e = np.array([0.5, 0.1, -0.4])
-    system = ChargedParticle(mass=1.7, charge=-0.8, magnetic_field=b, electric_field=e)
+    # Tuples, the fields' declared type (Equinox 0.13.0, the floor, checks the
+    # argument against it before the converter runs).
+    system = ChargedParticle(
+        mass=1.7, charge=-0.8, magnetic_field=tuple(b), electric_field=tuple(e)
+    )
     q = jr.normal(getkey(), (3,), jnp.float64)
     qdot = jr.normal(getkey(), (3,), jnp.float64)
     expected = -0.8 * (e + np.cross(np.asarray(qdot), b)) / 1.7
