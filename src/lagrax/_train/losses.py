@@ -18,7 +18,7 @@ from .._mechanics import batch_acceleration_parts, checked_constrained_accelerat
 from .._simulate import solve_options
 from .._term import as_term, is_dynamics, model_dynamics
 from .data import AccelerationData, TrajectoryData
-from .rollout import solve_together
+from .rollout import solve_batch
 
 
 def penalty_of(norm: str):
@@ -372,13 +372,13 @@ def rollout_loss(
     # Static indices: window k holds samples k(w−1), …, k(w−1) + w − 1.
     index = np.arange(num_windows)[:, None] * (window - 1) + np.arange(window)[None, :]
     # The trajectories share each window's times: one solve of all of them per
-    # window (`solve_together`), the windows one after another. (Vmapped, the
-    # windows' solves would carry a gradient of the parameters each.)
+    # window (`solve_batch(..., together=True)`), the windows one after another.
+    # (Vmapped, the windows' solves would carry a gradient of the parameters each.)
     u = None if data.u is None else jnp.swapaxes(data.u[:, index], 0, 1)
 
     def solve_window(window):
         q0, qdot0, ts, u = window
-        return solve_together(
+        return solve_batch(
             model,
             q0,
             qdot0,
@@ -388,6 +388,7 @@ def rollout_loss(
             force=force,
             u=u,
             constraint=constraint,
+            together=True,
         )
 
     q_hat, qdot_hat = jax.lax.map(

@@ -9,7 +9,6 @@ from jaxtyping import Array, Float, PyTree
 
 from .._constraint import ConstraintFn
 from .._custom_types import ForceFn
-from .._force import with_input
 from .._simulate import check_times, solve, solve_options, SolveOptions
 from .._solver.base import AbstractSymmetricSolver
 from .._solver.batched import batch_norm, Batched, BatchTerm
@@ -21,39 +20,6 @@ def solve_batch(
     model: PyTree,
     q0: Float[Array, "batch dof"],
     qdot0: Float[Array, "batch dof"],
-    ts: Float[Array, "batch times"],
-    options: SolveOptions,
-    *,
-    throw: bool,
-    force: ForceFn | None = None,
-    u: Float[Array, "batch times inputs"] | None = None,
-    constraint: ConstraintFn | None = None,
-) -> tuple[Float[Array, "batch times dof"], Float[Array, "batch times dof"]]:
-    """Integrate `model` (under `force`) from each `(q0[i], qdot0[i])` and save at
-    `ts[i]`; with inputs `u`, the force's `Actuation` of solve `i` is driven by the
-    linear interpolation of `u[i]` over `ts[i]`.
-
-    A Lagrangian is integrated with `LagrangianTerm(model, force, throw=False)`: a
-    singular mass matrix is a failed solve (which raises if `throw`, else leaves
-    non-finite samples), never an error from inside the vector field.
-    """
-    _check_inputs(u, force)
-
-    def one(q, qdot, times, inputs):
-        applied = force
-        if inputs is not None:
-            applied = with_input(force, diffrax.LinearInterpolation(times, inputs))
-        term = as_term(model, throw=False, force=applied, constraint=constraint)
-        q, qdot, _ = solve(term, q, qdot, times, options, throw=throw)
-        return q, qdot
-
-    return jax.vmap(one)(q0, qdot0, ts, u)
-
-
-def solve_together(
-    model: PyTree,
-    q0: Float[Array, "batch dof"],
-    qdot0: Float[Array, "batch dof"],
     ts: Float[Array, " times"],
     options: SolveOptions,
     *,
@@ -61,24 +27,49 @@ def solve_together(
     force: ForceFn | None = None,
     u: Float[Array, "batch times inputs"] | None = None,
     constraint: ConstraintFn | None = None,
+    together: bool,
 ) -> tuple[Float[Array, "batch times dof"], Float[Array, "batch times dof"]]:
-    """`solve_batch` over one time grid `ts`, as one solve of the whole batch
-    (`Batched`): the same values with fixed steps, and a gradient that costs a
-    fraction of the vmapped solves'. The trajectories share their steps, and a
-    failure of one fails all (see `Batched`): for losses, not for evaluation."""
-    _check_inputs(u, force)
+    """Integrate `model` (under `force`) from each `(q0[i], qdot0[i])` and save at
+    `ts`; with inputs `u`, the force's `Actuation` of trajectory `i` is driven by
+    the linear interpolation of `u[i]` over `ts`.
+
+    A Lagrangian is integrated with `LagrangianTerm(model, force, throw=False)`: a
+    singular mass matrix is a failed solve (which raises if `throw`, else leaves
+    non-finite samples), never an error from inside the vector field.
+
+    `together=False` vmaps one solve per trajectory: its own adaptive steps, and a
+    failure spoils only its trajectory (for evaluation). `together=True` is one
+    solve of the whole batch (`BatchTerm`): the same values with fixed steps, and
+    a gradient that costs a fraction of the vmapped solves'; the trajectories
+    share their steps, and a failure of one fails all (for losses).
+    """
+    if u is not None and force is None:
+        raise ValueError(
+            "The data carry an input `u`, but no `force` is given to take it: pass "
+            "force=lagrax.Actuation() (plus any friction)."
+        )
     inputs = None
     if u is not None:
         inputs = jax.vmap(lambda inputs: diffrax.LinearInterpolation(ts, inputs))(u)
-    term = as_term(model, throw=False, force=force, constraint=constraint)
+    batch = BatchTerm(
+        as_term(model, throw=False, force=force, constraint=constraint), inputs
+    )
+    if not together:
+
+        def one(q, qdot, inputs):
+            term = batch.trajectory(inputs)
+            q, qdot, _ = solve(term, q, qdot, ts, options, throw=throw)
+            return q, qdot
+
+        return jax.vmap(one)(q0, qdot0, inputs)
     solver = options.solver
     if isinstance(solver, AbstractSymmetricSolver):
         # A lagrax solver reads its term's Lagrangian and checks each step: it
         # steps each trajectory.
-        if not isinstance(term, solver.term_structure):
+        if not isinstance(batch.term, solver.term_structure):
             raise TypeError(
                 f"{type(solver).__name__} integrates a "
-                f"{solver.term_structure.__name__}, not a {type(term).__name__}: "
+                f"{solver.term_structure.__name__}, not a {type(batch.term).__name__}: "
                 "it needs a Lagrangian."
             )
         solver = Batched(solver)
@@ -87,7 +78,7 @@ def solve_together(
         options,
         (solver, batch_norm(options.stepsize_controller)),
     )
-    q, qdot, _ = solve(BatchTerm(term, inputs), q0, qdot0, ts, options, throw=throw)
+    q, qdot, _ = solve(batch, q0, qdot0, ts, options, throw=throw)
     return jnp.swapaxes(q, 0, 1), jnp.swapaxes(qdot, 0, 1)
 
 
@@ -199,29 +190,21 @@ def rollout(
         max_steps=max_steps,
         ts=ts,
     )
-    batch_ts = jnp.broadcast_to(ts[None, :], (q0.shape[0], ts.shape[0]))
-    if u is not None and jnp.shape(u)[:2] != batch_ts.shape:
+    if u is not None and jnp.shape(u)[:2] != (q0.shape[0], ts.shape[0]):
         raise ValueError(
             f"`u` must have shape (trajectories, times, inputs) with "
-            f"{batch_ts.shape} leading, got {jnp.shape(u)}."
+            f"{(q0.shape[0], ts.shape[0])} leading, got {jnp.shape(u)}."
         )
     q, qdot = solve_batch(
         model,
         q0,
         qdot0,
-        batch_ts,
+        ts,
         options,
         throw=throw,
         force=force,
         u=u,
         constraint=constraint,
+        together=False,
     )
     return TrajectoryData(ts, q, qdot, u)
-
-
-def _check_inputs(u, force) -> None:
-    if u is not None and force is None:
-        raise ValueError(
-            "The data carry an input `u`, but no `force` is given to take it: pass "
-            "force=lagrax.Actuation() (plus any friction)."
-        )
