@@ -18,11 +18,14 @@ def tests(session):
 def lint(session):
     """Ruff (lint and format) and basedpyright, as pre-commit runs them. basedpyright,
     not pyright: its wheel carries Node, where pyright downloads it at first run."""
-    session.install("ruff", "basedpyright", ".[test]")
+    session.install("ruff", "basedpyright", ".[test,plot]")
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests")
-    # The settings (standard mode, src and tests) are in pyproject.toml.
-    session.run("basedpyright")
+    # The settings (standard mode, src and tests) are in pyproject.toml. The session's
+    # own interpreter, named: left to itself basedpyright may resolve imports against
+    # another environment on the machine and pass where a clean one fails.
+    python = pathlib.Path(session.bin) / "python"
+    session.run("basedpyright", "--pythonpath", str(python))
 
 
 @nox.session
