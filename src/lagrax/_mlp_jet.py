@@ -286,12 +286,12 @@ def _matmul(a, b):
 
 
 def _by_transposed(a, weight):
-    """`a @ weight.T` for a vector `a`, contracting the last axes of both: no
-    transpose in the program for XLA to copy when it transposes this product
-    into the weight's gradient."""
+    """`a @ weight.T`, contracting the last axes of both: no transpose in the
+    program for XLA to copy when it transposes this product into the weight's
+    gradient."""
     if weight is None:
         return None
-    return jax.lax.dot_general(a, weight, (((0,), (1,)), ((), ())))
+    return jax.lax.dot_general(a, weight, (((a.ndim - 1,), (1,)), ((), ())))
 
 
 def _nonzero(tangent):
@@ -309,9 +309,16 @@ def _mlp_jet_state_jvp(activation, primals, tangents):
     weight_dots, bias_dots, out_dot, x_dot, t_dot = jax.tree.map(
         _nonzero, tangents, is_leaf=lambda x: isinstance(x, SymbolicZero)
     )
-    # Rows are all arrays or all `None` (a zero tangent).
+    # `ṫ` and `Ṫ` in blocks of their rows: each row a vector where a weight has a
+    # tangent (see the module's docstring), else one block of all `k` rows (fewer
+    # operations: the Newton iterations' derivative in the state). The blocks
+    # are all arrays or all `None` (a zero tangent).
     k = primals[-1].shape[0]
-    t_dot = [None] * k if t_dot is None else list(t_dot)
+    if any(weight_dot is not None for weight_dot in weight_dots):
+        blocks: list[int | slice] = list(range(k))
+    else:
+        blocks = [slice(None)]
+    t_dot = [None if t_dot is None else t_dot[rows] for rows in blocks]
     z_dots, tangents_dots = [], []
     for index, weight in enumerate(weights):
         x, t, tangents_, ds, dds, _ = saved[index]
@@ -321,16 +328,16 @@ def _mlp_jet_state_jvp(activation, primals, tangents):
             _matmul(x_dot, weight_t), _by_transposed(x, weight_dot), bias_dots[index]
         )
         tangents_dot = [
-            _plus(_matmul(t_dot[i], weight_t), _by_transposed(t[i], weight_dot))
-            for i in range(k)
+            _plus(_matmul(block, weight_t), _by_transposed(t[rows], weight_dot))
+            for block, rows in zip(t_dot, blocks)
         ]
         z_dots.append(z_dot)
         tangents_dots.append(tangents_dot)
         x_dot = _times(ds, z_dot)
         ds_dot = _times(dds, z_dot)
         t_dot = [
-            _plus(_times(ds_dot, tangents_[i]), _times(ds, tangents_dot[i]))
-            for i in range(k)
+            _plus(_times(ds_dot, tangents_[rows]), _times(ds, block))
+            for block, rows in zip(tangents_dot, blocks)
         ]
     delta_dot, hessian_dot = out_dot, None
     for index in reversed(range(len(weights))):
@@ -339,8 +346,9 @@ def _mlp_jet_state_jvp(activation, primals, tangents):
         curvature = dds * d
         curvature_dot = _plus(_times(ddds * d, z_dot), _times(dds, delta_dot))
         if tangents_dot and tangents_dot[0] is not None:
-            curved_t = tangents_ * curvature[None, :]
-            half = jnp.stack([curved_t @ row for row in tangents_dot])
+            curved_t = (tangents_ * curvature[None, :]).T
+            half = jnp.stack([block @ curved_t for block in tangents_dot])
+            half = half.reshape(k, k)
             hessian_dot = _plus(hessian_dot, half, half.T)
         if curvature_dot is not None:
             curved = (tangents_ * curvature_dot[None, :]) @ tangents_.T
