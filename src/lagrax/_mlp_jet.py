@@ -314,10 +314,8 @@ def _mlp_jet_state_jvp(activation, primals, tangents):
     # operations: the Newton iterations' derivative in the state). The blocks
     # are all arrays or all `None` (a zero tangent).
     k = primals[-1].shape[0]
-    if any(weight_dot is not None for weight_dot in weight_dots):
-        blocks: list[int | slice] = list(range(k))
-    else:
-        blocks = [slice(None)]
+    split = any(weight_dot is not None for weight_dot in weight_dots)
+    blocks: list[int | slice] = list(range(k)) if split else [slice(None)]
     t_dot = [None if t_dot is None else t_dot[rows] for rows in blocks]
     z_dots, tangents_dots = [], []
     for index, weight in enumerate(weights):
@@ -335,6 +333,8 @@ def _mlp_jet_state_jvp(activation, primals, tangents):
         tangents_dots.append(tangents_dot)
         x_dot = _times(ds, z_dot)
         ds_dot = _times(dds, z_dot)
+        if not split:  # scale the rows of one (k, width) block
+            ds, ds_dot = ds[None, :], None if ds_dot is None else ds_dot[None, :]
         t_dot = [
             _plus(_times(ds_dot, tangents_[rows]), _times(ds, block))
             for block, rows in zip(tangents_dot, blocks)
