@@ -181,7 +181,8 @@ def torch_modules(model: lagrax.MLPLagrangian):
     return net, acceleration
 
 
-def torch_train_step(net, acceleration):
+def torch_train_step(net, acceleration, norm: str = "l1"):
+    """One Adam step on the mean L1 (or, `norm="l2"`, squared) acceleration error."""
     import torch
 
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
@@ -189,7 +190,8 @@ def torch_train_step(net, acceleration):
     def step(q, qdot, qddot):
         optimizer.zero_grad(set_to_none=True)
         pred = acceleration(q, qdot, create_graph=True)
-        loss = (pred - qddot).abs().mean()
+        error = pred - qddot
+        loss = (error.abs() if norm == "l1" else error.square()).mean()
         loss.backward()
         optimizer.step()
         return loss.detach()

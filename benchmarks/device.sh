@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The benchmarks on a GPU, as one prepared command (issue 16): accelerations and the
-# training step against PyTorch on the same GPU (`acceleration.py`, whose PyTorch
-# side follows JAX onto CUDA), the batched training pass (`train_step.py`), the
-# graph scaling (`graph_scaling.py`) and a short solver comparison
-# (`solvers.py --quick`; a small ODE on a GPU is bound by kernel launches, which this
-# shows rather than hides).
+# The benchmarks on a GPU, as one prepared command (issues 16 and 31): accelerations
+# and the training step against PyTorch on the same GPU (`acceleration.py`, whose
+# PyTorch side follows JAX onto CUDA), the batched training pass (`train_step.py`),
+# issue 31's check (`train_step.py --issue31`: PyTorch's LNN, `acceleration_loss`
+# and the user-written vmapped loss in one run), rollout training at width 500
+# (`rollout_training.py`), the graph scaling (`graph_scaling.py`) and a short
+# solver comparison (`solvers.py --quick`; a small ODE on a GPU is bound by kernel
+# launches, which this shows rather than hides).
 #
 #   bash benchmarks/device.sh           # writes into $OUT, or ./device-results
 #
@@ -12,8 +14,8 @@
 # the machine's own JAX, Equinox, Diffrax, Optax, jaxtyping and PyTorch, and gives
 # each benchmark a time limit so that the whole run ends within about 9 minutes; a
 # benchmark stopped at its limit keeps what it printed. Each benchmark's output goes
-# to NAME.txt, the solver tables to solvers.md and solvers.csv, and one line per
-# benchmark (exit status, seconds) to summary.txt: at most 8 files, flat.
+# to LABEL.txt, the solver table to solvers.md, and one line per benchmark (exit
+# status, seconds) to summary.txt: 9 files, flat.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-device-results}"
@@ -32,17 +34,19 @@ python=${PYTHON:-python3}
 } 2>&1 | tee "$out/summary.txt"
 
 run() {
-    local name=$1 limit=$2
-    shift 2
+    local label=$1 name=$2 limit=$3
+    shift 3
     local start=$SECONDS
-    timeout "$limit" "$python" "benchmarks/$name.py" "$@" 2>&1 | tee "$out/$name.txt"
+    timeout "$limit" "$python" "benchmarks/$name.py" "$@" 2>&1 | tee "$out/$label.txt"
     local status=${PIPESTATUS[0]}
     echo "$name $*: exit $status ($((SECONDS - start)) s of $limit)" | tee -a "$out/summary.txt"
 }
 
-run acceleration 150
-run train_step 90
-run graph_scaling 180
+run acceleration acceleration 110
+run train_step train_step 50
+run train_step-issue31 train_step 60 --issue31
+run rollout_training rollout_training 150 --width 500 --repeats 3
+run graph_scaling graph_scaling 110
 solvers=$(mktemp -d)
-run solvers 100 --quick --out "$solvers"
-cp "$solvers"/solvers.md "$solvers"/solvers.csv "$out"/ 2>/dev/null || true
+run solvers solvers 60 --quick --out "$solvers"
+cp "$solvers"/solvers.md "$out"/ 2>/dev/null || true

@@ -32,7 +32,10 @@ per step (a `jet`, gradient or value at one state), counted with a host callback
 in a separate forward solve of one window; `overhead` = multiple / passes is what
 a step costs beyond its passes: the solver's own work, the adjoint's
 recomputation and bookkeeping (1.0 would be the cost of the passes alone, if each
-were as cheap as the baseline's).
+were as cheap as the baseline's). Diffrax's default adjoint (checkpointing every
+step) runs each step's forward pass again in the backward pass, so an explicit
+solver's overhead is at least `1 + forward / gradient` of the baseline, which is
+printed above each table.
 
 Run `python benchmarks/rollout_training.py` (widths 128 and 500, depth 3, batch
 256, windows of 10 steps, float32; about 7 minutes per width on a loaded 2-core
@@ -228,7 +231,11 @@ def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
         q=data.q[:, 0], qdot=data.qdot[:, 0], qddot=jnp.zeros_like(data.q[:, 0])
     )
     baseline = eqx.filter_jit(eqx.filter_grad(lagrax.acceleration_loss))
-    fns = {"baseline": functools.partial(baseline, model, states)}
+    forward = eqx.filter_jit(lagrax.acceleration_loss)
+    fns = {
+        "baseline": functools.partial(baseline, model, states),
+        "forward": functools.partial(forward, model, states),
+    }
     for method in METHODS:
         fns[method.name] = functools.partial(gradient(method, data, steps), model)
         if method.name in VMAPPED:
@@ -240,6 +247,11 @@ def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
     }
     samples = time_interleaved(fns, repeats=repeats)
     base = median(samples["baseline"])
+    floor = 1 + median(samples["forward"]) / base
+    print(
+        f"width {width}: a checkpointing adjoint recomputes each step's forward pass, "
+        f"so its overhead is at least 1 + forward / gradient = {floor:.2f}"
+    )
     rows = [
         [
             f"{width}",

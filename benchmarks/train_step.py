@@ -16,7 +16,12 @@ paper's double-pendulum box. Compared in the same run, through the very same
   the `custom_jvp` replaced;
 - the paper's formula for `q̈` (`pinv` of the velocity block of `jax.hessian`, as
   in Cranmer et al.'s code; from `benchmarks/acceleration.py`). Target: lagrax at
-  least 2× faster.
+  least 2× faster;
+- with `--issue31`, when PyTorch is installed (`pip install ".[bench]"`), the
+  fastest PyTorch LNN we know of (torchdyn-style batched autograd, from
+  `benchmarks/acceleration.py`) with the very same weights, loss and Adam step, on
+  the same threads (or on the GPU JAX runs on). Target: `acceleration_loss` and the
+  user-written loss both faster.
 
 Compilation is excluded, results are waited for, the implementations are
 interleaved and medians reported (wall and process CPU time: the machines here
@@ -30,6 +35,7 @@ ratios are not judged.
 
 import argparse
 import functools
+import os
 import sys
 
 import equinox as eqx
@@ -51,7 +57,13 @@ try:
         median,
         time_interleaved,
     )
-    from .acceleration import paper_acceleration
+    from .acceleration import (
+        _waited,
+        paper_acceleration,
+        torch_device,
+        torch_modules,
+        torch_train_step,
+    )
 except ImportError:  # run as a script: `python benchmarks/train_step.py`
     from _common import (
         environment,
@@ -60,7 +72,13 @@ except ImportError:  # run as a script: `python benchmarks/train_step.py`
         median,
         time_interleaved,
     )
-    from acceleration import paper_acceleration
+    from acceleration import (
+        _waited,
+        paper_acceleration,
+        torch_device,
+        torch_modules,
+        torch_train_step,
+    )
 
 
 class PlainAutodiffJet(lagrax.AbstractJetLagrangian):
@@ -116,6 +134,29 @@ FAST = "lagrax.acceleration_loss"
 USER = "user-written vmap(lagrax.acceleration) loss"
 PLAIN = "user-written loss, autodiff through the per-state pass"
 PAPER = "paper formula (pinv ∘ jax.hessian)"
+TORCH = "PyTorch batched LNN (torchdyn-style autograd)"
+
+
+def torch_step(model, data, norm):
+    """PyTorch's training step on `model`'s weights and `data`, or `None` without
+    PyTorch; its loss at the first call."""
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: no PyTorch row (pip install '.[bench]').")
+        return None, None
+    device = torch_device("auto")
+    if device == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    net, acceleration = torch_modules(model)
+    net.to(device)
+    tensors = [
+        torch.from_numpy(np.array(x)).to(device)
+        for x in (data.q, data.qdot, data.qddot)
+    ]
+    step = torch_train_step(net, acceleration, norm)
+    call = _waited(device, lambda: step(*tensors))
+    return call, float(call())
 
 
 def _verdict(target: str, met: bool) -> str:
@@ -166,6 +207,10 @@ def main(argv=None) -> int:
     }
     # Same losses up to float32 round-off: the comparison is like for like.
     values = {name: float(fn()[2]) for name, fn in steps.items()}
+    if args.issue31:
+        torch_call, torch_value = torch_step(model, data, norm)
+        if torch_call is not None:
+            steps[TORCH], values[TORCH] = torch_call, torch_value
     cpu: dict[str, list[float]] = {}
     samples = time_interleaved(steps, repeats=repeats, cpu_seconds=cpu)
     times = {name: median(s) for name, s in samples.items()}
@@ -199,6 +244,10 @@ def main(argv=None) -> int:
     verdict = _verdict("≤ 1.10", user <= 1.1) if judged else ""
     print(f"user-written loss / acceleration_loss: {user:.2f}× wall{verdict}")
     print(f"(CPU time: {cpu_times[USER] / cpu_times[FAST]:.2f}×)")
+    if TORCH in times:
+        ahead = times[TORCH] / max(times[FAST], times[USER])
+        verdict = _verdict("both > 1×", ahead > 1) if judged else ""
+        print(f"PyTorch / the slower lagrax loss: {ahead:.2f}×{verdict}")
     for name in steps:
         np.testing.assert_allclose(values[FAST], values[name], rtol=1e-3)
     return 0
