@@ -37,7 +37,8 @@ path (`jax.vmap(lagrax.acceleration)`), and the default adjoint (checkpointing
 every step) runs each step's forward pass again in the backward pass: the time of
 that path's gradient plus its forward pass, as a multiple of the baseline, is
 printed above each table, the overhead an explicit solver would have if its own
-work were free.
+work were free (timed as separate calls, it overestimates where a call's fixed
+costs matter: at width 128 it exceeds Tsit5's whole overhead).
 
 Run `python benchmarks/rollout_training.py` (widths 128 and 500, depth 3, batch
 256, windows of 10 steps, float32; about 7 minutes per width on a loaded 2-core
@@ -261,8 +262,9 @@ def run(width: int, batch: int, steps: int, repeats: int) -> list[list[str]]:
     floor = (median(samples["forward"]) + median(samples["per-state"])) / base
     print(
         f"width {width}: the per-state vector field's gradient and one recomputation "
-        f"of its forward pass take {floor:.2f}× the baseline: the overhead of a "
-        "checkpointing adjoint without the solver's own work"
+        f"of its forward pass, timed as calls of their own, take {floor:.2f}× the "
+        "baseline: a checkpointing adjoint's overhead without the solver's own work "
+        "(overestimated where a call's fixed costs matter, at small widths)"
     )
     rows = [
         [

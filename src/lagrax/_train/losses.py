@@ -68,9 +68,10 @@ def acceleration_loss(
 
     An `AbstractJetLagrangian` (such as `MLPLagrangian`, or a sum or rescaling of
     one) is evaluated over the whole batch in one `batch_jet`, whose gradient
-    `MLPLagrangian` writes by hand (a training step about 1.1× faster than the
+    `MLPLagrangian` writes by hand (a training step 1.01–1.09× faster than the
     same loss through the per-state `jet`, whose derivative is hand-written too,
-    and 1.3× faster than plain autodiff through it). That gradient is reverse mode
+    and about 1.3× faster than plain autodiff through it; `python
+    benchmarks/train_step.py --issue31`). That gradient is reverse mode
     only: `jax.grad` and `jax.vjp` of this loss work, forward-mode derivatives
     (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) raise JAX's `custom_vjp` error; for
     those, build the loss from `jax.vmap(lagrax.acceleration)`, which supports
