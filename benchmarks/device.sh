@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The benchmarks on a GPU, as one prepared command (issues 16 and 31): accelerations
-# and the training step against PyTorch on the same GPU (`acceleration.py`, whose
-# PyTorch side follows JAX onto CUDA), the batched training pass (`train_step.py`),
-# issue 31's check (`train_step.py --issue31`: PyTorch's LNN, `acceleration_loss`
-# and the user-written vmapped loss in one run), rollout training at width 500
-# (`rollout_training.py`), the graph scaling (`graph_scaling.py`) and a short
-# solver comparison (`solvers.py --quick`; a small ODE on a GPU is bound by kernel
-# launches, which this shows rather than hides).
+# The benchmarks on a GPU, as one prepared command: accelerations and the training
+# step against PyTorch on the same GPU (`acceleration.py`, whose PyTorch side
+# follows JAX onto CUDA), the batched training pass (`train_step.py`), the PyTorch
+# comparison of the training step (`train_step.py --pytorch`: PyTorch's LNN,
+# `acceleration_loss` and the user-written vmapped loss in one run), rollout
+# training at width 500 (`rollout_training.py`), the graph scaling
+# (`graph_scaling.py`) and a short solver comparison (`solvers.py --quick`; a small
+# ODE on a GPU is bound by kernel launches, which this shows rather than hides).
 #
 #   bash benchmarks/device.sh           # writes into $OUT, or ./device-results
 #
@@ -44,7 +44,7 @@ run() {
 
 run acceleration acceleration 110
 run train_step train_step 50
-run train_step-issue31 train_step 60 --issue31
+run train_step-pytorch train_step 60 --pytorch
 run rollout_training rollout_training 150 --width 500 --repeats 3
 run graph_scaling graph_scaling 110
 solvers=$(mktemp -d)

@@ -9,15 +9,15 @@ paper's double-pendulum box. Compared in the same run, through the very same
   reverse pass is written by hand over the batch);
 - the same loss as a user writes it, `jnp.mean(φ(jax.vmap(lagrax.acceleration,
   (None, 0, 0))(model, q, qdot) − q̈))`: the per-state `MLPLagrangian.jet`, whose
-  derivative is a hand-written `custom_jvp` (issue 31's target: within 10% of
-  `acceleration_loss`);
+  derivative is a hand-written `custom_jvp` (target: within 10% of
+  `acceleration_loss` in the `--pytorch` setting);
 - that user-written loss through plain autodiff of the same per-state pass (a
   jet Lagrangian defined here, whose `jet` is the undifferentiated pass): what
   the `custom_jvp` replaced;
 - the paper's formula for `q̈` (`pinv` of the velocity block of `jax.hessian`, as
   in Cranmer et al.'s code; from `benchmarks/acceleration.py`). Target: lagrax at
   least 2× faster;
-- with `--issue31`, when PyTorch is installed (`pip install ".[bench]"`), the
+- with `--pytorch`, when PyTorch is installed (`pip install ".[bench]"`), the
   fastest PyTorch LNN we know of (torchdyn-style batched autograd, from
   `benchmarks/acceleration.py`) with the very same weights, loss and Adam step, on
   the same threads (or on the GPU JAX runs on). Target: `acceleration_loss` and the
@@ -28,9 +28,9 @@ interleaved and medians reported (wall and process CPU time: the machines here
 are shared, and CPU time does not count what other processes took).
 
 Run `python benchmarks/train_step.py` (the paper's width 600, depth 3, batch 512,
-L1); `--issue31` for issue 31's setting (a 4-500-500-1 network, batch 1024, the
-L2 loss); `--quick` for a seconds-long smoke run with a small network, whose
-ratios are not judged.
+L1); `--pytorch` for the PyTorch comparison's setting (a 4-500-500-1 network,
+batch 1024, the L2 loss); `--quick` for a seconds-long smoke run with a small
+network, whose ratios are not judged.
 """
 
 import argparse
@@ -84,7 +84,7 @@ except ImportError:  # run as a script: `python benchmarks/train_step.py`
 class PlainAutodiffJet(lagrax.AbstractJetLagrangian):
     """An `MLPLagrangian` whose `jet` is the same structured pass without its
     hand-written derivative: JAX differentiates the pass itself (the per-state
-    path before issue 31)."""
+    path before its `custom_jvp`)."""
 
     mlp: lagrax.MLPLagrangian
 
@@ -167,14 +167,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, not judged")
     parser.add_argument(
-        "--issue31",
+        "--pytorch",
         action="store_true",
-        help="issue 31's setting: 4-500-500-1, batch 1024, L2 loss",
+        help="the PyTorch comparison: 4-500-500-1, batch 1024, L2 loss, PyTorch's LNN",
     )
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
     width, depth, batch, norm = 600, 3, 512, "l1"
-    if args.issue31:
+    if args.pytorch:
         width, depth, batch, norm = 500, 2, 1024, "l2"
     if args.quick:
         width, batch = 64, 64
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     }
     # Same losses up to float32 round-off: the comparison is like for like.
     values = {name: float(fn()[2]) for name, fn in steps.items()}
-    if args.issue31:
+    if args.pytorch:
         torch_call, torch_value = torch_step(model, data, norm)
         if torch_call is not None:
             steps[TORCH], values[TORCH] = torch_call, torch_value

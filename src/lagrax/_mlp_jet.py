@@ -33,7 +33,7 @@ vectors, not one `(k, width)` array: batched, a weight's gradient from the
 product `t Ẇᵀ` then contracts `k` matrices over the batch axis alone, which
 XLA's CPU backend multiplies in place, where contracting a `(batch, k, width)`
 array over two axes makes it copy a transposed `(width, batch·k)` operand first.
-Measured with `python benchmarks/train_step.py --issue31` (4-500-500-1, batch
+Measured with `python benchmarks/train_step.py --pytorch` (4-500-500-1, batch
 1024, float32, two cores): the user-written vmapped loss 1.11–1.19× the time of
 `acceleration_loss` with the array, 1.03–1.09× with the vectors.
 """

@@ -71,7 +71,7 @@ def acceleration_loss(
     `MLPLagrangian` writes by hand (a training step 1.01–1.09× faster than the
     same loss through the per-state `jet`, whose derivative is hand-written too,
     and about 1.3× faster than plain autodiff through it; `python
-    benchmarks/train_step.py --issue31`). That gradient is reverse mode
+    benchmarks/train_step.py --pytorch`). That gradient is reverse mode
     only: `jax.grad` and `jax.vjp` of this loss work, forward-mode derivatives
     (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) raise JAX's `custom_vjp` error; for
     those, build the loss from `jax.vmap(lagrax.acceleration)`, which supports
