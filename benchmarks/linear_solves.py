@@ -48,6 +48,13 @@ def report(title, samples, baseline):
     sys.stdout.flush()
 
 
+def report_both(title, forward, gradient, baseline, repeats):
+    """`report` of the forward passes and of their gradients, each timed
+    interleaved."""
+    report(f"{title}, forward", time_interleaved(forward, repeats=repeats), baseline)
+    report(f"{title}, gradient", time_interleaved(gradient, repeats=repeats), baseline)
+
+
 def lineax_solve(h, rhs):
     """`_linalg.solve` through `lineax.linear_solve` with `PivotedLU`."""
     solution = lx.linear_solve(
@@ -90,16 +97,7 @@ def dense(repeats):
                 jax.jit(jax.grad(loss, argnums=(0, 1))), h, rhs
             )
         title = f"dense n={n}, vmap over {batch}, float32"
-        report(
-            f"{title}, forward",
-            time_interleaved(forward, repeats=repeats),
-            "lagrax solve",
-        )
-        report(
-            f"{title}, gradient",
-            time_interleaved(gradient, repeats=repeats),
-            "lagrax solve",
-        )
+        report_both(title, forward, gradient, "lagrax solve", repeats)
 
 
 def accel(repeats):
@@ -130,16 +128,7 @@ def accel(repeats):
                 eqx.filter_jit(eqx.filter_grad(loss)), model
             )
         title = f"acceleration, MLP dof {dof} width {width}, batch 512"
-        report(
-            f"{title}, forward",
-            time_interleaved(forward, repeats=repeats),
-            "lagrax solve",
-        )
-        report(
-            f"{title}, L1 gradient",
-            time_interleaved(gradient, repeats=repeats),
-            "lagrax solve",
-        )
+        report_both(title, forward, gradient, "lagrax solve", repeats)
 
 
 def block_jacobi(matrix):
@@ -194,16 +183,7 @@ def graph(repeats):
             for name, fn in zip(forward, (lambda m, b: m.solve(b)[0], lineax_bicgstab))
         }
         title = f"spring lattice {rows}x{rows} ({n} unknowns), max difference {gap:.1e}"
-        report(
-            f"{title}, forward",
-            time_interleaved(forward, repeats=repeats),
-            "BlockSparseMatrix.solve",
-        )
-        report(
-            f"{title}, gradient",
-            time_interleaved(gradient, repeats=repeats),
-            "BlockSparseMatrix.solve",
-        )
+        report_both(title, forward, gradient, "BlockSparseMatrix.solve", repeats)
     for nodes in (256, 4096):
         chain = _graph.Graph(np.arange(nodes - 1), np.arange(1, nodes), nodes)
         ones = jnp.ones((nodes - 1, 1, 1))
