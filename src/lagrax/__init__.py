@@ -68,6 +68,7 @@ from ._solver.base import (
 )
 from ._solver.gauss_legendre import GaussLegendre as GaussLegendre
 from ._solver.rattle import Rattle as Rattle
+from ._solver.unrolled import Unrolled as Unrolled
 from ._solver.variational import VariationalMidpoint as VariationalMidpoint
 from ._solver.verlet import VelocityVerlet as VelocityVerlet
 from ._solver.yoshida import Yoshida4 as Yoshida4

@@ -12,6 +12,7 @@ from .._custom_types import ForceFn
 from .._simulate import check_times, solve, solve_options, SolveOptions
 from .._solver.base import AbstractSymmetricSolver
 from .._solver.batched import batch_norm, Batched, BatchTerm
+from .._solver.unrolled import Unrolled, unrollable
 from .._term import as_term
 from .data import TrajectoryData
 
@@ -41,7 +42,8 @@ def solve_batch(
     failure spoils only its trajectory (for evaluation). `together=True` is one
     solve of the whole batch (`BatchTerm`): the same values with fixed steps, and
     a gradient that costs a fraction of the vmapped solves'; the trajectories
-    share their steps, and a failure of one fails all (for losses).
+    share their steps, and a failure of one fails all (for losses, which are
+    differentiated: an explicit Diffrax Runge–Kutta solver is stepped `Unrolled`).
     """
     if u is not None and force is None:
         raise ValueError(
@@ -73,6 +75,8 @@ def solve_batch(
                 "it needs a Lagrangian."
             )
         solver = Batched(solver)
+    elif unrollable(solver) and solver.scan_kind is None:  # not the user's choice
+        solver = Unrolled(solver)
     options = eqx.tree_at(
         lambda o: (o.solver, o.stepsize_controller),
         options,
