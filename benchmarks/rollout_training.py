@@ -8,15 +8,17 @@ matrix does not make windows fail; the network's jet is every pass's cost), for
 several solvers:
 
 - `diffrax.Tsit5()` with fixed steps (`ConstantStepSize`, one step per sample) and
-  adaptive (`PIDController`, `rtol = atol = 1e-4`, float32);
+  adaptive (`PIDController`, `rtol = atol = 1e-4`, float32), which `rollout_loss`
+  steps `lagrax.Unrolled`; for comparison, fixed steps also through Diffrax's own
+  stage loop (`Tsit5(scan_kind="checkpointed")`, which `rollout_loss` keeps);
 - `lagrax.VariationalMidpoint()` and `lagrax.GaussLegendre()` (4th order), fixed
   steps: each step a Newton solve whose iterations take the jet and its
   forward-mode Jacobian.
 
 `rollout_loss` integrates each window's trajectories as one solve (a batched
 state; see `lagrax._solver.batched`): for Tsit5 (fixed) and VariationalMidpoint the
-same loss over `lagrax.rollout`, which vmaps one solve per trajectory, is timed in
-the same run for comparison ("vmapped solves").
+same loss over `lagrax.rollout`, which vmaps one solve per trajectory (stepped the
+same way), is timed in the same run for comparison ("vmapped solves").
 
 The structured `MechanicalLagrangian` (same width, depth 2) is timed the same way
 with Tsit5 (fixed), against its own batched gradient of accelerations.
@@ -98,6 +100,13 @@ class Method:
 
 METHODS = (
     Method("Tsit5 (fixed)", diffrax.Tsit5(), False),
+    # `rollout_loss` steps an explicit Diffrax solver `lagrax.Unrolled`; a solver
+    # whose `scan_kind` is set keeps Diffrax's stage loop, for comparison.
+    Method(
+        "Tsit5 (fixed), Diffrax's stage loop",
+        diffrax.Tsit5(scan_kind="checkpointed"),
+        False,
+    ),
     Method("Tsit5 (adaptive)", diffrax.Tsit5(), True),
     Method("VariationalMidpoint", lagrax.VariationalMidpoint(), False),
     Method("GaussLegendre", lagrax.GaussLegendre(), False),
@@ -165,10 +174,14 @@ def vmapped_gradient(method: Method, data: lagrax.TrajectoryData, steps: int):
     solve under `jax.vmap`: what `rollout_loss` did before it solved each window's
     trajectories as one batch (`lagrax._solver.batched`)."""
     max_steps = steps if not method.adaptive else 16 * steps
+    # Stepped as `rollout_loss` steps it: the comparison is of the batching alone.
+    solver = method.solver
+    if isinstance(solver, diffrax.Tsit5) and solver.scan_kind is None:
+        solver = lagrax.Unrolled(solver)
 
     def loss(model):
         predicted = lagrax.rollout(
-            model, data, solver=method.solver, max_steps=max_steps, **method.options()
+            model, data, solver=solver, max_steps=max_steps, **method.options()
         )
         return jnp.mean((predicted.q - data.q) ** 2) + jnp.mean(
             (predicted.qdot - data.qdot) ** 2

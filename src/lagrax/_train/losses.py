@@ -276,7 +276,10 @@ def rollout_loss(
     adaptive controller (a `diffrax.PIDController`) takes steps that every window
     accepts: its error norm is the largest of the windows', so each meets the
     tolerance and `max_steps` bounds the steps of the batch. A window that fails
-    fails the loss, as it would anyway.
+    fails the loss, as it would anyway. An explicit Diffrax solver (Tsit5, Dopri5,
+    ...) is stepped `lagrax.Unrolled`, the same step with its stages written out,
+    whose gradient runs each evaluation forward twice rather than three times
+    (unless its `scan_kind` is set).
 
     !!! warning "Adjoint"
 
