@@ -568,7 +568,9 @@ def test_unrolled_steps_as_its_solver(solver, adaptive):
     model = DoublePendulum(m2=1.3)
     y0 = (jnp.array([[1.0, 0.5], [0.3, -0.2]]), jnp.array([[0.2, -0.3], [0.0, 0.4]]))
     controller = (
-        diffrax.PIDController(rtol=1e-4, atol=1e-4, jump_ts=jnp.array([0.35, 0.6]))
+        diffrax.ClipStepSizeController(
+            diffrax.PIDController(rtol=1e-4, atol=1e-4), jump_ts=jnp.array([0.35, 0.6])
+        )
         if adaptive
         else diffrax.ConstantStepSize()
     )

@@ -12,7 +12,7 @@ from .._custom_types import ForceFn
 from .._simulate import check_times, solve, solve_options, SolveOptions
 from .._solver.base import AbstractSymmetricSolver
 from .._solver.batched import batch_norm, Batched, BatchTerm
-from .._solver.unrolled import Unrolled, unrollable
+from .._solver.unrolled import unrollable, Unrolled
 from .._term import as_term
 from .data import TrajectoryData
 
