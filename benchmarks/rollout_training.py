@@ -9,8 +9,8 @@ several solvers:
 
 - `diffrax.Tsit5()` with fixed steps (`ConstantStepSize`, one step per sample) and
   adaptive (`PIDController`, `rtol = atol = 1e-4`, float32), which `rollout_loss`
-  steps `lagrax.Unrolled`; for comparison, fixed steps also through Diffrax's own
-  stage loop (`Tsit5(scan_kind="checkpointed")`, which `rollout_loss` keeps);
+  steps `lagrax.Unrolled`; for comparison, both also through Diffrax's own stage
+  loop (`Tsit5(scan_kind="checkpointed")`, which `rollout_loss` keeps);
 - `lagrax.VariationalMidpoint()` and `lagrax.GaussLegendre()` (4th order), fixed
   steps: each step a Newton solve whose iterations take the jet and its
   forward-mode Jacobian.
@@ -108,6 +108,11 @@ METHODS = (
         False,
     ),
     Method("Tsit5 (adaptive)", diffrax.Tsit5(), True),
+    Method(
+        "Tsit5 (adaptive), Diffrax's stage loop",
+        diffrax.Tsit5(scan_kind="checkpointed"),
+        True,
+    ),
     Method("VariationalMidpoint", lagrax.VariationalMidpoint(), False),
     Method("GaussLegendre", lagrax.GaussLegendre(), False),
 )
