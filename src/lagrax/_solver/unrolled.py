@@ -15,8 +15,9 @@ class Unrolled(diffrax.AbstractWrappedSolver):
     forward (the solve, the step's recomputation, the stage's recomputation) and
     once backward. Written out, a step's stages are differentiated as one
     function: two forward passes and one backward. Measured on the gradient of
-    `lagrax.rollout_loss` with Tsit5 (an `MLPLagrangian` of width 128 or 500, 256
-    windows of 10 steps, float32): 0.89× and 0.71× the time through Diffrax's loop
+    `lagrax.rollout_loss` with fixed-step Tsit5 (an `MLPLagrangian` of width 128 or
+    500, 256 windows of 10 steps, float32): 0.71–0.90× the time through Diffrax's
+    loop; adaptive, 0.85× at width 500 but 1.11× at width 128 with 2 steps a window
     (`python benchmarks/rollout_training.py`). The cost: the step holds all of its
     stages' intermediates at once in the reverse pass (one step's, not the
     solve's), and the vector field is compiled once per stage (that benchmark's
